@@ -1,0 +1,60 @@
+"""Typed errors; each maps to one process exit code so scripts can tell failures apart."""
+
+from __future__ import annotations
+
+
+class StdrError(Exception):
+    """Base class: a failure we understand and can explain without a traceback."""
+
+    exit_code = 1
+    hint: str | None = None
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+
+class UserInputError(StdrError):
+    """Bad arguments, unknown names, unreadable or malformed input files."""
+
+    exit_code = 2
+
+
+class MissingDependency(StdrError):
+    """An optional library or binary the requested step needs is not installed."""
+
+    exit_code = 3
+
+
+class HostUnsupported(StdrError):
+    """The host cannot run what was asked (e.g. TensorRT variant without a GPU)."""
+
+    exit_code = 4
+
+
+class ValidationError(StdrError):
+    """A produced artefact failed its check (export parity, engine accuracy)."""
+
+    exit_code = 5
+
+
+class WeightsError(StdrError):
+    """Weights missing, corrupt, of the wrong model, or not downloadable."""
+
+    exit_code = 6
+
+
+class ServerError(StdrError):
+    """The Triton server failed to start, died, or a model failed to load."""
+
+    exit_code = 7
+
+
+class SmokeFailed(StdrError):
+    """The deployed server answered, but a smoke check failed."""
+
+    exit_code = 8
+
+
+EXIT_CODES = {cls.__name__: cls.exit_code for cls in StdrError.__subclasses__()}

@@ -1,0 +1,133 @@
+"""The deployment plan: what `planner.make_plan` decides and every later step consumes.
+
+Frozen dataclasses that round-trip through JSON (`to_dict` / `from_dict`), so a plan can be
+written by `stdr-deploy plan --json`, edited or pinned by a user, and read back by `render`,
+`build` and `auto`. No logic lives here beyond (de)serialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+VARIANTS = ("onnxruntime", "tensorrt_plan")
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """TensorRT-style min/opt/max for one input; full shapes including the batch dimension."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One Triton model (detector or recognizer) as it will be built and served."""
+
+    triton_name: str  # "craft" | "crnn_en" | "parseq"
+    family: str  # models registry name: "craft" | "crnn-en" | "parseq" | "parseq-tiny"
+    role: str  # "detector" | "recognizer"
+    backend: str  # "onnxruntime" | "tensorrt"
+    precision: str  # "fp32" | "fp16"
+    max_batch_size: int  # Triton max_batch_size
+    profile: dict[str, ShapeProfile]  # input name -> min/opt/max
+    instance_count: int
+    instance_kind: str  # "KIND_CPU" | "KIND_GPU"
+    gpus: tuple[int, ...]
+    intra_op_threads: int  # ONNX Runtime; 0 = runtime default
+    inter_op_threads: int
+    workspace_bytes: int  # TensorRT builder memory-pool limit; 0 for ONNX Runtime
+    dynamic_batching: DynamicBatching | None
+    memory_estimate_bytes: int  # per instance x instance_count, bytes
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """The Python (BLS) orchestrator model and the processing settings it applies."""
+
+    instance_count: int
+    instance_kind: str
+    canvas_size: int  # detector input: long side is scaled to at most this many pixels
+    mag_ratio: float
+    max_image_pixels: int  # requests with more pixels are refused
+    recognizer_batch: int  # crops per BLS request to the recognizer (= its max batch)
+    text_threshold: float
+    link_threshold: float
+    low_text: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    variant: str  # one of VARIANTS
+    device: str  # "cpu" | "gpu"
+    detector: ModelPlan
+    recognizer: ModelPlan
+    pipeline: PipelinePlan
+    memory_budget_bytes: int
+    memory_estimate_bytes: int
+    host: dict[str, Any] = field(default_factory=dict)  # summary of the host file it came from
+    profile_name: str | None = None
+    reasons: tuple[str, ...] = ()
+    format_version: int = FORMAT_VERSION
+
+    def models(self) -> tuple[ModelPlan, ModelPlan]:
+        return (self.detector, self.recognizer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"plan format_version {data.get('format_version')!r} is not {FORMAT_VERSION}; "
+                "re-run `stdr-deploy plan`"
+            )
+        return cls(
+            variant=data["variant"],
+            device=data["device"],
+            detector=_model_plan(data["detector"]),
+            recognizer=_model_plan(data["recognizer"]),
+            pipeline=PipelinePlan(**data["pipeline"]),
+            memory_budget_bytes=int(data["memory_budget_bytes"]),
+            memory_estimate_bytes=int(data["memory_estimate_bytes"]),
+            host=dict(data.get("host", {})),
+            profile_name=data.get("profile_name"),
+            reasons=tuple(data.get("reasons", ())),
+        )
+
+
+def _model_plan(data: dict[str, Any]) -> ModelPlan:
+    db = data.get("dynamic_batching")
+    return ModelPlan(
+        **{
+            **data,
+            "profile": {
+                name: ShapeProfile(tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+                for name, p in data["profile"].items()
+            },
+            "gpus": tuple(data["gpus"]),
+            "dynamic_batching": DynamicBatching(tuple(db["preferred_batch_sizes"]), db["max_queue_delay_us"])
+            if db
+            else None,
+        }
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so the dict equals what json.loads gives back."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,30 @@
+"""Shared test fixtures: where ../shared lives, and one export cache for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STDR_SHARED", ROOT.parent / "shared"))
+HOSTS = Path(__file__).resolve().parent / "hosts"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"../shared not found at {SHARED}: tests read oracles and test data from it")
+    return SHARED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test shares one cache, so each model is exported once per test run.
+
+    Set STDR_TEST_CACHE to reuse a cache across runs while developing.
+    """
+    path = Path(os.environ.get("STDR_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["STDR_DEPLOY_CACHE"] = str(path)
+    return path

@@ -1,0 +1,1 @@
+"""Python-based Triton backends (`onnxruntime`, `tensorrt`) that serve the unmodified platform configs on the embedded tritonserver."""

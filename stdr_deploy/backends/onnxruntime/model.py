@@ -1,0 +1,268 @@
+"""Triton Python-based backend named `onnxruntime`: runs `platform: "onnxruntime_onnx"` models.
+
+The tritonserver shipped in `nvidia-pytriton` has only the Python backend. Triton maps the
+platform `onnxruntime_onnx` to the backend name `onnxruntime`; when the backend folder holds a
+`model.py` instead of `libtriton_onnxruntime.so`, Triton runs this file in a Python stub for
+every model instance. So the same, unmodified config.pbtxt serves here and in the NGC container.
+
+It reads the parameters of the real Triton ONNX Runtime backend (same names, same meanings):
+`intra_op_thread_count`, `inter_op_thread_count`, `execution_mode`, `enable_mem_arena`,
+`enable_mem_pattern`, `memory.enable_memory_arena_shrinkage`,
+`session.use_device_allocator_for_initializers`, the CUDA options `cudnn_conv_algo_search`,
+`gpu_mem_limit`, `arena_extend_strategy`, `do_copy_in_default_stream`, the graph level in
+`optimization { graph { level } }` and the `cuda` / `tensorrt` / `openvino` execution
+accelerators.
+
+Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
+import the stdr_deploy package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+DEFAULT_MODEL_FILENAME = "model.onnx"
+
+# optimization { graph { level } }: Triton's values; absent or 0 keeps ORT's default (all).
+GRAPH_LEVELS = {
+    -1: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    1: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    2: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+# Deprecated top-level CUDA parameters of the Triton ORT backend -> CUDA EP option values.
+CUDNN_CONV_ALGO_SEARCH = {"0": "EXHAUSTIVE", "1": "HEURISTIC", "2": "DEFAULT"}
+ARENA_EXTEND_STRATEGY = {"0": "kNextPowerOfTwo", "1": "kSameAsRequested"}
+
+# Triton accelerator name -> ORT execution provider.
+ACCELERATORS = {
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+def string_parameters(config: dict) -> dict[str, str]:
+    """`parameters { key: K value: { string_value: V } }` as a plain dict."""
+    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+
+
+def as_bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "on", "yes")
+
+
+def model_file(args: dict, config: dict) -> str:
+    """`<model dir>/<version>/<default_model_filename or model.onnx>`, as Triton resolves it."""
+    name = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
+    return os.path.join(args["model_repository"], args["model_version"], name)
+
+
+def session_options(config: dict) -> ort.SessionOptions:
+    params = string_parameters(config)
+    options = ort.SessionOptions()
+    if "intra_op_thread_count" in params:
+        options.intra_op_num_threads = int(params["intra_op_thread_count"])
+    if "inter_op_thread_count" in params:
+        options.inter_op_num_threads = int(params["inter_op_thread_count"])
+    if params.get("execution_mode") == "1":
+        options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    if "enable_mem_arena" in params:
+        options.enable_cpu_mem_arena = as_bool(params["enable_mem_arena"])
+    if "enable_mem_pattern" in params:
+        options.enable_mem_pattern = as_bool(params["enable_mem_pattern"])
+    key = "session.use_device_allocator_for_initializers"
+    if key in params:
+        options.add_session_config_entry(key, params[key])
+    level = int(config.get("optimization", {}).get("graph", {}).get("level", 0))
+    if level in GRAPH_LEVELS:
+        options.graph_optimization_level = GRAPH_LEVELS[level]
+    return options
+
+
+def run_options(config: dict) -> ort.RunOptions:
+    options = ort.RunOptions()
+    key = "memory.enable_memory_arena_shrinkage"
+    params = string_parameters(config)
+    if key in params:
+        options.add_run_config_entry(key, params[key])
+    return options
+
+
+def cuda_options(config: dict, device_id: int) -> dict[str, str]:
+    params = string_parameters(config)
+    options = {"device_id": str(device_id)}
+    if "cudnn_conv_algo_search" in params:
+        options["cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH[params["cudnn_conv_algo_search"]]
+    if "arena_extend_strategy" in params:
+        options["arena_extend_strategy"] = ARENA_EXTEND_STRATEGY[params["arena_extend_strategy"]]
+    for key in ("gpu_mem_limit", "do_copy_in_default_stream"):
+        if key in params:
+            options[key] = params[key]
+    return options
+
+
+def tensorrt_options(parameters: dict[str, str], device_id: int) -> dict[str, str]:
+    """Triton's TensorRT-accelerator keys -> ORT TensorRT EP options (most names are equal)."""
+    options = {"device_id": str(device_id)}
+    for key, value in parameters.items():
+        if key == "precision_mode":
+            options["trt_fp16_enable"] = str(value.upper() == "FP16")
+            options["trt_int8_enable"] = str(value.upper() == "INT8")
+        elif key == "max_workspace_size_bytes":
+            options["trt_max_workspace_size"] = value
+        elif key.startswith("trt_"):
+            options[key] = value
+        else:
+            options[f"trt_{key}"] = value
+    return options
+
+
+def accelerators(config: dict, kind: str) -> list[dict]:
+    section = config.get("optimization", {}).get("execution_accelerators", {})
+    key = "gpu_execution_accelerator" if kind == "GPU" else "cpu_execution_accelerator"
+    return section.get(key, [])
+
+
+def providers(config: dict, kind: str, device_id: int, available: list[str]) -> tuple[list, list[str]]:
+    """Execution providers (with options) for this instance, and log lines for what fell back.
+
+    KIND_GPU runs on the CUDA EP of the instance's device, after any configured accelerator;
+    KIND_CPU runs on the CPU EP. A missing provider falls back with a log line, never silently.
+    """
+    chosen: list = []
+    notes: list[str] = []
+    base = dict(cuda_options(config, device_id)) if kind == "GPU" else {}
+    for accelerator in accelerators(config, kind):
+        name = accelerator.get("name", "")
+        params = dict(accelerator.get("parameters", {}))
+        if name not in ACCELERATORS:
+            raise ValueError(f"unknown execution accelerator {name!r} (known: {sorted(ACCELERATORS)})")
+        provider = ACCELERATORS[name]
+        if provider not in available:
+            notes.append(f"execution accelerator {name!r} needs {provider}, which this onnxruntime lacks")
+        elif name == "cuda":
+            base.update(params)
+        elif name == "tensorrt":
+            chosen.append((provider, tensorrt_options(params, device_id)))
+        else:
+            chosen.append((provider, params))
+    if kind == "GPU":
+        if "CUDAExecutionProvider" in available:
+            chosen.append(("CUDAExecutionProvider", base))
+        else:
+            notes.append(
+                "instance kind GPU but onnxruntime has no CUDAExecutionProvider "
+                "(install onnxruntime-gpu); running on CPU"
+            )
+    chosen.append(("CPUExecutionProvider", {}))
+    return chosen, notes
+
+
+def log_warning(message: str) -> None:
+    pb_utils.Logger.log_warn(message)
+
+
+class TritonPythonModel:
+    """One ONNX Runtime session per Triton model instance."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        self.name = args["model_name"]
+        for tensor in config.get("input", []) + config.get("output", []):
+            if tensor.get("reshape"):
+                raise pb_utils.TritonModelException(
+                    f"{self.name}: 'reshape' on {tensor['name']!r} is not supported by this backend"
+                )
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.inputs = [tensor["name"] for tensor in config.get("input", [])]
+        self.optional = {tensor["name"] for tensor in config.get("input", []) if tensor.get("optional")}
+        self.outputs = {
+            tensor["name"]: pb_utils.triton_string_to_numpy(tensor["data_type"])
+            for tensor in config.get("output", [])
+        }
+        kind = args.get("model_instance_kind", "CPU")
+        device_id = int(args.get("model_instance_device_id", "0"))
+        chosen, notes = providers(config, kind, device_id, ort.get_available_providers())
+        for note in notes:
+            log_warning(f"{self.name}: {note}")
+        path = model_file(args, config)
+        if not os.path.isfile(path):
+            raise pb_utils.TritonModelException(f"{self.name}: model file not found: {path}")
+        self.session = ort.InferenceSession(path, sess_options=session_options(config), providers=chosen)
+        self.run_options = run_options(config)
+        missing = [name for name in self.outputs if name not in {o.name for o in self.session.get_outputs()}]
+        if missing:
+            raise pb_utils.TritonModelException(f"{self.name}: the ONNX model has no outputs named {missing}")
+
+    def execute(self, requests: list) -> list:
+        feeds = [self.request_feed(request) for request in requests]
+        results: list = [None] * len(requests)
+        for group in self.batches(feeds):
+            for index, outcome in zip(group, self.run_group([feeds[i] for i in group])):
+                results[index] = outcome
+        return [self.response(outcome) for outcome in results]
+
+    def request_feed(self, request) -> dict[str, np.ndarray] | Exception:
+        feed = {}
+        for name in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                if name not in self.optional:
+                    return ValueError(f"{self.name}: missing input {name!r}")
+                continue
+            feed[name] = tensor.as_numpy()
+        return feed
+
+    def batches(self, feeds: list) -> list[list[int]]:
+        """Request indexes that can run as one ORT call: same input shapes past the batch axis."""
+        if self.max_batch_size <= 0:
+            return [[i] for i in range(len(feeds))]
+        groups: dict = {}
+        singles = []
+        for index, feed in enumerate(feeds):
+            if isinstance(feed, Exception):
+                singles.append([index])
+                continue
+            key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feed.items()))
+            groups.setdefault(key, []).append(index)
+        return list(groups.values()) + singles
+
+    def run_group(self, feeds: list) -> list:
+        """Outputs per request; a failing joint run is retried one by one to blame the right one."""
+        if len(feeds) == 1 or any(isinstance(feed, Exception) for feed in feeds):
+            return [self.run_one(feed) for feed in feeds]
+        sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
+        joined = {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
+        try:
+            outputs = self.run(joined)
+        except Exception:  # noqa: BLE001 - any ORT failure: find out which request caused it
+            return [self.run_one(feed) for feed in feeds]
+        bounds = np.cumsum([0] + sizes)
+        return [
+            {name: array[start:stop] for name, array in outputs.items()}
+            for start, stop in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def run_one(self, feed) -> dict[str, np.ndarray] | Exception:
+        if isinstance(feed, Exception):
+            return feed
+        try:
+            return self.run(feed)
+        except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
+            return RuntimeError(f"{self.name}: {exc}")
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = list(self.outputs)
+        arrays = self.session.run(names, feed, self.run_options)
+        return {name: array.astype(self.outputs[name], copy=False) for name, array in zip(names, arrays)}
+
+    def response(self, outcome):
+        if isinstance(outcome, Exception):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
+        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in outcome.items()]
+        return pb_utils.InferenceResponse(output_tensors=tensors)

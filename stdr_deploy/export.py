@@ -1,0 +1,563 @@
+"""torch -> ONNX: export, check, simplify, prove parity, and cache the result by content.
+
+One export is five stages, each timed and shown as a progress line:
+1. **load** the torch model with its weights (fp32, eval);
+2. **export** with the legacy TorchScript exporter (`dynamo=False`): the only exporter in torch
+   2.13 that keeps opset 11/14 and a truly dynamic batch (see the PARSeq oracle's export facts);
+3. **check** with `onnx.checker` (full check, i.e. with shape inference);
+4. **simplify** with onnxsim and onnxslim (whichever is installed);
+5. **parity**: ONNX Runtime (CPU) against torch on the spec's validation shapes, which differ
+   from the export shape. Candidates are tried smallest graph first; the first whose every
+   output is within the spec's atol wins, the unsimplified export being the last resort. If
+   none passes, the export fails with the numbers.
+
+Results live in `cache_dir()/onnx/<key>/{model.onnx,report.json}`, where the key hashes
+everything the bytes depend on: weights sha256, the model spec, opset, options, tool versions
+and the source of the model and export code. A folder is built under a temporary name and
+renamed into place only once complete, so a crash never leaves a half-written model where the
+cache looks; the report stores the model's sha256, so a corrupted cached file is re-exported.
+A per-key file lock makes concurrent exports of the same model wait for one another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import gc
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from stdr_deploy import __version__
+from stdr_deploy.compare import Comparison, compare_outputs
+from stdr_deploy.errors import UserInputError, ValidationError
+from stdr_deploy.workspace import atomic_path, cache_dir, replace_dir_atomic, sha256_file, write_json_atomic
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from rich.progress import Progress
+
+    from stdr_deploy.models import ModelSpec
+
+REPORT_FORMAT = 1
+MIN_OPSET = 7  # the TorchScript exporter's range in torch 2.x
+MAX_OPSET = 20
+PARITY_THREADS = 2  # fixed, so parity figures do not depend on the host's core count
+SIMPLIFIERS = ("onnxsim", "onnxslim")
+# Source files whose content changes what an export produces (hashed into the cache key).
+_RECIPE_FILES = ("export.py", "weights.py", "models/*.py")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    onnx_path: Path
+    report_path: Path
+    report: dict[str, Any]
+    cached: bool  # True when an earlier export was reused
+
+
+def export_model(
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    out: Path | None = None,
+    opset: int | None = None,
+    with_features: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> ExportResult:
+    """Export `name` to ONNX (or reuse the cached export) and return where it is.
+
+    `weights` is a file or a weights registry name (default: the spec's). `with_features` adds
+    CRAFT's 32-channel feature map as a second output `output1` (unused by the pipeline).
+    `out` also copies the model there, with its report beside it as `<out>.json`.
+    """
+    from stdr_deploy import weights as weights_registry
+    from stdr_deploy.models import get_spec
+
+    spec = get_spec(name)
+    opset = resolve_opset(spec, opset)
+    if with_features and not spec.optional_outputs:
+        raise UserInputError(f"{name} has no optional feature output", hint="--with-features only applies to craft")
+    weights_path = weights_registry.resolve_weights(
+        weights if weights is not None else spec.default_weights, progress=progress
+    )
+    weights_sha256 = sha256_file(weights_path)
+    key = cache_key(spec, weights_sha256, opset, with_features)
+    entry = cache_dir() / "onnx" / key
+    with _progress(progress) as bar, _locked(entry):
+        result = None if force else cached_export(entry)
+        if result is None:
+            job = _Job(spec, Path(weights_path), weights_sha256, opset, with_features, key, _Stages(bar))
+            result = _export_into(entry, job)
+    return _copy_to(result, Path(out)) if out is not None else result
+
+
+def ensure_onnx(name: str, weights: str | Path | None = None, **options: Any) -> Path:
+    """The ONNX file for `name`: cached if possible, exported otherwise (no progress output)."""
+    options.setdefault("progress", False)
+    return export_model(name, weights=weights, **options).onnx_path
+
+
+def resolve_opset(spec: ModelSpec, opset: int | None) -> int:
+    """The spec's opset by default; refuse opsets the exporter cannot produce at all."""
+    if opset is None:
+        return spec.opset
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserInputError(
+            f"opset {opset} is outside what the exporter supports ({MIN_OPSET}..{MAX_OPSET})",
+            hint=f"{spec.name} is tested at opset {spec.opset}; use {spec.opset}..{MAX_OPSET}",
+        )
+    return opset
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions that can change the exported bytes (None: not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version(), "stdr_deploy": __version__}
+    for dist in ("torch", "onnx", "onnxruntime", *SIMPLIFIERS):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    if versions["onnxruntime"] is None:  # the GPU build installs the same module
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions["onnxruntime"] = importlib.metadata.version("onnxruntime-gpu")
+    return versions
+
+
+def cache_key(spec: ModelSpec, weights_sha256: str, opset: int, with_features: bool) -> str:
+    """`<model>-opset<N>[-features]-<hash>`: readable prefix, content hash for the rest."""
+    content = {
+        "format": REPORT_FORMAT,
+        "spec": _spec_facts(spec),
+        "weights_sha256": weights_sha256,
+        "opset": opset,
+        "with_features": with_features,
+        "versions": tool_versions(),
+        "recipe_sha256": _recipe_sha256(),
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{spec.name}-opset{opset}{'-features' if with_features else ''}-{digest[:16]}"
+
+
+def cached_export(entry: Path) -> ExportResult | None:
+    """The export stored in `entry` if it is complete and its model matches the report's hash."""
+    model, report_path = entry / "model.onnx", entry / "report.json"
+    if not (model.is_file() and report_path.is_file()):
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+        expected = report["onnx"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if sha256_file(model) != expected:
+        return None
+    return ExportResult(model, report_path, report, cached=True)
+
+
+def graph_sha256(model: onnx.ModelProto) -> str:
+    """Hash of the network's structure (nodes, IO, initializer names and shapes), not its weights."""
+    digest = hashlib.sha256()
+    graph = model.graph
+    for part in (*graph.input, *graph.output, *graph.node):
+        digest.update(part.SerializeToString(deterministic=True))
+    for init in graph.initializer:
+        digest.update(f"{init.name}:{init.data_type}:{list(init.dims)}".encode())
+    return digest.hexdigest()
+
+
+# --- one export -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    spec: ModelSpec
+    weights_path: Path
+    weights_sha256: str
+    opset: int
+    with_features: bool
+    key: str
+    stages: _Stages
+
+    @property
+    def output_names(self) -> list[str]:
+        extra = self.spec.optional_outputs if self.with_features else ()
+        return [t.name for t in (*self.spec.outputs, *extra)]
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        return {"with_features": True} if self.with_features else {}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One graph that may become the final model: the raw export or a simplifier's output."""
+
+    name: str
+    model: onnx.ModelProto
+    seconds: float
+
+    @property
+    def nodes(self) -> int:
+        return len(self.model.graph.node)
+
+
+def _export_into(entry: Path, job: _Job) -> ExportResult:
+    """Build the cache entry in a staging folder beside it, then swap it in whole."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    for stale in entry.parent.glob(f".{job.key}.*.staging"):  # left by a killed export; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{job.key}.", suffix=".staging", dir=entry.parent))
+    try:
+        report = _build(job, staging)
+        replace_dir_atomic(staging, entry)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(entry / "model.onnx", entry / "report.json", report, cached=False)
+
+
+def _build(job: _Job, folder: Path) -> dict[str, Any]:
+    import onnx
+
+    from stdr_deploy.models import load_model
+
+    started = time.perf_counter()
+    spec, stages = job.spec, job.stages
+    with stages.stage("load"):
+        model = load_model(spec.name, weights=job.weights_path, **job.model_options)
+    raw_path = folder / "exported.onnx"
+    with stages.stage("export"):
+        _torch_export(job, model, raw_path)
+    with stages.stage("check"):
+        _full_check(raw_path, job)
+        raw = onnx.load(str(raw_path))
+    candidates = _simplify(raw, stages)
+    inputs = _parity_inputs(spec)
+    with stages.stage("parity", total=len(inputs) * len(candidates)) as advance:
+        expected = [_torch_outputs(model, x, job.output_names) for x in inputs]
+        final, comparisons, tried = _first_passing(candidates, inputs, expected, spec.atol, job, advance)
+    del model
+    final_path = folder / "model.onnx"
+    onnx.save(final.model, str(final_path))
+    raw_path.unlink()
+    if final.name != "none":
+        _full_check(final_path, job)
+    report = _report(job, raw, final, candidates, tried, inputs, comparisons, final_path)
+    report["seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
+    write_json_atomic(folder / "report.json", report)
+    return report
+
+
+def _torch_export(job: _Job, model: torch.nn.Module, path: Path) -> None:
+    """Trace with a batch-2 example so no batch-1 shortcut gets baked into the graph."""
+    import torch
+
+    spec = job.spec
+    example = torch.from_numpy(spec.example_input(batch=2, seed=0))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy exporter is deprecated in torch 2.9+ and traces Python-side shape
+            # arithmetic: both warnings are expected here and say nothing about this export.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[t.name for t in spec.inputs],
+                output_names=job.output_names,
+                dynamic_axes=spec.dynamic_axes(with_optional=job.with_features),
+                opset_version=job.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    except torch.onnx.errors.OnnxExporterError as exc:
+        if job.opset == spec.opset:
+            raise
+        raise UserInputError(
+            f"{spec.name} cannot be expressed in ONNX opset {job.opset}: {_first_line(exc)}",
+            hint=f"use an opset from {spec.opset} (the tested default) to {MAX_OPSET}",
+        ) from exc
+
+
+def _full_check(path: Path, job: _Job) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ValidationError(
+            f"{job.spec.name} export at opset {job.opset} fails onnx.checker: {_first_line(exc)}",
+            hint=_opset_hint(job),
+        ) from exc
+
+
+def _simplify(raw: onnx.ModelProto, stages: _Stages) -> list[_Candidate]:
+    """Raw export plus each installed simplifier's output, smallest graph first (raw last)."""
+    candidates = []
+    with stages.stage("simplify", total=len(SIMPLIFIERS)) as advance:
+        for name in SIMPLIFIERS:
+            start = time.perf_counter()
+            model = _run_simplifier(name, raw)
+            if model is not None:
+                candidates.append(_Candidate(name, model, round(time.perf_counter() - start, 3)))
+            advance()
+    candidates.sort(key=lambda c: (c.nodes, c.model.ByteSize()))
+    return [*candidates, _Candidate("none", raw, 0.0)]
+
+
+def _run_simplifier(name: str, raw: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A simplifier that is missing or crashes is skipped: the parity check decides anyway."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(raw)
+    try:
+        if name == "onnxsim":
+            import onnxsim
+
+            model, ok = onnxsim.simplify(copy, check_n=0)
+            return model if ok else None
+        import onnxslim
+
+        with contextlib.redirect_stdout(open(os.devnull, "w")):  # it prints a summary table
+            return onnxslim.slim(copy)
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - third-party optimisers fail in many ways
+        warnings.warn(f"{name} failed, skipping it: {_first_line(exc)}", stacklevel=2)
+        return None
+
+
+def _parity_inputs(spec: ModelSpec) -> list[np.ndarray]:
+    """Seeded inputs at the spec's validation shapes (each unlike the export example)."""
+    return [
+        spec.example_input(batch=shape[0], height=shape[2], width=shape[3], seed=1 + i)
+        for i, shape in enumerate(spec.validation_shapes)
+    ]
+
+
+def _torch_outputs(model: torch.nn.Module, x: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(x))
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    result = {name: t.numpy().copy() for name, t in zip(names, outs)}
+    del out, outs
+    gc.collect()
+    return result
+
+
+def _first_passing(
+    candidates: list[_Candidate],
+    inputs: list[np.ndarray],
+    expected: list[dict[str, np.ndarray]],
+    atol: float,
+    job: _Job,
+    advance: Callable[[], None],
+) -> tuple[_Candidate, list[Comparison], dict[str, str]]:
+    """The first candidate within `atol` on every input; ValidationError with numbers if none."""
+    tried: dict[str, str] = {}
+    failures = []
+    for candidate in candidates:
+        comparisons = _ort_parity(candidate.model, inputs, expected, atol, job, advance)
+        failed = [(x.shape, c) for x, c in zip(inputs, comparisons) if not c]
+        if not failed:
+            tried[candidate.name] = "passed"
+            return candidate, comparisons, tried
+        tried[candidate.name] = "failed"
+        shape, comparison = failed[0]
+        failures.append(f"{candidate.name} at input {list(shape)}:\n  " + comparison.describe().replace("\n", "\n  "))
+    raise ValidationError(
+        f"{job.spec.name} ONNX output differs from torch beyond atol {atol:g}:\n" + "\n".join(failures),
+        hint=_opset_hint(job),
+    )
+
+
+def _ort_parity(
+    model: onnx.ModelProto,
+    inputs: list[np.ndarray],
+    expected: list[dict[str, np.ndarray]],
+    atol: float,
+    job: _Job,
+    advance: Callable[[], None],
+) -> list[Comparison]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = PARITY_THREADS
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors on load
+        raise ValidationError(
+            f"ONNX Runtime cannot load the {job.spec.name} export: {_first_line(exc)}", hint=_opset_hint(job)
+        ) from exc
+    names = [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    comparisons = []
+    for x, exp in zip(inputs, expected):
+        got = dict(zip(names, session.run(None, {input_name: x})))
+        comparisons.append(compare_outputs(exp, got, atol=atol))
+        del got
+        gc.collect()
+        advance()
+    del session
+    return comparisons
+
+
+def _report(
+    job: _Job,
+    raw: onnx.ModelProto,
+    final: _Candidate,
+    candidates: list[_Candidate],
+    tried: dict[str, str],
+    inputs: list[np.ndarray],
+    comparisons: list[Comparison],
+    final_path: Path,
+) -> dict[str, Any]:
+    spec = job.spec
+    return {
+        "format": REPORT_FORMAT,
+        "model": spec.name,
+        "triton_name": spec.triton_name,
+        "cache_key": job.key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "opset": job.opset,
+        "with_features": job.with_features,
+        "versions": tool_versions(),
+        "weights": {"path": str(job.weights_path), "sha256": job.weights_sha256},
+        "onnx": {
+            "sha256": sha256_file(final_path),
+            "graph_sha256": graph_sha256(final.model),
+            "bytes": final_path.stat().st_size,
+            "inputs": _io_dims(final.model.graph.input),
+            "outputs": _io_dims(final.model.graph.output),
+        },
+        "nodes": {"exported": len(raw.graph.node), "final": final.nodes},
+        "simplifier": {
+            "chosen": final.name,
+            "candidates": {
+                c.name: {"nodes": c.nodes, "seconds": c.seconds, "parity": tried.get(c.name, "not run")}
+                for c in candidates
+            },
+        },
+        "parity": {
+            "runtime": f"onnxruntime CPUExecutionProvider, {PARITY_THREADS} threads",
+            "atol": spec.atol,
+            "max_abs": max(c.max_abs for c in comparisons),
+            "shapes": [
+                {"input_shape": list(x.shape), **c.to_dict()} for x, c in zip(inputs, comparisons)
+            ],
+        },
+    }
+
+
+def _io_dims(values: Any) -> dict[str, list[int | str]]:
+    return {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values
+    }
+
+
+def _copy_to(result: ExportResult, out: Path) -> ExportResult:
+    """Copy the cached model to `out` with its report as `<out>.json`, both atomically."""
+    with atomic_path(out) as tmp:
+        shutil.copyfile(result.onnx_path, tmp)
+    report_path = out.with_name(out.name + ".json")
+    write_json_atomic(report_path, result.report)
+    return ExportResult(out, report_path, result.report, result.cached)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _spec_facts(spec: ModelSpec) -> dict[str, Any]:
+    """The spec's declarative fields as plain JSON (not its `build` function)."""
+    facts = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.compare}
+    facts["preprocess"] = dict(facts["preprocess"])
+    return facts
+
+
+def _recipe_sha256() -> str:
+    """Hash of the code that turns weights into an ONNX file, so a code change re-exports."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for pattern in _RECIPE_FILES:
+        for path in sorted(root.glob(pattern)):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _opset_hint(job: _Job) -> str:
+    if job.opset != job.spec.opset:
+        return f"opset {job.opset} is not the tested one; retry with the default --opset {job.spec.opset}"
+    return "this is a bug in the model or exporter; please report it with the report above"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _locked(entry: Path) -> Iterator[None]:
+    """Serialise exports of one cache key across processes (released by the OS on death)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / f".{entry.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Progress | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        yield bar
+
+
+class _Stages:
+    """Times each stage and, with a progress display, shows one line per stage."""
+
+    def __init__(self, bar: Progress | None) -> None:
+        self.bar = bar
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, total: int = 1) -> Iterator[Callable[[], None]]:
+        task = self.bar.add_task(name, total=total) if self.bar else None
+
+        def advance() -> None:
+            if self.bar is not None and task is not None:
+                self.bar.advance(task)
+
+        start = time.perf_counter()
+        yield advance
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        if self.bar is not None and task is not None:
+            self.bar.update(task, completed=total)

@@ -1,0 +1,96 @@
+"""What every model family declares: IO tensors, export settings, preprocessing constants.
+
+One frozen `ModelSpec` per family (Optimum style): the exporter, validator, planner and
+renderer read these facts instead of knowing about CRAFT or PARSeq themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from stdr_deploy.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output; a `str` dim is a named dynamic axis, an `int` dim is fixed."""
+
+    name: str
+    dtype: str
+    dims: tuple[int | str, ...]
+
+    def dynamic_axes(self) -> dict[int, str]:
+        """Axis index -> name, the form `torch.onnx.export(dynamic_axes=...)` wants."""
+        return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The declarative facts of one model family.
+
+    `params` counts every float value in the weights (parameters plus BatchNorm running
+    statistics), i.e. what the memory planner multiplies by the bytes per value.
+    `example_hw` fills the named `height`/`width` dims of `example_input` when not given.
+    `build` makes the bare architecture (random weights) from the family's options.
+    """
+
+    name: str
+    role: str  # "detector" | "recognizer"
+    triton_name: str
+    default_weights: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    opset: int
+    atol: float
+    preprocess: Mapping[str, Any]
+    charset: str | None
+    num_classes: int | None
+    params: int
+    validation_shapes: tuple[tuple[int, ...], ...]
+    example_hw: tuple[int, int]
+    build: Callable[..., Any] = field(repr=False, compare=False)
+    optional_outputs: tuple[TensorSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A spec is shared by everyone: make the constants dict read-only too.
+        object.__setattr__(self, "preprocess", MappingProxyType(dict(self.preprocess)))
+
+    @property
+    def input(self) -> TensorSpec:
+        """The single network input (all families take one image tensor)."""
+        return self.inputs[0]
+
+    def dynamic_axes(self, with_optional: bool = False) -> dict[str, dict[int, str]]:
+        tensors = self.inputs + self.outputs + (self.optional_outputs if with_optional else ())
+        return {t.name: axes for t in tensors if (axes := t.dynamic_axes())}
+
+    def input_shape(self, batch: int = 2, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+        """Concrete input shape; fixed dims must not be overridden with other values."""
+        wanted = {"batch": batch, "height": height or self.example_hw[0], "width": width or self.example_hw[1]}
+        given = {"height": height, "width": width}
+        shape = []
+        for axis, dim in zip(("batch", "channels", "height", "width"), self.input.dims):
+            if isinstance(dim, str):
+                shape.append(int(wanted[dim]))
+            elif given.get(axis) not in (None, dim):
+                raise UserInputError(f"{self.name} has a fixed input {axis} of {dim}, not {given[axis]}")
+            else:
+                shape.append(dim)
+        multiple = int(self.preprocess.get("size_multiple", 1))
+        if any(s % multiple for s in shape[2:]):
+            raise UserInputError(f"{self.name} input height and width must be multiples of {multiple}, got {shape}")
+        return tuple(shape)
+
+    def example_input(
+        self, batch: int = 2, height: int | None = None, width: int | None = None, seed: int = 0
+    ) -> np.ndarray:
+        """Seeded float32 input in the model's range: uniform pixels, normalised as preprocessing does."""
+        shape = self.input_shape(batch, height, width)
+        pixels = np.random.default_rng(seed).random(shape, dtype=np.float32)
+        mean = np.asarray(self.preprocess["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.preprocess["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+        return ((pixels - mean) / std).astype(np.float32)

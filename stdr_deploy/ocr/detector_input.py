@@ -1,0 +1,58 @@
+"""Detector input: the image resized to the canvas, padded to a multiple of 32, normalised.
+
+The steps and their order are EasyOCR's (`resize_aspect_ratio` + `normalizeMeanVariance`), which
+CRAFT's weights were tuned with: resize the uint8 image with bilinear interpolation so the long
+side is `mag_ratio` times itself but at most `canvas_size`, paste it at the top-left of a black
+canvas whose sides are multiples of 32 (the network downsamples 5 times), then subtract the
+ImageNet mean and divide by its std, both scaled to 0-255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+MEAN_255 = np.array([0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0], dtype=np.float32)
+STD_255 = np.array([0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0], dtype=np.float32)
+STRIDE = 32
+
+
+@dataclass(frozen=True)
+class DetectorInput:
+    """The network input and how to map score-map pixels back onto the original image."""
+
+    tensor: np.ndarray  # float32 [1, 3, Hp, Wp]
+    resized_hw: tuple[int, int]  # image size after the resize, before padding
+    image_hw: tuple[int, int]
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Original pixels per resized pixel, per axis (exact, unlike one rounded ratio)."""
+        return (self.image_hw[1] / self.resized_hw[1], self.image_hw[0] / self.resized_hw[0])
+
+
+def resized_size(height: int, width: int, canvas_size: int, mag_ratio: float) -> tuple[int, int]:
+    """(height, width) after scaling the long side to `mag_ratio` x itself, capped at the canvas."""
+    long_side = max(height, width)
+    ratio = min(mag_ratio * long_side, canvas_size) / long_side
+    return max(int(height * ratio), 1), max(int(width * ratio), 1)
+
+
+def padded_size(height: int, width: int) -> tuple[int, int]:
+    return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+
+
+def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float) -> DetectorInput:
+    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor."""
+    height, width = image.shape[:2]
+    th, tw = resized_size(height, width, canvas_size, mag_ratio)
+    resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+    ph, pw = padded_size(th, tw)
+    canvas = np.zeros((ph, pw, 3), dtype=np.float32)
+    canvas[:th, :tw] = resized
+    canvas -= MEAN_255
+    canvas /= STD_255
+    tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
+    return DetectorInput(tensor=tensor, resized_hw=(th, tw), image_hw=(height, width))

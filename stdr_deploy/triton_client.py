@@ -1,0 +1,128 @@
+"""Talk to a Triton server with `tritonclient`, over HTTP or gRPC, behind the pipeline's Runner API.
+
+`TritonModelRunner` serves one model (detector or recognizer) to the in-process `OcrPipeline`;
+`TritonPipelineClient` sends whole images to the served `pipeline` model and gets words back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stdr_deploy.errors import ServerError, UserInputError
+
+_NP_TO_TRITON = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A server address split into what tritonclient wants: `host:port` and the protocol."""
+
+    address: str
+    protocol: str  # "http" | "grpc"
+
+    @classmethod
+    def parse(cls, url: str) -> "Endpoint":
+        if "://" in url:
+            scheme, address = url.split("://", 1)
+        else:
+            scheme, address = "http", url
+        scheme = scheme.lower()
+        if scheme not in ("http", "grpc"):
+            raise UserInputError(
+                f"unsupported URL scheme {scheme!r} in {url!r}",
+                hint="use http://HOST:PORT or grpc://HOST:PORT",
+            )
+        return cls(address.rstrip("/"), scheme)
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://{self.address}"
+
+
+def connect(endpoint: Endpoint, timeout_s: float = 60.0):
+    """A tritonclient client of the right protocol (imported lazily: it pulls in grpc/gevent)."""
+    if endpoint.protocol == "grpc":
+        import tritonclient.grpc as client_module
+
+        return client_module.InferenceServerClient(endpoint.address)
+    import tritonclient.http as client_module
+
+    return client_module.InferenceServerClient(
+        endpoint.address, connection_timeout=timeout_s, network_timeout=timeout_s
+    )
+
+
+def _module(endpoint: Endpoint):
+    if endpoint.protocol == "grpc":
+        import tritonclient.grpc as client_module
+    else:
+        import tritonclient.http as client_module
+    return client_module
+
+
+def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    """One inference; a server-side error becomes a ServerError that names the model."""
+    from tritonclient.utils import InferenceServerException
+
+    mod = _module(endpoint)
+    inputs = []
+    for name, array in feeds.items():
+        array = np.ascontiguousarray(array)
+        tensor = mod.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    requested = [mod.InferRequestedOutput(name) for name in outputs]
+    try:
+        result = client.infer(model, inputs, outputs=requested)
+    except InferenceServerException as exc:
+        raise ServerError(f"model {model!r} failed on {endpoint.url}: {exc.message()}") from exc
+    return {name: result.as_numpy(name) for name in outputs}
+
+
+class TritonModelRunner:
+    """Runner for one served model: the pipeline calls `infer` exactly as with ONNX Runtime."""
+
+    def __init__(self, url: str, model: str, outputs: tuple[str, ...] = ("output",)):
+        self.endpoint = Endpoint.parse(url)
+        self.model = model
+        self.outputs = list(outputs)
+        self._client = connect(self.endpoint)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return infer(self._client, self.endpoint, self.model, feeds, self.outputs)
+
+
+@dataclass(frozen=True)
+class ServedWord:
+    text: str
+    polygon: list[list[float]]
+    score: float
+
+
+class TritonPipelineClient:
+    """Sends RGB images to the served `pipeline` model; returns its words with polygons."""
+
+    def __init__(self, url: str, model: str = "pipeline"):
+        self.endpoint = Endpoint.parse(url)
+        self.model = model
+        self._client = connect(self.endpoint)
+
+    def read(self, image: np.ndarray) -> list[ServedWord]:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise UserInputError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
+        out = infer(self._client, self.endpoint, self.model, {"input": image[None]}, ["output", "boxes"])
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in out["output"].reshape(-1)]
+        boxes = out["boxes"].reshape(-1, 9)
+        return [
+            ServedWord(text, box[:8].reshape(4, 2).astype(float).tolist(), float(box[8]))
+            for text, box in zip(texts, boxes)
+        ]

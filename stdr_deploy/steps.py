@@ -33,7 +33,7 @@ class Step:
     name: str
     run: Callable[[], dict[str, Any] | None]
     description: str
-    skip_reason: str | None = None  # set when the plan says this step does not apply
+    skip_when: Callable[[], str | None] = lambda: None  # a reason to skip, decided when the step starts
 
 
 class StepRunner:
@@ -53,8 +53,9 @@ class StepRunner:
 
     def run(self, step: Step) -> StepResult:
         self._on_start(step)
-        if step.skip_reason:
-            result = StepResult(step.name, "skipped", 0.0, {"reason": step.skip_reason})
+        reason = step.skip_when()
+        if reason:
+            result = StepResult(step.name, "skipped", 0.0, {"reason": reason})
             self._record(step, result)
             return result
         t0 = time.perf_counter()

@@ -196,7 +196,6 @@ def _download(info: WeightsInfo, target: Path, progress: bool) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(f"could not download {info.name!r} from {url}: {reason}", hint=offline_hint) from None
-    _sha256.cache_clear()
     return target
 
 

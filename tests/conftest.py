@@ -28,3 +28,29 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(os.environ.get("STDR_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["STDR_DEPLOY_CACHE"] = str(path)
     return path
+
+
+# One real export per model per test session (cached in `session_cache`), for every test file
+# that needs an ONNX model. Tests that re-export or corrupt an export use their own cache.
+
+
+@pytest.fixture(scope="session")
+def craft_onnx(session_cache: Path):
+    from stdr_deploy.export import export_model
+
+    return export_model("craft", progress=False)
+
+
+@pytest.fixture(scope="session")
+def crnn_onnx(session_cache: Path):
+    from stdr_deploy.export import export_model
+
+    return export_model("crnn-en", progress=False)
+
+
+@pytest.fixture(scope="session")
+def parseq_tiny_onnx(session_cache: Path, shared: Path):
+    """parseq-tiny with the oracle's random weights (the release weights need a download)."""
+    from stdr_deploy.export import export_model
+
+    return export_model("parseq-tiny", weights=shared / "oracles/parseq/parseq_tiny_random_A.pt", progress=False)

@@ -3,7 +3,8 @@
 Module names equal the keys of the official release files (`parseq-bb5792a6.pt`,
 `parseq_tiny-e7a21b54.pt`), so they load with `strict=True`. Three decoding modes:
 NAR (`decode_ar=False`, the export mode), AR, and either followed by `refine_iters` cloze
-refinement passes (the official default is AR + 1 refinement).
+refinement passes (the official default is AR + 1 refinement). Inference only: the training-time
+dropout layers are left out (they are identities in eval mode and hold no weights).
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ class Size:
     enc_heads: int
     dec_heads: int
     enc_depth: int = 12
-    dec_depth: int = 1
-    mlp_ratio: int = 4
+    mlp_ratio: int = 4  # decoder depth is 1 in both released sizes
 
 
 SIZES = {"parseq": Size(384, 6, 12), "parseq-tiny": Size(192, 3, 6)}
@@ -120,17 +120,16 @@ class Encoder(nn.Module):
 class DecoderLayer(nn.Module):
     """Query stream attends to the (normalised) content stream, then to the image memory, then an FFN."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: int) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.linear1 = nn.Linear(dim, dim * mlp_ratio)
         self.linear2 = nn.Linear(dim * mlp_ratio, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_c = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(
         self,
@@ -147,21 +146,26 @@ class DecoderLayer(nn.Module):
             self.norm_q(query), context, context,
             attn_mask=query_mask, key_padding_mask=content_padding_mask, need_weights=False,
         )  # fmt: skip
-        query = query + self.dropout(attended)
+        query = query + attended
         attended, _ = self.cross_attn(self.norm1(query), memory, memory, need_weights=False)
-        query = query + self.dropout(attended)
-        return query + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(query))))))
+        query = query + attended
+        return query + self.linear2(F.gelu(self.linear1(self.norm2(query))))
 
 
 class Decoder(nn.Module):
     def __init__(self, size: Size) -> None:
         super().__init__()
-        if size.dec_depth != 1:
-            raise ValueError("only the one-layer decoder of the released models is implemented")
         self.layers = nn.ModuleList([DecoderLayer(size.embed_dim, size.dec_heads, size.mlp_ratio)])
         self.norm = nn.LayerNorm(size.embed_dim)
 
-    def forward(self, query, content, memory, query_mask=None, content_padding_mask=None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        content: torch.Tensor,
+        memory: torch.Tensor,
+        query_mask: torch.Tensor | None = None,
+        content_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self.norm(self.layers[0](query, content, memory, query_mask, content_padding_mask))
 
 
@@ -195,7 +199,6 @@ class PARSeq(nn.Module):
         self.decoder = Decoder(size)
         self.head = nn.Linear(dim, len(CHARSET) + 1)
         self.text_embed = TokenEmbedding(len(CHARSET) + 3, dim)
-        self.dropout = nn.Dropout(0.1)
         nn.init.trunc_normal_(self.pos_queries, std=0.02)
 
     def decode(
@@ -210,8 +213,7 @@ class PARSeq(nn.Module):
         length = tokens.shape[1]
         bos = self.text_embed(tokens[:, :1])
         rest = self.pos_queries[:, : length - 1] + self.text_embed(tokens[:, 1:])
-        content = self.dropout(torch.cat([bos, rest], dim=1))
-        return self.decoder(self.dropout(queries), content, memory, query_mask, padding_mask)
+        return self.decoder(queries, torch.cat([bos, rest], dim=1), memory, query_mask, padding_mask)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]

@@ -6,9 +6,9 @@ renderer read these facts instead of knowing about CRAFT or PARSeq themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,9 +28,9 @@ class TensorSpec:
         return {i: d for i, d in enumerate(self.dims) if isinstance(d, str)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSpec:
-    """The declarative facts of one model family.
+    """The declarative facts of one model family (one shared instance per family: treat as constant).
 
     `params` counts every float value in the weights (parameters plus BatchNorm running
     statistics), i.e. what the memory planner multiplies by the bytes per value.
@@ -46,23 +46,26 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...]
     opset: int
     atol: float
-    preprocess: Mapping[str, Any]
+    preprocess: dict[str, Any]
     charset: str | None
     num_classes: int | None
     params: int
     validation_shapes: tuple[tuple[int, ...], ...]
     example_hw: tuple[int, int]
-    build: Callable[..., Any] = field(repr=False, compare=False)
+    build: Callable[..., Any] = field(repr=False)
     optional_outputs: tuple[TensorSpec, ...] = ()
-
-    def __post_init__(self) -> None:
-        # A spec is shared by everyone: make the constants dict read-only too.
-        object.__setattr__(self, "preprocess", MappingProxyType(dict(self.preprocess)))
 
     @property
     def input(self) -> TensorSpec:
         """The single network input (all families take one image tensor)."""
         return self.inputs[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready facts (everything but `build`), e.g. for status files and `--json` output."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "build"}
+        for key in ("inputs", "outputs", "optional_outputs"):
+            data[key] = [dataclasses.asdict(t) for t in data[key]]
+        return data
 
     def dynamic_axes(self, with_optional: bool = False) -> dict[str, dict[int, str]]:
         tensors = self.inputs + self.outputs + (self.optional_outputs if with_optional else ())

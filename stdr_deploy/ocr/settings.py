@@ -22,9 +22,13 @@ class PipelineSettings:
     text_threshold: float = 0.7  # a component needs a region-score peak at least this high
     link_threshold: float = 0.4  # affinity above this joins characters into one word
     low_text: float = 0.4  # region score above this belongs to a word
-    min_size: int = 8  # boxes shorter than this many image pixels (both sides) are dropped
-    box_level: float = 0.5  # fraction of a word's peak region score that marks its ink outline
-    crop_margin: float = 0.15  # crop this fraction of the box height beyond each side of the box
+    min_size: int = 8  # boxes whose longer side is under this many image pixels are dropped
+    box_fit: str = "ink"  # "ink": tight box at box_level; "craft": CRAFT's own (dilated) box
+    box_level: float = 0.25  # fraction of a word's peak region score that marks its outline
+    straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
+    merge_gap: float = 0.1  # word pieces closer than this (in heights) are one word cut apart
+    crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
+    crop_margin_across: float = 0.3  # crop above and below the box, in box heights
     contrast_retry_below: float = 0.1  # re-read low-contrast crops whose confidence is under this
     contrast_target: float = 0.5  # contrast (p90 - p10) / (p90 + p10) that a retry stretches to
 

@@ -15,10 +15,15 @@ accelerators.
 
 Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
 import the stdr_deploy package.
+
+Tensors cross the stub boundary through DLPack, not `as_numpy()` / `Tensor(name, ndarray)`: the
+stubs of nvidia-pytriton (0.5.7 and 0.7.0 alike) were built for NumPy 1; under NumPy 2 those calls read
+the item size as 0 (inputs repeat their first element, outputs arrive empty).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 
@@ -167,6 +172,49 @@ def log_warning(message: str) -> None:
     pb_utils.Logger.log_warn(message)
 
 
+def log_info(message: str) -> None:
+    pb_utils.Logger.log_info(message)
+
+
+class _Capsule:
+    """Hands a DLPack capsule to `np.from_dlpack`, which wants an object with `__dlpack__`."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **_):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU: the Python backend hands inputs over in CPU memory by default
+
+
+def input_array(tensor) -> np.ndarray:
+    return np.from_dlpack(_Capsule(tensor.to_dlpack()))
+
+
+def output_tensor(name: str, array: np.ndarray):
+    """A pb_utils.Tensor that owns `array` through DLPack.
+
+    The stub takes the capsule over (renames it and calls the DLPack deleter itself) but leaves
+    NumPy's capsule destructor in place, which then fails loudly on the new name. Once the
+    capsule is taken, we clear that destructor, as newer stubs do themselves.
+    """
+    capsule = np.ascontiguousarray(array).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    if not _capsule_is_valid(capsule, b"dltensor"):
+        _capsule_set_destructor(capsule, None)
+    return tensor
+
+
+_capsule_is_valid = ctypes.pythonapi.PyCapsule_IsValid
+_capsule_is_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_is_valid.restype = ctypes.c_int
+_capsule_set_destructor = ctypes.pythonapi.PyCapsule_SetDestructor
+_capsule_set_destructor.argtypes = [ctypes.py_object, ctypes.c_void_p]
+_capsule_set_destructor.restype = ctypes.c_int
+
+
 class TritonPythonModel:
     """One ONNX Runtime session per Triton model instance."""
 
@@ -195,6 +243,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self.name}: model file not found: {path}")
         self.session = ort.InferenceSession(path, sess_options=session_options(config), providers=chosen)
         self.run_options = run_options(config)
+        log_info(f"{self.name}: {path} on {', '.join(self.session.get_providers())} ({kind} {device_id})")
         missing = [name for name in self.outputs if name not in {o.name for o in self.session.get_outputs()}]
         if missing:
             raise pb_utils.TritonModelException(f"{self.name}: the ONNX model has no outputs named {missing}")
@@ -215,7 +264,7 @@ class TritonPythonModel:
                 if name not in self.optional:
                     return ValueError(f"{self.name}: missing input {name!r}")
                 continue
-            feed[name] = tensor.as_numpy()
+            feed[name] = input_array(tensor)
         return feed
 
     def batches(self, feeds: list) -> list[list[int]]:
@@ -264,5 +313,5 @@ class TritonPythonModel:
     def response(self, outcome):
         if isinstance(outcome, Exception):
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in outcome.items()]
+        tensors = [output_tensor(name, array) for name, array in outcome.items()]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -1,0 +1,223 @@
+"""`stdr-deploy auto`: probe -> plan -> export -> build -> render -> serve -> smoke, in one workspace.
+
+Each step is a small function over the previous steps' results; `StepRunner` records them in
+`<workspace>/status.json`, and the run ends with a `deploy.json` manifest (host, plan, artefact
+hashes, versions, smoke results, timings). The server is returned running; the caller decides
+whether to keep serving.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stdr_deploy import __version__
+from stdr_deploy.plan_schema import Plan
+from stdr_deploy.steps import Step, StepResult, StepRunner
+from stdr_deploy.workspace import sha256_file, write_json_atomic
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    workspace: Path
+    repo: Path
+    recognizer: str = "crnn-en"
+    weights: dict[str, str] = field(default_factory=dict)  # family -> path or registry name
+    profile: str | None = None
+    variant: str | None = None
+    host: str = "127.0.0.1"
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+
+
+@dataclass
+class AutoResult:
+    plan: Plan | None = None
+    server: Any = None  # stdr_deploy.server.TritonServer, running when the smoke passed
+    smoke: Any = None  # stdr_deploy.smoke.SmokeReport
+    manifest: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepResult] = field(default_factory=list)
+
+
+def trained_weights(family: str, weights: str | None) -> bool:
+    """True when the recognizer runs the registry's own (trained) weights, so text must read exactly.
+
+    Custom weights may be random or fine-tuned for other text; then the smoke only checks that
+    the served pipeline equals the in-process one.
+    """
+    from stdr_deploy.models import get_spec
+    from stdr_deploy.weights import WEIGHTS
+
+    spec = get_spec(family)
+    if weights is None:
+        return True
+    info = WEIGHTS.get(spec.default_weights)
+    path = Path(weights)
+    return info is not None and path.is_file() and sha256_file(path).startswith(info.sha256)
+
+
+def run_auto(
+    options: AutoOptions,
+    on_start: Callable[[Step], None] | None = None,
+    on_end: Callable[[Step, StepResult], None] | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+) -> AutoResult:
+    """Run every step; on a failure the server (if started) is stopped and the error re-raised."""
+    from stdr_deploy import hardware, planner, profiles
+
+    ws = Path(options.workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    runner = StepRunner(ws, on_start, on_end)
+    result = AutoResult(steps=runner.results)
+    state: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any]:
+        state["host"] = hardware.probe_host()
+        write_json_atomic(ws / "host.json", state["host"].to_dict())
+        gpus = state["host"].to_dict().get("gpus", [])
+        return {"host_file": str(ws / "host.json"), "gpus": [g.get("name") for g in gpus]}
+
+    def plan() -> dict[str, Any]:
+        profile = profiles.resolve_profile(state["host"], options.profile)
+        result.plan = planner.make_plan(
+            state["host"], profile, recognizer=options.recognizer, variant=options.variant
+        )
+        write_json_atomic(ws / "plan.json", result.plan.to_dict())
+        return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
+
+    def export() -> dict[str, Any]:
+        from stdr_deploy.export import export_model
+
+        state["onnx"] = {}
+        outputs = {}
+        for model in result.plan.models():
+            exported = export_model(model.family, weights=options.weights.get(model.family), progress=False)
+            state["onnx"][model.triton_name] = exported.onnx_path
+            outputs[model.triton_name] = {
+                "onnx": str(exported.onnx_path),
+                "sha256": sha256_file(exported.onnx_path),
+                "cached": exported.cached,
+            }
+        return outputs
+
+    def build() -> dict[str, Any]:
+        from stdr_deploy.engines import build_engines
+
+        built = build_engines(result.plan, state["onnx"], state["host"])
+        state["artifacts"] = {name: b.engine_path for name, b in built.items()}
+        return {name: {"engine": str(b.engine_path), "sha256": sha256_file(b.engine_path)} for name, b in built.items()}
+
+    def render() -> dict[str, Any]:
+        from stdr_deploy.render import render as render_repo
+
+        artifacts = state.get("artifacts") or state["onnx"]
+        rendered = render_repo(result.plan, options.repo, artifacts)
+        return {"repository": str(options.repo), "files": len(rendered.files)}
+
+    def serve() -> dict[str, Any]:
+        from stdr_deploy.server import TritonServer
+
+        server = TritonServer(
+            options.repo,
+            host=options.host,
+            http_port=options.http_port,
+            grpc_port=options.grpc_port,
+            metrics_port=options.metrics_port,
+            log_path=ws / "server.log",
+        )
+        result.server = server
+        server.start()
+        server.wait_ready()
+        return {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url, "pid": server.pid}
+
+    def smoke() -> dict[str, Any]:
+        from stdr_deploy.runners import make_pipeline
+        from stdr_deploy.smoke import run_smoke
+
+        recognizer = result.plan.recognizer
+        reference = make_pipeline(
+            runtime="onnxruntime",
+            recognizer=recognizer.family,
+            weights=options.weights,
+            settings=_settings(result.plan),
+        )
+        report = run_smoke(
+            [result.server.http_url, result.server.grpc_url],
+            options.repo,
+            result.plan,
+            reference=reference.read if result.plan.variant == "onnxruntime" else None,
+            expect_text=trained_weights(recognizer.family, options.weights.get(recognizer.family)),
+            progress=progress,
+        )
+        result.smoke = report
+        write_json_atomic(ws / "smoke.json", report.to_dict())
+        report.raise_for_failures()
+        return {"checks": len(report.checks), "ok": report.ok}
+
+    steps = [
+        Step("probe", probe, "probe the host (NVML, CPU, runtimes)"),
+        Step("plan", plan, "plan variant, shapes, instances and memory"),
+        Step("export", export, "export ONNX models (cached)"),
+        Step(
+            "build",
+            build,
+            "build TensorRT engines",
+            skip_when=lambda: None if result.plan.variant == "tensorrt_plan" else "the plan uses ONNX Runtime",
+        ),
+        Step("render", render, "render the Triton model repository"),
+        Step("serve", serve, "start tritonserver and wait for all models"),
+        Step("smoke", smoke, "smoke inference over HTTP and gRPC"),
+    ]
+    try:
+        for step in steps:
+            runner.run(step)
+    except BaseException:
+        if result.server is not None:
+            result.server.stop()
+            result.server = None
+        raise
+    finally:
+        result.manifest = manifest(options, result, state)
+        write_json_atomic(ws / "deploy.json", result.manifest)
+    return result
+
+
+def _settings(plan: Plan):
+    from stdr_deploy.ocr import PipelineSettings
+
+    return PipelineSettings.from_plan(plan.pipeline)
+
+
+def manifest(options: AutoOptions, result: AutoResult, state: dict[str, Any]) -> dict[str, Any]:
+    """What was deployed, from what, with which tools, and how each step went."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "format_version": 1,
+        "stdr_deploy": __version__,
+        "python": platform.python_version(),
+        "versions": {d: version(d) for d in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "nvidia-pytriton", "tritonclient")},
+        "workspace": str(options.workspace),
+        "repository": str(options.repo),
+        "host": state["host"].to_dict() if "host" in state else None,
+        "plan": result.plan.to_dict() if result.plan else None,
+        "steps": [
+            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "outputs": r.outputs, "error": r.error}
+            for r in result.steps
+        ],
+        "smoke": result.smoke.to_dict() if result.smoke else None,
+        "urls": (
+            {"http": result.server.http_url, "grpc": result.server.grpc_url, "metrics": result.server.metrics_url}
+            if result.server
+            else None
+        ),
+    }

@@ -1,0 +1,260 @@
+"""`stdr-deploy bench` end to end: model level, served pipeline, EasyOCR, accuracy, soak, report.
+
+Order matters on a small host: the model level runs before any server exists; the pipeline is
+loaded, scored and soaked while it is served; the server is stopped before EasyOCR runs, so
+neither side shares the CPU with the other's idle processes doing work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from stdr_deploy.bench import accuracy as acc
+from stdr_deploy.bench import host as host_mod
+from stdr_deploy.bench.models import QUICK_POLICY, TimingPolicy, available_runtimes, plan_cases, run_chain_bench, run_model_bench
+from stdr_deploy.bench.report import targets
+from stdr_deploy.errors import MissingDependency, UserInputError
+
+DEFAULT_MODELS = ("craft", "crnn-en")
+SEED_FILES = ("img00.png", "img01.png", "img02.png", "img03.png")  # the reference benchmark's four sizes
+
+
+class Reporter:
+    """Progress sink: `phase` opens a named stage with a number of steps, `step` advances it."""
+
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def step(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    models: tuple[str, ...] = DEFAULT_MODELS
+    runtimes: tuple[str, ...] | None = None  # None: every runtime available here
+    model_level: bool = True
+    pipeline: bool = True
+    url: str | None = None  # a running server; None starts one (from `repo`, else `auto`)
+    repo: Path | None = None
+    recognizer: str = "crnn-en"
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    duration_s: float = 30.0
+    max_requests: int | None = None
+    easyocr: bool = False
+    easyocr_runs: int = 3
+    scenes: Path | None = None
+    scorer: Path | None = None
+    soak_s: float | None = None
+    soak_concurrency: int = 4
+    server_pid: int | None = None
+    quick: bool = False
+    threads: int | None = None
+    canvas_size: int = 2560
+    square_canvas: bool = False
+    chain: str | None = None  # runtime for the detector + 16 crops chain, None: not measured
+    weights: Mapping[str, str] = field(default_factory=dict)
+    engines: Mapping[str, Path] = field(default_factory=dict)
+
+
+def default_scenes() -> Path | None:
+    """scenes_A of the shared test data, if it sits where the project keeps it."""
+    roots = [Path(os.environ["STDR_SHARED"])] if os.environ.get("STDR_SHARED") else []
+    roots += [Path.cwd().parent / "shared", Path(__file__).resolve().parents[3] / "shared"]
+    return next((r / "testdata" / "scenes_A" for r in roots if (r / "testdata" / "scenes_A" / "gt.json").is_file()), None)
+
+
+def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """Run what `options` asks for and return the JSON-ready result (see `report.write_report`)."""
+    reporter = reporter or Reporter()
+    started = time.perf_counter()
+    scenes = options.scenes or default_scenes()
+    result: dict[str, Any] = {
+        "format": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["stdr-deploy", "bench", *(argv if argv is not None else sys.argv[2:])]),
+        "host": host_mod.host_info(),
+        "load_avg": {"start": host_mod.load_average()},
+        "versions": host_mod.versions(),
+        "notes": [],
+    }
+    peaks = host_mod.peaks()
+    result["peaks"] = {k: v.to_dict() for k, v in peaks.items()}
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    policy = QUICK_POLICY if options.quick else TimingPolicy()
+
+    if options.model_level:
+        runtimes = options.runtimes or tuple(r for r, why in available_runtimes(options.engines).items() if why is None)
+        cases = plan_cases(options.models, runtimes, quick=options.quick, canvas_size=options.canvas_size, square_canvas=options.square_canvas)
+        reporter.phase("model level", len(cases))
+        bench = run_model_bench(
+            cases, policy=policy, weights=options.weights, engines=options.engines, threads=options.threads, peaks=peaks, progress=reporter.step
+        )
+        result["models"] = bench.to_dict()
+    if options.chain:
+        reporter.phase("detector + recognizer chain", 1)
+        side = options.canvas_size
+        reporter.step(f"craft {side}x{side} + {options.recognizer} x16 on {options.chain}")
+        chain = run_chain_bench(options.chain, (1, 3, side, side), options.recognizer, policy=policy, weights=options.weights, threads=options.threads)
+        result["chain"] = chain.to_dict()
+
+    needs_images = options.pipeline or options.soak_s or options.easyocr
+    images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}
+    with ExitStack() as stack:
+        if options.pipeline or options.soak_s:
+            url, pid = _server(options, stack, reporter, result)
+            if options.pipeline:
+                result["pipeline"] = _pipeline(url, images, options, reporter)
+                if scenes and not options.quick:
+                    result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = _score_served(url, scenes, options, reporter)
+            if options.soak_s:
+                result["soak"] = _soak(url, images, pid, options, reporter)
+    if options.easyocr:
+        result["easyocr"], easy_score = _easyocr(images, scenes, options, reporter)
+        if easy_score:
+            result.setdefault("accuracy", {"scenes": str(scenes)})["easyocr"] = easy_score
+    result["load_avg"]["end"] = host_mod.load_average()
+    result["targets"] = targets(result)
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def _seed_images(scenes: Path | None, quick: bool, notes: list[str]) -> dict[str, Any]:
+    """label -> RGB array of the four reference images (two small ones with `quick`)."""
+    from stdr_deploy.ocr.image_io import read_image
+
+    files = [f for f in SEED_FILES if not quick or f in ("img00.png", "img02.png")]
+    if scenes is None or not all((scenes / f).is_file() for f in files):
+        raise UserInputError(
+            "the benchmark images (scenes_A img00..img03) were not found",
+            hint="pass --scenes DIR (the shared test data's testdata/scenes_A) or set STDR_SHARED",
+        )
+    images = {Path(f).stem: read_image(scenes / f) for f in files}
+    notes.append("pipeline images: " + ", ".join(f"{k} {v.shape[0]}x{v.shape[1]}" for k, v in images.items()) + f" from {scenes}")
+    return images
+
+
+def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result: dict[str, Any]) -> tuple[str, int | None]:
+    """The gRPC URL to load and the server pid (for RSS), starting a server when none is given."""
+    from stdr_deploy.bench.soak import find_server_pid
+
+    if options.url:
+        result["deployment"] = {"url": options.url, "started_here": False}
+        return options.url, options.server_pid or find_server_pid()
+    from stdr_deploy.server import TritonServer
+
+    if options.repo:
+        reporter.phase(f"start tritonserver on {options.repo}", 1)
+        server = stack.enter_context(TritonServer(options.repo))
+        reporter.step("ready")
+        result["deployment"] = {"repo": str(options.repo), "started_here": True}
+    else:
+        from stdr_deploy.auto import AutoOptions, run_auto
+
+        workspace = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stdr-bench-")))
+        reporter.phase("deploy (stdr-deploy auto)", 7)
+        deployed = run_auto(
+            AutoOptions(workspace=workspace, repo=workspace / "repo", recognizer=options.recognizer, weights=dict(options.weights)),
+            on_start=lambda step: reporter.step(step.name),
+        )
+        server = deployed.server
+        stack.callback(server.stop)
+        plan = deployed.plan
+        result["deployment"] = {
+            "started_here": True,
+            "variant": plan.variant,
+            "device": plan.device,
+            "recognizer": plan.recognizer.family,
+            "pipeline": plan.to_dict()["pipeline"],
+            "instances": {m.triton_name: m.instance_count for m in plan.models()},
+        }
+    result["deployment"].update({"url": server.grpc_url, "pid": server.pid})
+    return server.grpc_url, server.pid
+
+
+def _pipeline(url: str, images: Mapping[str, Any], options: BenchOptions, reporter: Reporter) -> dict[str, Any]:
+    from stdr_deploy.bench.load import image_requests, run_load
+
+    requests = image_requests(images)
+    reporter.phase("pipeline through Triton", len(requests) + len(options.concurrency))
+    return run_load(
+        url,
+        requests,
+        concurrency=options.concurrency,
+        duration_s=options.duration_s,
+        max_requests=options.max_requests,
+        progress=reporter.step,
+    ).to_dict()
+
+
+def _score_served(url: str, scenes: Path, options: BenchOptions, reporter: Reporter) -> dict[str, Any]:
+    gt, paths = acc.load_scenes(scenes)
+    reporter.phase(f"our accuracy on {scenes.name}", len(paths))
+    read = acc.served_reader(url)
+    pred = acc.predictions(paths, _announced(read, reporter))
+    return acc.score(acc.load_scorer(_scorer(options, scenes)), gt, pred)
+
+
+def _soak(url: str, images: Mapping[str, Any], pid: int | None, options: BenchOptions, reporter: Reporter) -> dict[str, Any]:
+    from stdr_deploy.bench.load import image_requests
+    from stdr_deploy.bench.soak import run_soak
+
+    reporter.phase(f"soak {options.soak_s:g} s at concurrency {options.soak_concurrency}", 10)
+    return run_soak(
+        url,
+        image_requests(images),
+        seconds=float(options.soak_s or 0),
+        concurrency=options.soak_concurrency,
+        max_requests=options.max_requests,
+        server_pid=pid,
+        progress=reporter.step,
+    ).to_dict()
+
+
+def _easyocr(
+    images: Mapping[str, Any], scenes: Path | None, options: BenchOptions, reporter: Reporter
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    from stdr_deploy.bench import easyocr_baseline as easy
+
+    try:
+        reader = easy.make_reader(options.threads)
+    except MissingDependency as exc:
+        return {"skipped": f"{exc} ({exc.hint})"}, None
+    paths = {label: Path(scenes) / f"{label}.png" for label in images} if scenes else {}
+    reporter.phase("EasyOCR latency", len(paths))
+    warmup, runs = (0, 1) if options.quick else (1, options.easyocr_runs)
+    latency = {}
+    for label, path in paths.items():
+        reporter.step(f"EasyOCR {label}")
+        latency.update(easy.latency(reader, {label: path}, warmup=warmup, runs=runs))
+    out = {"versions": easy.versions(), "warmup": warmup, "runs": runs, "latency": {k: v.to_dict() for k, v in latency.items()}}
+    if scenes is None or options.quick:
+        return out, None
+    gt, scene_paths = acc.load_scenes(scenes)
+    reporter.phase(f"EasyOCR accuracy on {scenes.name}", len(scene_paths))
+    pred = acc.predictions(scene_paths, _announced(lambda p: easy.read_words(reader, p), reporter))
+    return out, acc.score(acc.load_scorer(_scorer(options, scenes)), gt, pred)
+
+
+def _scorer(options: BenchOptions, scenes: Path) -> Path:
+    return options.scorer or scenes.parent.parent / "tools" / "ocr_score.py"
+
+
+def _announced(read: Callable[[Path], Any], reporter: Reporter) -> Callable[[Path], Any]:
+    def wrapped(path: Path) -> Any:
+        reporter.step(path.name)
+        return read(path)
+
+    return wrapped

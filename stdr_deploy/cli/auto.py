@@ -1,0 +1,106 @@
+"""`stdr-deploy auto`: deploy on this host end to end and keep serving."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.output import console, print_json
+
+
+@click.command("auto")
+@recognizer_option
+@weights_option
+@click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
+@click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
+@click.option("--workspace", type=click.Path(path_type=Path), default=Path("workspace"), show_default=True,
+              help="Folder for host.json, plan.json, status.json, logs and deploy.json.")
+@click.option("--repo", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+              help="Where the Triton model repository is rendered.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds to.")
+@click.option("--http-port", type=int, help="HTTP port (default: a free one).")
+@click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
+@click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
+@click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
+def command(recognizer, weights, profile, variant, workspace, repo, host, http_port, grpc_port, metrics_port,
+            exit_after_smoke, as_json):
+    """Probe, plan, export, build, render, serve and smoke-test, in one go.
+
+    \b
+    Exit codes: 0 deployed (and, without --exit-after-smoke, served until Ctrl-C),
+    2 bad arguments, 3 missing dependency, 4 host cannot run the request,
+    5 export/engine validation failed, 6 weights problem, 7 server failed, 8 smoke failed.
+    """
+    from stdr_deploy.auto import AutoOptions, run_auto
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] serving on {host}: the server accepts requests from other machines")
+    options = AutoOptions(
+        workspace=workspace,
+        repo=repo,
+        recognizer=recognizer,
+        weights=parse_weights(weights, recognizer),
+        profile=profile,
+        variant=variant,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+    )
+    status = console.status("starting")
+
+    def on_start(step):
+        status.update(f"[bold]{step.name}[/]: {step.description}")
+
+    def on_end(step, result):
+        mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[result.status]
+        detail = result.error or result.outputs.get("reason", "") if result.status != "ok" else ""
+        console.print(f"{mark:>22} {step.name:<7} {result.seconds:7.1f} s  {detail}")
+
+    with status:
+        result = run_auto(options, on_start, on_end, progress=lambda message: status.update(f"[bold]smoke[/]: {message}"))
+    if as_json:
+        print_json(result.manifest)
+    else:
+        console.print(summary_table(result))
+    server = result.server
+    if exit_after_smoke:
+        server.stop()
+        return
+    console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0) and server.is_running():
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def summary_table(result) -> Table:
+    plan = result.plan
+    table = Table(title="stdr-deploy auto", show_header=False)
+    host = plan.host
+    table.add_row("host", f"{host.get('cpu_model', '?')} | GPUs: {', '.join(host.get('gpu_names', [])) or 'none'}")
+    table.add_row("variant", f"{plan.variant} on {plan.device} (profile: {plan.profile_name or 'computed'})")
+    for model in plan.models():
+        shapes = ", ".join(f"{name} {list(p.min)}..{list(p.max)}" for name, p in model.profile.items())
+        table.add_row(
+            model.triton_name,
+            f"{model.family} {model.precision} | {shapes} | {model.instance_count} x {model.instance_kind}",
+        )
+    table.add_row("pipeline", f"canvas {plan.pipeline.canvas_size} | {plan.pipeline.instance_count} x {plan.pipeline.instance_kind}")
+    table.add_row("memory", f"{plan.memory_estimate_bytes / 2**20:,.0f} MiB estimated of {plan.memory_budget_bytes / 2**20:,.0f} MiB budget")
+    smoke = result.smoke
+    table.add_row("smoke", f"{'passed' if smoke.ok else 'FAILED'} ({len(smoke.checks)} checks)")
+    urls = result.manifest.get("urls") or {}
+    table.add_row("urls", "  ".join(f"{k}: {v}" for k, v in urls.items()))
+    return table

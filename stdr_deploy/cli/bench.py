@@ -1,0 +1,174 @@
+"""`stdr-deploy bench`: measure the models, the served pipeline and EasyOCR; write a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import UserInputError
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"expected comma-separated integers, got {value!r}", hint="e.g. --concurrency 1,2,4,8") from None
+    if not numbers or min(numbers) < 1:
+        raise UserInputError(f"expected positive integers, got {value!r}", hint="e.g. --concurrency 1,2,4,8")
+    return numbers
+
+
+def _names(value: str | None, known: tuple[str, ...], what: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UserInputError(f"unknown {what} {', '.join(unknown) or value!r}", hint=f"choose from {', '.join(known)}")
+    return names
+
+
+def _engines(values: tuple[str, ...]) -> dict[str, Path]:
+    engines = {}
+    for value in values:
+        model, sep, path = value.partition("=")
+        if not sep or not Path(path).is_file():
+            raise UserInputError(f"--engine {value!r}: expected MODEL=PATH to an existing engine file")
+        engines[model] = Path(path)
+    return engines
+
+
+@click.command("bench")
+@click.option("--url", help="A running server (grpc://HOST:PORT or http://HOST:PORT). Default: start one.")
+@click.option("--repo", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Serve this rendered repository (default without --url: deploy with `auto` in a temporary folder).")
+@click.option("--models", "models", default="craft,crnn-en", show_default=True, help="Models for the model level (comma-separated).")
+@click.option("--runtimes", help="Runtimes for the model level: torch, ort-cpu, torch-cuda, torch-cuda-fp16, ort-cuda, "
+              "tensorrt (comma-separated). Default: every one available here.")
+@click.option("--model-level/--no-model-level", default=True, show_default=True, help="Time each model on each runtime.")
+@click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Load the served pipeline through Triton.")
+@click.option("--concurrency", default="1,2,4,8,16", show_default=True,
+              help="Pipeline concurrency levels; with --soak, the soak's single concurrency.")
+@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of load per concurrency level.")
+@click.option("--max-requests", type=int, help="Also stop a level (or the soak) after this many requests.")
+@click.option("--easyocr", is_flag=True, help="Run EasyOCR 1.7.2 on the same images (needs the `easyocr` extra).")
+@click.option("--scenes", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Labelled scenes (gt.json + img00..): the four benchmark images and the accuracy set. "
+              "Default: scenes_A of the shared test data.")
+@click.option("--scorer", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="ocr_score.py to score with (default: tools/ocr_score.py beside the scenes' testdata).")
+@click.option("--soak", "soak_s", type=float, metavar="SECONDS", help="Run only a soak of this many seconds (loopback server).")
+@click.option("--server-pid", type=int, help="Server pid for the soak's RSS readings when --url is given (default: the only tritonserver).")
+@recognizer_option
+@weights_option
+@click.option("--engine", "engines", multiple=True, metavar="MODEL=PATH", help="TensorRT engine for the tensorrt runtime (repeatable).")
+@click.option("--threads", type=int, help="Intra-op threads for torch, ONNX Runtime and EasyOCR (default: runtime default).")
+@click.option("--chain", "chain", metavar="RUNTIME", help="Also time CRAFT at its max canvas + 16 crops back to back on RUNTIME.")
+@click.option("--square-canvas", is_flag=True, help="Also time the detector at canvas x canvas (its worst case).")
+@click.option("--quick", is_flag=True, help="Short run: small images, batches 1 and 4, ~1 s per case, no accuracy sets.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Results folder (default: benchmarks/results/<host-slug>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, easyocr, scenes, scorer,
+            soak_s, server_pid, recognizer, weights, engines, threads, chain, square_canvas, quick, out, as_json):
+    """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
+
+    \b
+    Model level: each model on each runtime at the reference shapes (the four images after the
+    canvas resize; recognizers at batch 1, 4, 16), with FLOPs against the hardware's peak.
+    Pipeline: a closed-loop load generator at each concurrency, with Triton's per-model
+    queue/compute statistics. --easyocr runs EasyOCR on the same images, and both systems are
+    scored on the scene set. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
+    """
+    from stdr_deploy.bench import models as model_bench
+    from stdr_deploy.bench.report import write_report
+    from stdr_deploy.bench.run import BenchOptions, run_bench
+    from stdr_deploy.models import MODEL_SPECS
+
+    levels = _ints(concurrency)
+    if soak_s is not None:
+        if soak_s <= 0:
+            raise UserInputError("--soak needs a positive number of seconds")
+        if len(levels) != 1:
+            raise UserInputError("a soak runs at one concurrency", hint="e.g. --soak 600 --concurrency 4")
+    if url and repo:
+        raise UserInputError("give --url or --repo, not both")
+    options = BenchOptions(
+        models=_names(models, tuple(MODEL_SPECS), "model") or (),
+        runtimes=_names(runtimes, model_bench.RUNTIMES, "runtime"),
+        model_level=model_level and soak_s is None,
+        pipeline=pipeline and soak_s is None,
+        url=url,
+        repo=repo,
+        recognizer=recognizer,
+        concurrency=levels,
+        duration_s=duration,
+        max_requests=max_requests,
+        easyocr=easyocr and soak_s is None,
+        scenes=scenes,
+        scorer=scorer,
+        soak_s=soak_s,
+        soak_concurrency=levels[0],
+        server_pid=server_pid,
+        quick=quick,
+        threads=threads,
+        square_canvas=square_canvas,
+        chain=_names(chain, model_bench.RUNTIMES, "runtime")[0] if chain else None,
+        weights=parse_weights(weights, recognizer),
+        engines=_engines(engines),
+    )
+    with _RichReporter() as reporter:
+        result = run_bench(options, reporter)
+    folder = out or Path("benchmarks") / "results" / result["host"]["slug"]
+    written = write_report(result, folder)
+    if as_json:
+        print_json(result)
+    console.print(f"wrote {', '.join(str(p) for p in written.values())} in {result['wall_s']:.0f} s")
+    for check in result.get("targets", []):
+        console.print(f"{'[green]MET[/]' if check['met'] else '[red]NOT MET[/]'} {check['target']}")
+
+
+class _RichReporter:
+    """A progress bar per phase on stderr."""
+
+    def __enter__(self) -> "_RichReporter":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+        )
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._finish()
+        self.progress.__exit__(*exc_info)
+
+    def phase(self, name: str, total: int) -> None:
+        self._finish()
+        self.task = self.progress.add_task("", total=total, phase=name)
+        self.started = False
+
+    def step(self, message: str) -> None:
+        if self.task is None:
+            return
+        if self.started:
+            self.progress.advance(self.task)
+        self.started = True
+        self.progress.update(self.task, description=message)
+
+    def _finish(self) -> None:
+        if self.task is not None:
+            task = self.progress.tasks[-1]
+            self.progress.update(self.task, completed=task.total, description="done")
+            self.task = None
+

@@ -1,0 +1,157 @@
+"""`stdr-deploy build`: build (or reuse) the TensorRT engines of a tensorrt_plan plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import UserInputError
+from stdr_deploy.workspace import default_workspace, write_json_atomic
+
+
+@click.command("build")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The plan (written by `stdr-deploy plan`). Default: <workspace>/plan.json.")
+@click.option("--host", "host_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Host file the engines are built for. Default: <workspace>/host.json if present, "
+              "else this machine is probed.")
+@click.option("--onnx", "onnx_args", multiple=True, metavar="MODEL=FILE",
+              help="ONNX file for a Triton model (craft, crnn_en or parseq). Repeatable. "
+              "Models not given are exported from their weights (cached).")
+@weights_option
+@click.option("--dry-run", is_flag=True,
+              help="Show each build spec and its equivalent trtexec command; needs no TensorRT.")
+@click.option("--json", "as_json", is_flag=True, help="Print the specs (or results) as JSON on stdout.")
+def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
+    """Build the plan's TensorRT engines, sized to the GPU, and keep them in the engine cache.
+
+    Engines are cached per host fingerprint (GPU, compute capability, TensorRT version, driver
+    major) and build inputs; a cached engine that is corrupt or stale is rebuilt. A build that
+    runs out of GPU memory is retried smaller (recognizer max batch halved, detector max shape
+    stepped down); the plan file is then updated to match the engines. Each engine is checked
+    against ONNX Runtime before it is kept.
+
+    \b
+    Exit codes: 0 built, 2 bad input (e.g. the plan is not tensorrt_plan), 3 TensorRT missing,
+    4 out of GPU memory even at the smallest shape, 5 build or accuracy check failed.
+    """
+    from stdr_deploy import engines
+
+    plan_path = plan_path or default_workspace() / "plan.json"
+    plan = _read_plan(plan_path)
+    if plan.variant != "tensorrt_plan":
+        raise UserInputError(
+            f"{plan_path} plans the {plan.variant} variant: there are no TensorRT engines to build",
+            hint="plan with `stdr-deploy plan --variant tensorrt_plan` on a GPU host with TensorRT",
+        )
+    host = _read_host(host_path)
+    onnx_paths = _parse_onnx(onnx_args)
+    missing = [m for m in plan.models() if m.triton_name not in onnx_paths]
+    if missing:
+        with console.status("exporting ONNX models (cached)"):
+            exported = engines.export_onnx(plan, parse_weights(weights, plan.recognizer.family))
+        onnx_paths.update({m.triton_name: exported[m.triton_name] for m in missing})
+
+    if dry_run:
+        trt_version = host.runtimes.tensorrt_version or "unknown"
+        planned = engines.plan_builds(plan, onnx_paths, host, trt_version)
+        if as_json:
+            print_json({"dry_run": True, "builds": [p.to_dict() for p in planned]})
+        else:
+            _show_planned(planned)
+        return
+
+    trt = engines.import_tensorrt()
+    with console.status("building TensorRT engines") as status:
+        results = engines.build_engines(plan, onnx_paths, host, trt=trt, progress=status.update)
+    adjusted = engines.apply_build_results(plan, results)
+    if adjusted != plan:
+        write_json_atomic(plan_path, adjusted.to_dict())
+        console.print(f"[yellow]the engines are smaller than planned (out of GPU memory); {plan_path} now matches them[/]")
+    if as_json:
+        print_json({name: _result_dict(r) for name, r in results.items()})
+        return
+    _show_results(results)
+    artifacts = " ".join(f"--artifact {name}={r.engine_path}" for name, r in results.items())
+    console.print(f"render with: stdr-deploy render --plan {plan_path} {artifacts}", soft_wrap=True)
+
+
+def _read_plan(path: Path):
+    from stdr_deploy.plan_schema import Plan
+
+    if not path.is_file():
+        raise UserInputError(f"plan file {path} not found", hint="run `stdr-deploy plan` first, or pass --plan FILE")
+    try:
+        return Plan.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
+                             hint="write it again with `stdr-deploy plan`") from None
+
+
+def _read_host(path: Path | None):
+    from stdr_deploy.hardware import load_host, probe_host
+
+    if path is not None:
+        return load_host(path)
+    default = default_workspace() / "host.json"
+    return load_host(default) if default.is_file() else probe_host()
+
+
+def _parse_onnx(values: tuple[str, ...]) -> dict[str, Path]:
+    paths = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UserInputError(f"--onnx {value!r} is not MODEL=FILE", hint="e.g. --onnx craft=craft.onnx")
+        if not Path(path).is_file():
+            raise UserInputError(f"--onnx {value!r}: {path} does not exist")
+        paths[name] = Path(path)
+    return paths
+
+
+def _shapes(spec) -> str:
+    return "; ".join(
+        f"{p.name} {'x'.join(map(str, p.min))} / {'x'.join(map(str, p.opt))} / {'x'.join(map(str, p.max))}"
+        for p in spec.profiles
+    )
+
+
+def _show_planned(planned) -> None:
+    from stdr_deploy.engines.spec import shell_line
+
+    table = Table("model", "precision", "profile min / opt / max", "workspace", "fp32 layers", "engine")
+    for p in planned:
+        spec = p.spec
+        table.add_row(spec.triton_name, spec.precision, _shapes(spec), f"{spec.workspace_bytes >> 20} MiB",
+                      str(len(spec.fp32_layers)), str(p.engine_path))
+    console.print(table)
+    for p in planned:
+        console.print(f"\n[bold]{p.spec.triton_name}[/] with trtexec:")
+        console.print(shell_line(p.trtexec), soft_wrap=True, markup=False, highlight=False)
+
+
+def _show_results(results) -> None:
+    table = Table("model", "engine", "how", "attempts", "profile min / opt / max")
+    for name, r in results.items():
+        attempts = len(r.report.get("attempts", []))
+        how = "cached" if r.cached else "built" + (" (shrunk)" if r.shrunk else "")
+        table.add_row(name, str(r.engine_path), how, str(attempts), _shapes(r.spec))
+    console.print(table)
+
+
+def _result_dict(result) -> dict:
+    return {
+        "engine": str(result.engine_path),
+        "report": str(result.report_path),
+        "key": result.key,
+        "fingerprint": result.fingerprint.slug,
+        "cached": result.cached,
+        "shrunk": result.shrunk,
+        "engine_sha256": result.report.get("engine_sha256"),
+        "spec": result.spec.to_dict(),
+    }

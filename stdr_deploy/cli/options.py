@@ -1,0 +1,50 @@
+"""Option groups shared by several subcommands, so they read the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from stdr_deploy.errors import UserInputError
+
+RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
+
+
+def recognizer_option(fn: Callable) -> Callable:
+    return click.option(
+        "--recognizer",
+        type=click.Choice(RECOGNIZERS),
+        default="crnn-en",
+        show_default=True,
+        help="Recognizer family (crnn-en ships trained weights offline).",
+    )(fn)
+
+
+def weights_option(fn: Callable) -> Callable:
+    return click.option(
+        "--weights",
+        "weights",
+        multiple=True,
+        metavar="[MODEL=]PATH",
+        help="Weights file for a model (repeatable); a bare PATH is for the recognizer. "
+        "Default: the registry's weights (offline for craft and crnn-en).",
+    )(fn)
+
+
+def parse_weights(values: tuple[str, ...], recognizer: str) -> dict[str, str]:
+    """`("craft=a.pth", "b.pt")` -> `{"craft": "a.pth", recognizer: "b.pt"}`."""
+    from stdr_deploy.models import MODEL_SPECS
+
+    weights: dict[str, str] = {}
+    for value in values:
+        family, sep, path = value.partition("=")
+        if not sep:
+            family, path = recognizer, value
+        if family not in MODEL_SPECS:
+            raise UserInputError(
+                f"--weights {value!r}: unknown model {family!r}",
+                hint=f"use one of {', '.join(sorted(MODEL_SPECS))}, e.g. --weights craft=PATH",
+            )
+        weights[family] = path
+    return weights

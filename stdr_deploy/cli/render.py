@@ -1,0 +1,96 @@
+"""`stdr-deploy render`: write the Triton model repository a plan describes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import UserInputError
+
+STATUS_STYLE = {"added": "green", "changed": "yellow", "removed": "red", "unchanged": "dim"}
+
+
+@click.command("render")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("workspace/plan.json"), show_default=True,
+              help="The plan to render (written by `stdr-deploy plan`).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("model_repository"),
+              show_default=True, help="Repository folder; replaced as a whole, atomically.")
+@click.option("--artifact", "artifact_args", multiple=True, metavar="MODEL=FILE",
+              help="Model file to serve for a Triton model (craft, crnn_en or parseq): an .onnx file, or the "
+              "TensorRT engine (.plan) a tensorrt_plan plan needs. Repeatable. ONNX models not given are "
+              "exported from their weights (cached).")
+@weights_option
+@click.option("--dry-run", is_flag=True, help="List what would be added, changed or removed; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the file list with sha256s as JSON on stdout.")
+def command(plan_path, out, artifact_args, weights, dry_run, as_json):
+    """Render config.pbtxt files from the templates, place the model files and the BLS orchestrator.
+
+    The repository gets craft/, the recognizer (crnn_en/ or parseq/) and pipeline/, each with a
+    config.pbtxt and a version folder 1/. Everything is written into a staging folder beside
+    --out and swapped in at the end, so an interrupted render leaves the previous repository
+    intact; a render that would change nothing writes nothing.
+    """
+    from stdr_deploy.render import render
+
+    plan = _read_plan(plan_path)
+    artifacts = _parse_artifacts(artifact_args)
+    artifacts.update(_exported_models(plan, artifacts, parse_weights(weights, plan.recognizer.family)))
+    result = render(plan, out, artifacts, dry_run=dry_run)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    table = Table("file", "status")
+    for change in result.files:
+        if change.status != "unchanged":
+            table.add_row(change.path, f"[{STATUS_STYLE[change.status]}]{change.status}[/]")
+    if result.changed:
+        console.print(table)
+    counts = ", ".join(f"{len(result.paths(s))} {s}" for s in STATUS_STYLE if result.paths(s))
+    verdict = "dry run, nothing written" if dry_run else "written" if result.written else "already up to date"
+    console.print(f"{result.out}: {counts} ({verdict})", soft_wrap=True)
+
+
+def _read_plan(path: Path):
+    from stdr_deploy.plan_schema import Plan
+
+    if not path.is_file():
+        raise UserInputError(f"plan file {path} not found", hint="run `stdr-deploy plan` first, or pass --plan FILE")
+    try:
+        return Plan.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
+                             hint="write it again with `stdr-deploy plan`") from None
+
+
+def _parse_artifacts(values: tuple[str, ...]) -> dict[str, Path]:
+    artifacts = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UserInputError(f"--artifact {value!r} is not MODEL=FILE", hint="e.g. --artifact craft=craft.plan")
+        artifacts[name] = Path(path)
+    return artifacts
+
+
+def _exported_models(plan, given: dict[str, Path], weights: dict[str, str]) -> dict[str, Path]:
+    """ONNX files for the ONNX Runtime models not given; TensorRT engines must come from the build."""
+    from stdr_deploy.render import PLATFORMS
+
+    missing_engines = [m.triton_name for m in plan.models() if m.backend != "onnxruntime" and m.triton_name not in given]
+    if missing_engines:
+        raise UserInputError(
+            f"the plan serves {', '.join(missing_engines)} from TensorRT engines, and none was given",
+            hint=PLATFORMS["tensorrt"].hint,
+        )
+    to_export = [m for m in plan.models() if m.triton_name not in given]
+    if not to_export:
+        return {}
+    from stdr_deploy.export import export_model
+
+    return {m.triton_name: export_model(m.family, weights=weights.get(m.family)).onnx_path for m in to_export}

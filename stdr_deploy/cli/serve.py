@@ -1,0 +1,124 @@
+"""`stdr-deploy serve`: run tritonserver on a model repository until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import ServerError, UserInputError
+from stdr_deploy.workspace import default_workspace
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def model_dirs(repo: Path) -> list[Path]:
+    return sorted(path.parent for path in repo.glob("*/config.pbtxt"))
+
+
+@click.command("serve")
+@click.option("--repo", type=click.Path(path_type=Path, file_okay=False), default=Path("model_repository"),
+              show_default=True, help="Triton model repository to serve (see `stdr-deploy render`).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the server binds to; anything but loopback is reachable from other machines.")
+@click.option("--http-port", type=click.IntRange(1, 65535), help="HTTP port (default: a free one).")
+@click.option("--grpc-port", type=click.IntRange(1, 65535), help="gRPC port (default: a free one).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Metrics port (default: a free one).")
+@click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Server log file (default: <workspace>/serve/tritonserver.log).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              help="Seconds to wait for the server and every model to be ready.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Once ready, print one JSON object (urls, pid, log, models) on stdout.")
+def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, as_json):
+    """Start Triton on --repo, wait until every model is ready, and serve until Ctrl-C.
+
+    Without a tritonserver of your own this runs the one shipped in nvidia-pytriton, with
+    stdr-deploy's Python-based `onnxruntime` and `tensorrt` backends. Other commands reach the
+    server through its URLs (`--url http://127.0.0.1:PORT` or `grpc://...`).
+
+    \b
+    Exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 bad arguments, 3 nvidia-pytriton missing,
+    7 the server failed to start, a model failed to load, or the server died.
+    """
+    from stdr_deploy.server import TritonServer
+
+    if not model_dirs(repo):
+        raise UserInputError(
+            f"no models in {repo} (no */config.pbtxt)",
+            hint="render a repository first: `stdr-deploy render` (or `stdr-deploy auto`)",
+        )
+    if not is_loopback(host):
+        console.print(f"[yellow]warning:[/] serving on {host}: other machines can reach this server, unauthenticated")
+    log_path = log_path or default_workspace() / "serve" / "tritonserver.log"
+    server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, log_path=log_path)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: _interrupt(stop))
+    started = time.monotonic()
+    try:
+        server.start()
+        with console.status(f"starting tritonserver (log: {log_path})") as status:
+            models = server.wait_ready(timeout, progress=lambda event: status.update(event))
+        seconds = time.monotonic() - started
+        if as_json:
+            print_json({
+                "http_url": server.http_url,
+                "grpc_url": server.grpc_url,
+                "metrics_url": server.metrics_url,
+                "pid": server.pid,
+                "log": str(log_path),
+                "ready_seconds": round(seconds, 2),
+                "models": [{"name": m.name, "version": m.version, "state": m.state} for m in models],
+            })
+        else:
+            console.print(status_table(server, models, seconds))
+        console.print("serving; Ctrl-C stops it")
+        while not stop.wait(0.5):
+            if not server.is_running():
+                raise ServerError(
+                    f"tritonserver stopped unexpectedly\n{server.log_tail()}",
+                    hint=f"the full server log is {log_path}",
+                )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.is_running():
+            console.print("stopping tritonserver")
+        server.stop()
+
+
+def _interrupt(stop: threading.Event) -> None:
+    """SIGTERM: wake the main loop, or interrupt a wait that is still in progress."""
+    if stop.is_set():
+        return
+    stop.set()
+    raise KeyboardInterrupt
+
+
+def status_table(server, models, seconds: float) -> Table:
+    table = Table(title=f"tritonserver ready in {seconds:.1f} s (pid {server.pid})", show_header=False)
+    table.add_row("http", server.http_url)
+    table.add_row("grpc", server.grpc_url)
+    table.add_row("metrics", server.metrics_url)
+    table.add_row("log", str(server.log_path))
+    for model in models:
+        colour = "green" if model.state == "READY" else "red"
+        table.add_row(f"model {model.name}", f"v{model.version} [{colour}]{model.state}[/]")
+    return table

@@ -1,0 +1,76 @@
+"""`stdr-deploy smoke`: check a deployed repository, on a running server or one started for it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import UserInputError
+
+
+@click.command("smoke")
+@click.option("--url", "urls", multiple=True,
+              help="Server to check, http://HOST:PORT or grpc://HOST:PORT (repeatable). "
+              "Default: start the embedded server on --repo for the duration of the check.")
+@click.option("--repo", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
+              help="The rendered repository (its config.pbtxt files are compared with the served ones).")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path), default=Path("workspace/plan.json"),
+              show_default=True, help="The plan the repository was rendered from (profile shapes to test).")
+@weights_option
+@click.option("--no-text", is_flag=True, help="Skip the exact-text check (recognizer weights not trained for it).")
+@click.option("--json", "as_json", is_flag=True, help="Print every check as JSON on stdout.")
+def command(urls, repo, plan_path, weights, no_text, as_json):
+    """Health, served configs, min/opt/max shapes per model, and the pipeline reading known text.
+
+    The served pipeline's words and boxes must also equal the in-process pipeline's
+    (ONNX Runtime variant). Exit 8 when a check fails, naming model, check, expected and got.
+    """
+    from stdr_deploy.plan_schema import Plan
+    from stdr_deploy.runners import make_pipeline
+    from stdr_deploy.ocr import PipelineSettings
+    from stdr_deploy.smoke import run_smoke
+
+    if not plan_path.is_file():
+        raise UserInputError(f"plan file {plan_path} not found", hint="run `stdr-deploy plan --out workspace/plan.json` or pass --plan")
+    import json
+
+    plan = Plan.from_dict(json.loads(plan_path.read_text()))
+    weights_map = parse_weights(weights, plan.recognizer.family)
+    reference = None
+    if plan.variant == "onnxruntime":
+        reference = make_pipeline(
+            runtime="onnxruntime",
+            recognizer=plan.recognizer.family,
+            weights=weights_map,
+            settings=PipelineSettings.from_plan(plan.pipeline),
+        ).read
+    with _server(urls, repo) as targets:
+        with console.status("smoke") as status:
+            report = run_smoke(list(targets), repo, plan, reference=reference, expect_text=not no_text,
+                               progress=lambda message: status.update(message))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        table = Table("model", "check", "protocol", "result", "expected", "got")
+        for c in report.checks:
+            table.add_row(c.model, c.check, c.protocol, "[green]ok[/]" if c.ok else "[red]FAIL[/]",
+                          "" if c.ok else c.expected, "" if c.ok else c.got)
+        console.print(table)
+    report.raise_for_failures()
+
+
+@contextlib.contextmanager
+def _server(urls: tuple[str, ...], repo: Path):
+    if urls:
+        yield urls
+        return
+    from stdr_deploy.server import TritonServer
+
+    with TritonServer(repo) as server:
+        server.wait_ready()
+        yield (server.http_url, server.grpc_url)

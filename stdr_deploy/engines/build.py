@@ -1,0 +1,305 @@
+"""Build (or reuse) the TensorRT engines a plan asks for: cache lookup, retries, accuracy check.
+
+For each model: derive its `BuildSpec`, look it up in the engine cache (a stale or corrupt
+engine is rebuilt), otherwise build it, shrinking the spec on out-of-memory failures in the
+documented order (`stdr_deploy.engines.spec`), check the engine against ONNX Runtime, and only
+then move it into the cache together with a `build.json` report that lists every attempt.
+A failed build leaves its report (and no engine) in the cache folder for inspection.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Mapping
+
+from stdr_deploy.engines.accuracy import OnnxRunner, Runner, check_engine_accuracy, engine_tolerance, validation_feeds
+from stdr_deploy.engines.adapter import BuildOutcome, build_engine, engine_loads, import_tensorrt
+from stdr_deploy.engines.cache import (
+    ENGINE_FILE,
+    REPORT_FILE,
+    REPORT_FORMAT,
+    EngineCache,
+    HostFingerprint,
+    cache_key,
+    host_fingerprint,
+)
+from stdr_deploy.engines.graph import inspect_onnx
+from stdr_deploy.engines.spec import BuildSpec, apply_specs, build_spec, retry_specs, shell_line, trtexec_command
+from stdr_deploy.errors import HostUnsupported, UserInputError, ValidationError
+from stdr_deploy.hardware import HostFacts
+from stdr_deploy.plan_schema import ModelPlan, Plan
+from stdr_deploy.workspace import atomic_path, replace_dir_atomic, sha256_file, write_json_atomic
+
+MakeRunner = Callable[[Path, BuildSpec, int], Runner]
+Progress = Callable[[str], None]
+MESSAGES_KEPT = 20  # per attempt, in the report
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """One engine, built now or reused; `spec` is what it was built with (maybe shrunk)."""
+
+    triton_name: str
+    engine_path: Path
+    report_path: Path
+    key: str
+    fingerprint: HostFingerprint
+    requested: BuildSpec
+    spec: BuildSpec
+    cached: bool
+    report: dict[str, Any]
+
+    @property
+    def shrunk(self) -> bool:
+        return self.spec.profiles != self.requested.profiles
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    """What `build --dry-run` shows for one model: the spec, where it would go, and trtexec."""
+
+    spec: BuildSpec
+    key: str
+    fingerprint: HostFingerprint
+    engine_path: Path
+    trtexec: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "fingerprint": self.fingerprint.slug,
+            "engine_path": str(self.engine_path),
+            "spec": self.spec.to_dict(),
+            "trtexec": shell_line(self.trtexec),
+        }
+
+
+def plan_builds(
+    plan: Plan, onnx_paths: Mapping[str, Path], host: HostFacts, trt_version: str, cache: EngineCache | None = None
+) -> list[PlannedBuild]:
+    """The builds `build_engines` would run (no TensorRT needed): specs, cache paths, trtexec lines."""
+    _require_tensorrt_plan(plan)
+    cache = cache or EngineCache.default()
+    planned = []
+    for model in plan.models():
+        fingerprint = host_fingerprint(host, trt_version, _gpu_index(model))
+        spec = _spec_for(model, onnx_paths, cache, fingerprint)
+        key = cache_key(spec, fingerprint)
+        engine = cache.entry(fingerprint, key) / ENGINE_FILE
+        planned.append(PlannedBuild(spec, key, fingerprint, engine, trtexec_command(spec, engine)))
+    return planned
+
+
+def build_engines(
+    plan: Plan,
+    onnx_paths: Mapping[str, Path],
+    host: HostFacts,
+    *,
+    trt: ModuleType | None = None,
+    cache: EngineCache | None = None,
+    make_runner: MakeRunner | None = None,
+    progress: Progress = lambda message: None,
+) -> dict[str, BuildResult]:
+    """Engines for the plan's detector and recognizer, keyed by Triton model name.
+
+    `trt` is the `tensorrt` module (imported when None: MissingDependency if absent);
+    `make_runner(engine_path, spec, gpu)` runs an engine for the accuracy check (TrtRunner).
+    """
+    _require_tensorrt_plan(plan)
+    trt = trt or import_tensorrt()
+    cache = cache or EngineCache.default()
+    make_runner = make_runner or _trt_runner(trt)
+    results = {}
+    for model in plan.models():
+        fingerprint = host_fingerprint(host, trt.__version__, _gpu_index(model))
+        spec = _spec_for(model, onnx_paths, cache, fingerprint)
+        results[model.triton_name] = _build_one(spec, fingerprint, _gpu_index(model), trt, cache, make_runner, progress)
+    return results
+
+
+def build_engines_for_plan(
+    plan: Plan,
+    host: HostFacts,
+    *,
+    weights: Mapping[str, str] | None = None,
+    **options: Any,
+) -> dict[str, BuildResult]:
+    """Export (or reuse) the plan's ONNX models, then `build_engines` with `options`."""
+    return build_engines(plan, export_onnx(plan, weights), host, **options)
+
+
+def apply_build_results(plan: Plan, results: Mapping[str, BuildResult]) -> Plan:
+    """`plan` adjusted to the engines actually built (after a retry shrank a max batch or shape)."""
+    return apply_specs(plan, {name: result.spec for name, result in results.items()})
+
+
+def export_onnx(plan: Plan, weights: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """ONNX file per Triton model name, from the export cache (exported when missing)."""
+    from stdr_deploy.export import ensure_onnx
+
+    weights = weights or {}
+    return {m.triton_name: ensure_onnx(m.family, weights.get(m.family)) for m in plan.models()}
+
+
+def _require_tensorrt_plan(plan: Plan) -> None:
+    if plan.variant != "tensorrt_plan":
+        raise UserInputError(
+            f"the plan uses the {plan.variant} variant: there are no TensorRT engines to build",
+            hint="plan with `--variant tensorrt_plan` on a GPU host to serve TensorRT engines",
+        )
+
+
+def _gpu_index(model: ModelPlan) -> int:
+    """Engines are built for (and checked on) the first GPU the model is planned on."""
+    return model.gpus[0] if model.gpus else 0
+
+
+def _spec_for(
+    model: ModelPlan, onnx_paths: Mapping[str, Path], cache: EngineCache, fingerprint: HostFingerprint
+) -> BuildSpec:
+    if model.triton_name not in onnx_paths:
+        raise UserInputError(f"no ONNX model given for {model.triton_name!r}", hint="export it with `stdr-deploy export`")
+    graph = inspect_onnx(onnx_paths[model.triton_name])
+    return build_spec(model, graph, timing_cache=cache.timing_cache_path(fingerprint))
+
+
+def _trt_runner(trt: ModuleType) -> MakeRunner:
+    from stdr_deploy.engines.runner import TrtRunner
+
+    return lambda path, spec, gpu: TrtRunner(path, device=gpu, trt=trt)
+
+
+def _build_one(
+    spec: BuildSpec,
+    fingerprint: HostFingerprint,
+    gpu: int,
+    trt: ModuleType,
+    cache: EngineCache,
+    make_runner: MakeRunner,
+    progress: Progress,
+) -> BuildResult:
+    key = cache_key(spec, fingerprint)
+    folder = cache.entry(fingerprint, key)
+    cached, reason = cache.lookup(fingerprint, key)
+    if cached is not None:
+        if engine_loads(cached.engine_path.read_bytes(), trt):
+            progress(f"{spec.triton_name}: cached engine {cached.engine_path}")
+            return _result(spec, fingerprint, key, folder, cached.report, cached=True)
+        reason = f"engine does not load with TensorRT {trt.__version__} (stale)"
+    progress(f"{spec.triton_name}: building ({reason})")
+
+    timing_path = cache.timing_cache_path(fingerprint)
+    timing = timing_path.read_bytes() if timing_path.is_file() else b""
+    attempts = []
+    for number, candidate in enumerate((spec, *retry_specs(spec)), start=1):
+        progress(f"{spec.triton_name}: attempt {number}, max shape {_max_shapes(candidate)}")
+        outcome = build_engine(candidate, trt, timing)
+        attempts.append(_attempt(number, candidate, outcome))
+        if outcome.timing_cache:
+            timing = outcome.timing_cache
+            _write_bytes(timing_path, timing)  # per fingerprint, kept even when the build fails
+        if outcome.engine is not None or not outcome.out_of_memory:
+            break
+
+    report = {
+        "format_version": REPORT_FORMAT,
+        "key": key,
+        "fingerprint": asdict(fingerprint),
+        "status": "failed",
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "rebuilt_because": reason,
+        "requested_spec": spec.to_dict(),
+        "spec": candidate.to_dict(),
+        "attempts": attempts,
+        "trtexec": shell_line(trtexec_command(candidate, folder / ENGINE_FILE)),
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    try:
+        if outcome.engine is None:
+            _fail(staging, folder, report)
+            _raise_build_failure(spec, attempts, folder)
+        engine_path = staging / ENGINE_FILE
+        engine_path.write_bytes(outcome.engine)
+        progress(f"{spec.triton_name}: checking the engine against ONNX Runtime")
+        try:
+            report["accuracy"] = check_engine_accuracy(
+                make_runner(engine_path, candidate, gpu),
+                OnnxRunner(candidate.onnx_path),
+                validation_feeds(candidate),
+                engine_tolerance(candidate),
+                name=f"{spec.triton_name} engine ({candidate.precision})",
+            )
+        except ValidationError as exc:
+            report["accuracy"] = {"passed": False, "error": str(exc)}
+            engine_path.unlink()
+            _fail(staging, folder, report)
+            raise
+        report.update(status="ok", engine_sha256=sha256_file(engine_path), engine_bytes=len(outcome.engine))
+        write_json_atomic(staging / REPORT_FILE, report)
+        replace_dir_atomic(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _result(spec, fingerprint, key, folder, report, cached=False)
+
+
+def _result(
+    spec: BuildSpec, fingerprint: HostFingerprint, key: str, folder: Path, report: dict[str, Any], cached: bool
+) -> BuildResult:
+    return BuildResult(
+        triton_name=spec.triton_name,
+        engine_path=folder / ENGINE_FILE,
+        report_path=folder / REPORT_FILE,
+        key=key,
+        fingerprint=fingerprint,
+        requested=spec,
+        spec=BuildSpec.from_dict(report["spec"]),
+        cached=cached,
+        report=report,
+    )
+
+
+def _attempt(number: int, spec: BuildSpec, outcome: BuildOutcome) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "max_shapes": _max_shapes(spec),
+        "workspace_bytes": spec.workspace_bytes,
+        "ok": outcome.engine is not None,
+        "out_of_memory": outcome.out_of_memory,
+        "seconds": round(outcome.seconds, 3),
+        "pinned_fp32_layers": len(outcome.pinned_layers),
+        "messages": list(outcome.messages[-MESSAGES_KEPT:]),
+    }
+
+
+def _max_shapes(spec: BuildSpec) -> dict[str, list[int]]:
+    return {p.name: list(p.max) for p in spec.profiles}
+
+
+def _fail(staging: Path, folder: Path, report: dict[str, Any]) -> None:
+    """Leave only the report where the engine would be, so the failure can be read later."""
+    write_json_atomic(staging / REPORT_FILE, report)
+    replace_dir_atomic(staging, folder)
+
+
+def _raise_build_failure(spec: BuildSpec, attempts: list[dict[str, Any]], folder: Path) -> None:
+    last = attempts[-1]
+    detail = "\n".join(last["messages"][-5:]) or "no message from TensorRT"
+    where = f"every attempt is in {folder / REPORT_FILE}"
+    if last["out_of_memory"]:
+        raise HostUnsupported(
+            f"{spec.triton_name}: out of GPU memory in all {len(attempts)} attempts, down to max shape "
+            f"{last['max_shapes']}:\n{detail}",
+            hint=f"free GPU memory (other processes?) or plan a smaller profile; {where}",
+        )
+    raise ValidationError(f"{spec.triton_name}: TensorRT could not build the engine:\n{detail}", hint=where)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

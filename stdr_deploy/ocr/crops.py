@@ -1,0 +1,100 @@
+"""Box -> crop: cut each word out upright, then shape it into the recognizer's input.
+
+A word box is an oriented rectangle. Its crop is the rectangle grown by a margin and mapped onto
+an upright image with a perspective warp, so a rotated word reaches the recognizer level (EasyOCR
+cuts the axis-aligned bounds of most rotated words instead). Axis-aligned boxes are snapped to
+whole pixels first, which makes their warp an exact copy with no resampling blur.
+
+Recognizer inputs:
+- crnn-en (EasyOCR english_g2): gray, height 64, width from the aspect ratio (bilinear), then
+  padded to a multiple of 64 by repeating the last column, x = (v / 255 - 0.5) / 0.5.
+- parseq: RGB squeezed to 32x128 with Pillow's bicubic filter (as PARSeq's transform),
+  x = (v / 255 - 0.5) / 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PIL import Image
+
+CRNN_HEIGHT = 64
+PARSEQ_HW = (32, 128)
+
+
+def grow(polygon: np.ndarray, along: float, across: float) -> np.ndarray:
+    """Move each side of an oriented rectangle outwards by `along` (ends) / `across` (top, bottom)."""
+    p = np.asarray(polygon, dtype=np.float64)
+    u = p[1] - p[0]
+    v = p[3] - p[0]
+    u /= max(np.linalg.norm(u), 1e-9)
+    v /= max(np.linalg.norm(v), 1e-9)
+    du, dv = along * u, across * v
+    return np.array([p[0] - du - dv, p[1] + du - dv, p[2] + du + dv, p[3] - du + dv])
+
+
+def rectify(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Warp the quadrilateral `polygon` (clockwise from top-left, continuous pixel coordinates)
+    onto an upright image as wide and tall as its top and left sides; outside pixels repeat the
+    border."""
+    p = np.asarray(polygon, dtype=np.float64)
+    if p[0, 1] == p[1, 1] and p[0, 0] == p[3, 0]:  # axis-aligned: whole pixels, exact copy
+        x0, y0 = math.floor(p[:, 0].min()), math.floor(p[:, 1].min())
+        x1, y1 = math.ceil(p[:, 0].max()), math.ceil(p[:, 1].max())
+        p = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    width = max(int(round(np.linalg.norm(p[1] - p[0]))), 1)
+    height = max(int(round(np.linalg.norm(p[3] - p[0]))), 1)
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+    # cv2 addresses pixel centres: continuous coordinate c is index c - 0.5
+    matrix = cv2.getPerspectiveTransform((p - 0.5).astype(np.float32), (target - 0.5).astype(np.float32))
+    return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def stretch_contrast(crop: np.ndarray, target: float) -> np.ndarray:
+    """Spread a flat crop's 10th-90th percentile range over most of 0-255 (EasyOCR's retry idea).
+
+    Contrast is (p90 - p10) / (p90 + p10); crops already above `target` are returned unchanged.
+    """
+    low, high = np.percentile(crop, (10, 90))
+    if (high - low) / max(10.0, high + low) >= target:
+        return crop
+    gain = 200.0 / max(10.0, high - low)
+    return np.clip((crop.astype(np.float32) - low) * gain + 25.0, 0, 255).astype(np.uint8)
+
+
+def to_gray(crop: np.ndarray) -> np.ndarray:
+    return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+
+
+def crnn_width(height: int, width: int) -> int:
+    """Model input width of a crop: its aspect ratio rounded up to whole multiples of 64."""
+    return math.ceil(max(width / height, 1.0)) * CRNN_HEIGHT
+
+
+def crnn_input(crop: np.ndarray) -> np.ndarray:
+    """RGB or gray uint8 crop -> float32 [1, 64, W], W = `crnn_width`, last column repeated."""
+    gray = to_gray(crop)
+    height, width = gray.shape
+    scaled_w = max(int(CRNN_HEIGHT * width / height), 1)
+    resized = cv2.resize(gray, (scaled_w, CRNN_HEIGHT), interpolation=cv2.INTER_LINEAR)
+    total = crnn_width(height, width)
+    resized = resized[:, :total]
+    padded = np.concatenate([resized, np.repeat(resized[:, -1:], total - resized.shape[1], axis=1)], axis=1)
+    return ((padded.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))[None]
+
+
+def parseq_input(crop: np.ndarray) -> np.ndarray:
+    """RGB (or gray) uint8 crop -> float32 [3, 32, 128]."""
+    rgb = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB)
+    resized = np.asarray(Image.fromarray(rgb).resize(PARSEQ_HW[::-1], Image.BICUBIC), dtype=np.float32)
+    return ((resized / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)
+
+
+def batches(shapes: list[tuple[int, ...]], limit: int) -> list[list[int]]:
+    """Group item indices so each group shares one input shape and has at most `limit` items."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(index)
+    return [members[i:i + limit] for members in groups.values() for i in range(0, len(members), limit)]

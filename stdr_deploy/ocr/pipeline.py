@@ -1,0 +1,108 @@
+"""The OCR pipeline: image -> detector -> word boxes -> crops -> recognizer -> words.
+
+It drives its two networks through the smallest possible interface, a *runner*: anything with
+`infer(feeds) -> outputs`, dicts of numpy arrays keyed by the ONNX/Triton tensor names. The same
+object therefore runs on PyTorch, ONNX Runtime, Triton BLS calls inside the server, or a Triton
+client, and gives the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .boxes import WordBox, word_boxes
+from .crops import batches, grow, rectify, stretch_contrast
+from .decoders import Decoded
+from .detector_input import detector_input
+from .image_io import check_image
+from .recognizers import recognizer_family
+from .settings import PipelineSettings
+
+
+class Runner(Protocol):
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Word:
+    """One read word. `polygon`: 4 [x, y] points, image pixels, clockwise from the top-left."""
+
+    text: str
+    polygon: list[list[float]]
+    score: float
+    char_scores: tuple[float, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "polygon": [[round(x, 2), round(y, 2)] for x, y in self.polygon],
+            "score": round(self.score, 6),
+        }
+
+
+class OcrPipeline:
+    """Detector: `input` [1,3,H,W] -> `output` [1,H/2,W/2,2]; recognizer: `input` [N,...] ->
+    `output` [N, steps, classes], called with at most `settings.recognizer_batch` crops at a time."""
+
+    def __init__(self, detector: Runner, recognizer: Runner, recognizer_family_name: str,
+                 settings: PipelineSettings | None = None):
+        self.detector = detector
+        self.recognizer = recognizer
+        self.family = recognizer_family(recognizer_family_name)
+        self.settings = settings or PipelineSettings()
+
+    def read(self, image: np.ndarray) -> list[Word]:
+        """RGB uint8 HxWx3 -> the words in it."""
+        check_image(image, self.settings.max_image_pixels)
+        return self.recognize(image, self.detect(image))
+
+    def detect(self, image: np.ndarray) -> list[WordBox]:
+        s = self.settings
+        det = detector_input(image, s.canvas_size, s.mag_ratio)
+        score_map = self.detector.infer({"input": det.tensor})["output"]
+        return word_boxes(
+            score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,
+            low_text=s.low_text, box_fit=s.box_fit, box_level=s.box_level,
+            straight_below_deg=s.straight_below_deg, merge_gap=s.merge_gap, min_size=s.min_size,
+        )
+
+    def recognize(self, image: np.ndarray, boxes: list[WordBox]) -> list[Word]:
+        s = self.settings
+        crops = []
+        for box in boxes:
+            height = box.size[1]
+            crops.append(rectify(image, grow(box.polygon, s.crop_margin_along * height, s.crop_margin_across * height)))
+        decoded = self.read_crops(crops)
+        retry = [i for i, d in enumerate(decoded) if d.score < s.contrast_retry_below]
+        if retry:
+            again = self.read_crops([stretch_contrast(crops[i], s.contrast_target) for i in retry])
+            for i, d in zip(retry, again):
+                if d.score > decoded[i].score:
+                    decoded[i] = d
+        image_h, image_w = image.shape[:2]
+        words = []
+        for box, d in zip(boxes, decoded):
+            text = d.text.strip()
+            if not text:
+                continue
+            polygon = [[min(max(float(x), 0.0), image_w), min(max(float(y), 0.0), image_h)] for x, y in box.polygon]
+            words.append(Word(text=text, polygon=polygon, score=d.score, char_scores=d.char_scores))
+        return words
+
+    def read_crops(self, crops: list[np.ndarray]) -> list[Decoded]:
+        """Recognize uint8 crops, batching those whose inputs share a shape."""
+        items = [self.family.make_input(c) for c in crops]
+        decoded: list[Decoded | None] = [None] * len(items)
+        for group in batches([x.shape for x in items], self.settings.recognizer_batch):
+            logits = self.recognizer.infer({"input": np.stack([items[i] for i in group])})["output"]
+            for i, row in zip(group, logits):
+                decoded[i] = self.family.decode(row)
+        return decoded  # type: ignore[return-value]
+
+    @staticmethod
+    def to_prediction(file: str, words: list[Word]) -> dict:
+        """One image entry of the scorer's prediction format (`{"images": [entry, ...]}`)."""
+        return {"file": file, "words": [w.to_dict() for w in words]}

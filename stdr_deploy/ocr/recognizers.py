@@ -1,0 +1,45 @@
+"""What the pipeline must know about each recognizer family: input maker, decoder, charset.
+
+The charsets are restated here (not imported from `stdr_deploy.models`) because this package
+also runs inside Triton's Python backend, where only it, numpy, OpenCV and Pillow exist; a test
+checks they equal the model specs'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .crops import crnn_input, parseq_input
+from .decoders import Decoded, ctc_greedy, parseq_greedy
+
+# EasyOCR english_g2: class 0 is the CTC blank, class i is ENGLISH_G2[i - 1]
+ENGLISH_G2 = "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# PARSeq 94_full: class 0 is EOS, class i is PARSEQ_94[i - 1]
+PARSEQ_94 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+@dataclass(frozen=True)
+class RecognizerFamily:
+    name: str
+    charset: str
+    make_input: Callable[[np.ndarray], np.ndarray]  # uint8 crop -> one input item (no batch axis)
+    decode: Callable[[np.ndarray], Decoded]  # logits of one item -> text
+
+
+RECOGNIZERS: dict[str, RecognizerFamily] = {
+    "crnn-en": RecognizerFamily("crnn-en", ENGLISH_G2, crnn_input, lambda logits: ctc_greedy(logits, ENGLISH_G2, banned=" ")),
+    "parseq": RecognizerFamily("parseq", PARSEQ_94, parseq_input, lambda logits: parseq_greedy(logits, PARSEQ_94)),
+    "parseq-tiny": RecognizerFamily(
+        "parseq-tiny", PARSEQ_94, parseq_input, lambda logits: parseq_greedy(logits, PARSEQ_94)
+    ),
+}
+
+
+def recognizer_family(name: str) -> RecognizerFamily:
+    try:
+        return RECOGNIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown recognizer family {name!r}; known: {', '.join(RECOGNIZERS)}") from None

@@ -1,0 +1,381 @@
+"""Render the Triton model repository a plan describes: configs, model files and the orchestrator.
+
+Two halves. The pure half turns a `Plan` into plain dicts and renders them with the Jinja
+templates of `stdr_deploy.templates` (`StrictUndefined`: a missing key is an error, never an
+empty string), giving the full file list of the repository. The I/O half compares that list
+with what `out` holds, and writes the whole tree into a staging folder beside `out` that is
+swapped in at the end, so an interrupted render leaves the previous repository as it was.
+
+Layout (Triton's): `<model>/config.pbtxt` and `<model>/1/<model file>` for the detector and the
+recognizer; `pipeline/1/model.py` plus `pipeline/1/stdr_ocr/`, a copy of `stdr_deploy.ocr`, so
+the orchestrator runs the very functions of the in-process pipeline without needing
+stdr-deploy installed in the server's Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+
+from stdr_deploy.errors import UserInputError
+from stdr_deploy.models import get_spec
+from stdr_deploy.models.spec import TensorSpec
+from stdr_deploy.plan_schema import ModelPlan, Plan
+from stdr_deploy.workspace import replace_dir_atomic, sha256_file
+
+PIPELINE_NAME = "pipeline"
+OCR_PACKAGE = "stdr_ocr"  # the name `stdr_deploy.ocr` gets inside pipeline/1/
+VERSION = "1"
+
+DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
+
+# cuDNN convolution algorithm search of Triton's onnxruntime backend: 1 = HEURISTIC.
+CUDNN_CONV_ALGO_SEARCH_HEURISTIC = 1
+
+
+@dataclass(frozen=True)
+class Platform:
+    """How Triton serves one ModelPlan.backend: its platform string and model file names."""
+
+    name: str
+    default_filename: str
+    suffixes: tuple[str, ...]
+    hint: str
+
+
+PLATFORMS = {
+    "onnxruntime": Platform(
+        "onnxruntime_onnx",
+        "model.onnx",
+        (".onnx",),
+        "pass the exported model with --artifact NAME=FILE.onnx (or let render export it)",
+    ),
+    "tensorrt": Platform(
+        "tensorrt_plan",
+        "model.plan",
+        (".plan", ".engine"),
+        "build the TensorRT engines first (`stdr-deploy build`) and pass them with --artifact NAME=FILE.plan",
+    ),
+}
+
+# Statuses of a file in a RenderResult.
+ADDED, CHANGED, UNCHANGED, REMOVED = "added", "changed", "unchanged", "removed"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str  # relative to the repository root, "/"-separated
+    status: str  # ADDED | CHANGED | UNCHANGED | REMOVED
+    sha256: str | None  # of the rendered file; None when removed
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    out: Path
+    dry_run: bool
+    files: tuple[FileChange, ...]
+    config_sha256: Mapping[str, str]  # model name -> sha256 of its config.pbtxt
+
+    @property
+    def changed(self) -> bool:
+        return any(f.status != UNCHANGED for f in self.files)
+
+    @property
+    def written(self) -> bool:
+        """Whether this call replaced the repository (a dry run or a no-op never does)."""
+        return self.changed and not self.dry_run
+
+    def paths(self, status: str) -> list[str]:
+        return [f.path for f in self.files if f.status == status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "dry_run": self.dry_run,
+            "changed": self.changed,
+            "written": self.written,
+            "configs": dict(self.config_sha256),
+            "files": [dataclasses.asdict(f) for f in self.files],
+        }
+
+
+# --- pure half: plan -> plain dicts -> texts ---------------------------------------------
+
+
+def triton_dims(tensor: TensorSpec) -> list[int]:
+    """Triton dims leave out the batch axis (max_batch_size > 0) and write dynamic axes as -1."""
+    return [d if isinstance(d, int) else -1 for d in tensor.dims[1:]]
+
+
+def _tensor(tensor: TensorSpec) -> dict[str, Any]:
+    return {"name": tensor.name, "data_type": DATA_TYPES[tensor.dtype], "dims": triton_dims(tensor)}
+
+
+def platform_of(model: ModelPlan) -> Platform:
+    try:
+        return PLATFORMS[model.backend]
+    except KeyError:
+        raise UserInputError(
+            f"plan: model {model.triton_name!r} has backend {model.backend!r}",
+            hint=f"backends: {', '.join(PLATFORMS)}",
+        ) from None
+
+
+def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
+    """The plain dict the detector/recognizer template renders; `filename` is the file in 1/."""
+    spec = get_spec(model.family)
+    if spec.triton_name != model.triton_name:
+        raise UserInputError(
+            f"plan: family {model.family!r} is served as {spec.triton_name!r}, not {model.triton_name!r}",
+            hint="re-run `stdr-deploy plan` instead of editing model names",
+        )
+    platform = platform_of(model)
+    inputs = [_tensor(t) for t in spec.inputs]
+    fixed_shape = all(isinstance(d, int) for t in spec.inputs for d in t.dims[1:])
+    warmup_batches = sorted({1, model.max_batch_size})
+    return {
+        "name": model.triton_name,
+        "role": model.role,
+        "family": model.family,
+        "precision": model.precision,
+        "platform": platform.name,
+        "filename": filename,
+        "default_model_filename": None if filename == platform.default_filename else filename,
+        "max_batch_size": model.max_batch_size,
+        "inputs": inputs,
+        "outputs": [_tensor(t) for t in spec.outputs],
+        "instance_group": {
+            "count": model.instance_count,
+            "kind": model.instance_kind,
+            "gpus": list(model.gpus) if model.instance_kind == "KIND_GPU" else [],
+        },
+        "dynamic_batching": dataclasses.asdict(model.dynamic_batching) if model.dynamic_batching else None,
+        "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
+        "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
+        if fixed_shape
+        else [],
+    }
+
+
+def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
+    """Top-level `parameters` and CUDA accelerator options, named as Triton's ORT backend reads them."""
+    parameters: dict[str, Any] = {
+        "intra_op_thread_count": model.intra_op_threads,
+        "inter_op_thread_count": model.inter_op_threads,
+    }
+    cuda = None
+    if model.instance_kind == "KIND_GPU":
+        parameters["cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH_HEURISTIC
+        cuda = {"cudnn_conv_use_max_workspace": 1}
+    return {"parameters": parameters, "cuda": cuda}
+
+
+def pipeline_context(plan: Plan) -> dict[str, Any]:
+    """The orchestrator's config: its instances, the models it calls and every processing setting."""
+    pipe = plan.pipeline
+    if pipe.recognizer_batch > plan.recognizer.max_batch_size:
+        raise UserInputError(
+            f"plan: pipeline.recognizer_batch {pipe.recognizer_batch} exceeds the recognizer's "
+            f"max_batch_size {plan.recognizer.max_batch_size}",
+            hint="re-run `stdr-deploy plan`, or lower recognizer_batch",
+        )
+    settings = {
+        f.name: getattr(pipe, f.name)
+        for f in dataclasses.fields(pipe)
+        if f.name not in ("instance_count", "instance_kind")
+    }
+    return {
+        "name": PIPELINE_NAME,
+        "package": OCR_PACKAGE,
+        "detector_model": plan.detector.triton_name,
+        "recognizer_model": plan.recognizer.triton_name,
+        "instance_group": {"count": pipe.instance_count, "kind": pipe.instance_kind},
+        "parameters": {
+            "detector_model": plan.detector.triton_name,
+            "recognizer_model": plan.recognizer.triton_name,
+            "recognizer_family": plan.recognizer.family,
+            **settings,
+        },
+    }
+
+
+def _environment() -> jinja2.Environment:
+    folder = importlib.resources.files("stdr_deploy.templates")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _tidy(text: str) -> str:
+    """Macros leave runs of blank lines behind; keep at most one, and end with one newline."""
+    return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip() + "\n"
+
+
+def render_texts(plan: Plan, filenames: Mapping[str, str]) -> dict[str, str]:
+    """Every generated text file of the repository, by relative path (no model files, no package).
+
+    `filenames` maps each model's Triton name to the name of its model file in `1/`.
+    """
+    env = _environment()
+    models = [model_context(m, filenames[m.triton_name]) for m in plan.models()]
+    pipeline = pipeline_context(plan)
+    texts = {
+        f"{ctx['name']}/config.pbtxt": _tidy(env.get_template(f"{m.role}.pbtxt.j2").render(model=ctx))
+        for m, ctx in zip(plan.models(), models)
+    }
+    texts[f"{PIPELINE_NAME}/config.pbtxt"] = _tidy(env.get_template("pipeline.pbtxt.j2").render(pipeline=pipeline))
+    summary = {"variant": plan.variant, "device": plan.device}
+    texts["README.md"] = _tidy(
+        env.get_template("README.md.j2").render(plan=summary, models=models, pipeline=pipeline)
+    )
+    return texts
+
+
+def model_filename(model: ModelPlan, artifact: Path | None) -> str:
+    """The name `artifact` keeps in `<model>/1/`, after checking it suits the model's platform."""
+    platform = platform_of(model)
+    kind = "a TensorRT engine" if model.backend == "tensorrt" else "an ONNX model"
+    if artifact is None:
+        raise UserInputError(f"no model file for {model.triton_name!r}: the plan serves it from {kind}", hint=platform.hint)
+    if not artifact.is_file():
+        raise UserInputError(f"model file for {model.triton_name!r} not found: {artifact}", hint=platform.hint)
+    if artifact.suffix not in platform.suffixes:
+        raise UserInputError(
+            f"{model.triton_name!r} is served by {platform.name} and needs {kind} "
+            f"({' or '.join(platform.suffixes)}), got {artifact.name}",
+            hint=platform.hint,
+        )
+    return artifact.name
+
+
+def repository_files(plan: Plan, artifacts: Mapping[str, Path]) -> dict[str, bytes | Path]:
+    """Relative path -> content (bytes) or the file to place there (Path), for the whole tree."""
+    names = {m.triton_name for m in plan.models()}
+    unknown = sorted(set(artifacts) - names)
+    if unknown:
+        raise UserInputError(
+            f"model file given for {', '.join(unknown)}, which the plan does not serve",
+            hint=f"models of this plan: {', '.join(sorted(names))}",
+        )
+    paths = {m.triton_name: Path(artifacts[m.triton_name]) if m.triton_name in artifacts else None for m in plan.models()}
+    filenames = {m.triton_name: model_filename(m, paths[m.triton_name]) for m in plan.models()}
+    files: dict[str, bytes | Path] = {rel: text.encode() for rel, text in render_texts(plan, filenames).items()}
+    for name, filename in filenames.items():
+        files[f"{name}/{VERSION}/{filename}"] = paths[name]
+    templates = importlib.resources.files("stdr_deploy.templates")
+    files[f"{PIPELINE_NAME}/{VERSION}/model.py"] = templates.joinpath("pipeline_model.py").read_bytes()
+    for rel, data in _package_files(importlib.resources.files("stdr_deploy.ocr")):
+        files[f"{PIPELINE_NAME}/{VERSION}/{OCR_PACKAGE}/{rel}"] = data
+    return dict(sorted(files.items()))
+
+
+def _package_files(folder: Any, prefix: str = "") -> list[tuple[str, bytes]]:
+    """Every file of a package folder except bytecode caches, as (relative path, bytes)."""
+    found = []
+    for entry in folder.iterdir():
+        if entry.name == "__pycache__" or entry.name.endswith(".pyc"):
+            continue
+        if entry.is_dir():
+            found += _package_files(entry, f"{prefix}{entry.name}/")
+        else:
+            found.append((prefix + entry.name, entry.read_bytes()))
+    return found
+
+
+# --- I/O half: compare, stage, swap ----------------------------------------------------
+
+
+def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *, dry_run: bool = False) -> RenderResult:
+    """Make `out` the repository `plan` describes, serving the model files in `artifacts`.
+
+    `artifacts` maps Triton model names to model files (`.onnx`, or `.plan`/`.engine` for
+    TensorRT); each is hard-linked into `<name>/1/` (copied across file systems) and keeps its
+    file name, which the config names in `default_model_filename` when it is not the default.
+    Nothing is written when `dry_run` is set or when `out` already holds exactly this tree.
+    """
+    out = Path(out).absolute()
+    files = repository_files(plan, artifacts)
+    existing = _existing_files(out)
+    changes = [_change(rel, source, existing.get(rel)) for rel, source in files.items()]
+    changes += [FileChange(rel, REMOVED, None) for rel in sorted(set(existing) - set(files))]
+    result = RenderResult(
+        out=out,
+        dry_run=dry_run,
+        files=tuple(changes),
+        config_sha256={
+            f.path.split("/")[0]: f.sha256 for f in changes if f.path.endswith("/config.pbtxt") and f.sha256
+        },
+    )
+    if result.written:
+        _write_tree(files, out)
+    return result
+
+
+def _existing_files(out: Path) -> dict[str, Path]:
+    """Files under `out` by relative path; bytecode caches the Python backend writes don't count."""
+    if not out.is_dir():
+        return {}
+    found = {}
+    for root, dirs, names in os.walk(out):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            path = Path(root, name)
+            found[path.relative_to(out).as_posix()] = path
+    return found
+
+
+def _sha256(source: bytes | Path) -> str:
+    return hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else sha256_file(source)
+
+
+def _change(rel: str, source: bytes | Path, current: Path | None) -> FileChange:
+    digest = _sha256(source)
+    if current is None:
+        return FileChange(rel, ADDED, digest)
+    if isinstance(source, Path) and current.exists() and os.path.samefile(source, current):
+        return FileChange(rel, UNCHANGED, digest)
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
+    same = current.stat().st_size == size and sha256_file(current) == digest
+    return FileChange(rel, UNCHANGED if same else CHANGED, digest)
+
+
+def _write_tree(files: Mapping[str, bytes | Path], out: Path) -> None:
+    """Write everything into `.<out>.staging-XXXX` beside `out`, then swap it in."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a server in a container must read it
+        for rel, source in files.items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(source, bytes):
+                target.write_bytes(source)
+            else:
+                _link_or_copy(source, target)
+        replace_dir_atomic(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link costs no space or time; across file systems (or where links fail), copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

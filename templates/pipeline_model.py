@@ -1,0 +1,125 @@
+"""Triton Python-backend model "pipeline": the OCR orchestrator, calling its models through BLS.
+
+A request carries one RGB uint8 image, shape [1, H, W, 3]. The answer holds `output`, the words
+as UTF-8 strings [1, N], and `boxes` [1, N, 9]: each word's polygon x1, y1, ..., x4, y4 (image
+pixels, clockwise from the word's top-left) followed by its score.
+
+The work is done by `OcrPipeline` from `stdr_ocr`, a copy of stdr-deploy's `stdr_deploy.ocr`
+that `stdr-deploy render` places beside this file: the same functions `stdr-deploy ocr` runs
+in-process, so the server and the CLI read the same words. The pipeline resizes the image for
+the detector, turns the score maps into word boxes, crops the words and sends all crops of the
+image to the recognizer in batches of `recognizer_batch` (never one request per crop), then
+decodes the characters. Here its two models are `BlsRunner`s: BLS requests to the detector and
+recognizer models of this server, named in this model's config `parameters` along with every
+processing setting of the plan.
+
+Errors stay per request: an unusable image (0-sized, too many pixels, wrong layout) or a failed
+model call answers that request with a `TritonError` saying what went wrong; the other requests
+of the batch are answered normally.
+
+The folder is self-contained: besides Triton's Python backend (23.04 or newer, for BLS
+`preferred_memory`) it needs numpy, opencv-python-headless and Pillow, e.g. in the NGC
+container `pip install numpy opencv-python-headless pillow` before starting tritonserver.
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+# The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stdr_ocr.errors import OcrError  # noqa: E402
+from stdr_ocr.pipeline import OcrPipeline  # noqa: E402
+from stdr_ocr.settings import PipelineSettings  # noqa: E402
+
+MODEL_OUTPUT = "output"  # the detector's and the recognizer's score tensor
+
+
+class ModelCallError(Exception):
+    """A BLS request to the detector or the recognizer failed; the message says which and why."""
+
+
+class BlsRunner:
+    """A pipeline Runner (`infer(feeds) -> outputs`) served by another model of this server."""
+
+    def __init__(self, model_name, output_names):
+        self.model_name = model_name
+        self.output_names = list(output_names)
+
+    def infer(self, feeds):
+        request = pb_utils.InferenceRequest(
+            model_name=self.model_name,
+            requested_output_names=self.output_names,
+            inputs=[pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()],
+            # Outputs come back in CPU memory even when the model ran on a GPU: numpy reads them.
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
+        )
+        response = request.exec()
+        if response.has_error():
+            raise ModelCallError(f"model {self.model_name!r} failed: {response.error().message()}")
+        return {
+            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in self.output_names
+        }
+
+
+def string_parameters(model_config):
+    """`parameters { key: K value: { string_value: V } }` as {K: V}."""
+    return {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
+
+
+def settings_from_parameters(parameters):
+    """PipelineSettings from string parameters, each converted to the type of its default."""
+    defaults = PipelineSettings()
+    values = {
+        field.name: type(getattr(defaults, field.name))(parameters[field.name])
+        for field in dataclasses.fields(PipelineSettings)
+        if field.name in parameters
+    }
+    return PipelineSettings(**values)
+
+
+def single_image(batch):
+    """[1, H, W, 3] -> [H, W, 3]; Triton already checked the dtype and the last dim."""
+    if batch.ndim != 4 or batch.shape[0] != 1:
+        raise OcrError(f"expected one image of shape [1, H, W, 3], got shape {list(batch.shape)}")
+    return batch[0]
+
+
+def words_to_tensors(words):
+    """The response tensors for one image's words (batch dimension of 1 included)."""
+    texts = np.array([[word.text.encode("utf-8") for word in words]], dtype=np.object_).reshape(1, len(words))
+    boxes = np.zeros((1, len(words), 9), dtype=np.float32)
+    for i, word in enumerate(words):
+        boxes[0, i, :8] = np.asarray(word.polygon, dtype=np.float32).reshape(8)
+        boxes[0, i, 8] = word.score
+    return [pb_utils.Tensor("output", texts), pb_utils.Tensor("boxes", boxes)]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = string_parameters(json.loads(args["model_config"]))
+        self.pipeline = OcrPipeline(
+            BlsRunner(parameters["detector_model"], [MODEL_OUTPUT]),
+            BlsRunner(parameters["recognizer_model"], [MODEL_OUTPUT]),
+            parameters["recognizer_family"],
+            settings_from_parameters(parameters),
+        )
+
+    def execute(self, requests):
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        try:
+            batch = pb_utils.get_input_tensor_by_name(request, "input").as_numpy()
+            words = self.pipeline.read(single_image(batch))
+            return pb_utils.InferenceResponse(output_tensors=words_to_tensors(words))
+        except (OcrError, ModelCallError) as exc:
+            message = str(exc)
+        except Exception as exc:  # a bug must not fail the other requests of the batch
+            message = f"internal error ({type(exc).__name__}): {exc}"
+        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))

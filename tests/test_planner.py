@@ -1,0 +1,526 @@
+"""Host file -> plan: recorded hosts field by field, invariants, monotonicity, fuzzing, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stdr_deploy import planner
+from stdr_deploy.cli import cli
+from stdr_deploy.errors import HostUnsupported, UserInputError
+from stdr_deploy.hardware import GpuFacts, HostFacts, RuntimeFacts, load_host
+from stdr_deploy.plan_schema import VARIANTS, Plan
+from stdr_deploy.planner import make_plan, round_up
+from stdr_deploy.profiles import get_profile, load_profiles, match_profile, parse_profile, resolve_profile
+
+HOSTS = Path(__file__).resolve().parent / "hosts"
+HOST_FILES = sorted(HOSTS.glob("*.json"))
+RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
+MIB = 1 << 20
+
+# What the default plan (crnn-en, the matching profile) must be for each recorded host.
+# det/rec: (instances, precision, max side or max batch, opt, workspace MiB, intra-op threads);
+# pipeline: (instances, canvas).
+EXPECTED = {
+    "a5000-24g.vendor": dict(
+        profile="a5000-24g",
+        variant="tensorrt_plan",
+        device="gpu",
+        det=(2, "fp32", 2560, 736, 2048, 0),
+        rec=(2, "fp16", 64, 16, 1024, 0),
+        pipeline=(4, 2560),
+    ),
+    # The seed's settings, with the detector max covering the 1200 canvas after padding (1216).
+    "a5000-laptop-16g.vendor": dict(
+        profile="a5000-laptop-16g",
+        variant="tensorrt_plan",
+        device="gpu",
+        det=(1, "fp32", 1216, 704, 5000, 0),
+        rec=(1, "fp16", 16, 4, 1024, 0),
+        pipeline=(2, 1200),
+    ),
+    # This machine: 2 cores, no GPU -> cpu-edge, one instance of each model with both cores.
+    "cpu-xeon-2core": dict(
+        profile="cpu-edge",
+        variant="onnxruntime",
+        device="cpu",
+        det=(1, "fp32", 2560, 736, 0, 2),
+        rec=(1, "fp32", 8, 4, 0, 2),
+        pipeline=(1, 2560),
+    ),
+    # The real H100 reading: no TensorRT and no CUDA EP where it was read, so a 16-core CPU plan;
+    # the h100-80g profile matches the GPU but is not used on the CPU.
+    "h100-80g-hbm3": dict(
+        profile=None,
+        variant="onnxruntime",
+        device="cpu",
+        det=(2, "fp32", 2560, 736, 0, 8),
+        rec=(2, "fp32", 16, 4, 0, 8),
+        pipeline=(2, 2560),
+    ),
+    # 8 GB, ONNX Runtime CUDA EP: shrinks instances, then recognizer batch, then the canvas.
+    "laptop-8g.vendor": dict(
+        profile=None,
+        variant="onnxruntime",
+        device="gpu",
+        det=(1, "fp32", 2048, 736, 0, 1),
+        rec=(1, "fp32", 1, 1, 0, 1),
+        pipeline=(2, 2048),
+    ),
+    "t4-16g.vendor": dict(
+        profile="t4-16g",
+        variant="tensorrt_plan",
+        device="gpu",
+        det=(1, "fp16", 2560, 736, 2048, 0),
+        rec=(2, "fp16", 32, 16, 1024, 0),
+        pipeline=(2, 2560),
+    ),
+}
+# The four image sizes (H, W) of the blog's benchmark.
+BENCHMARK_IMAGES = ((472, 338), (3280, 2625), (512, 413), (1600, 1200))
+
+
+def host_of(stem: str) -> HostFacts:
+    return load_host(HOSTS / f"{stem}.json")
+
+
+def default_plan(host: HostFacts, **kwargs) -> Plan:
+    return make_plan(host, resolve_profile(host), **kwargs)
+
+
+def padded_input(height: int, width: int, canvas: int, mag_ratio: float = 1.0) -> tuple[int, int]:
+    """EasyOCR's resize_aspect_ratio: long side to min(mag * long, canvas), then pad up to 32."""
+    target = min(mag_ratio * max(height, width), canvas)
+    ratio = target / max(height, width)
+    return round_up(int(height * ratio)), round_up(int(width * ratio))
+
+
+def all_plans() -> list[tuple[str, Plan]]:
+    plans = []
+    for path in HOST_FILES:
+        host = load_host(path)
+        for recognizer in RECOGNIZERS:
+            for variant in (None, *VARIANTS):
+                try:
+                    plans.append(
+                        (
+                            f"{path.stem}-{recognizer}-{variant}",
+                            default_plan(host, recognizer=recognizer, variant=variant),
+                        )
+                    )
+                except HostUnsupported:
+                    assert variant == "tensorrt_plan"
+    return plans
+
+
+PLANS = all_plans()
+
+
+def test_every_host_file_has_expectations():
+    assert sorted(p.name.removesuffix(".json") for p in HOST_FILES) == sorted(EXPECTED), (
+        "add the expected plan facts of each file in tests/hosts/ to EXPECTED"
+    )
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED))
+def test_recorded_host_gives_its_plan(stem):
+    want = EXPECTED[stem]
+    plan = default_plan(host_of(stem))
+    assert (plan.profile_name, plan.variant, plan.device) == (want["profile"], want["variant"], want["device"])
+    det, rec = plan.detector, plan.recognizer
+    shape = det.profile["input"]
+    assert (det.instance_count, det.precision, shape.max, shape.opt, shape.min) == (
+        want["det"][0],
+        want["det"][1],
+        (1, 3, want["det"][2], want["det"][2]),
+        (1, 3, want["det"][3], want["det"][3]),
+        (1, 3, 32, 32),
+    )
+    assert (det.workspace_bytes // MIB, det.intra_op_threads, det.max_batch_size, det.dynamic_batching) == (
+        want["det"][4],
+        want["det"][5],
+        1,
+        None,
+    )
+    rec_shape = rec.profile["input"]
+    assert (rec.instance_count, rec.precision, rec.max_batch_size, rec_shape.opt[0]) == want["rec"][:4]
+    assert (
+        rec_shape.min == (1, 1, 64, 64)
+        and rec_shape.opt[1:] == (1, 64, 256)
+        and rec_shape.max == (want["rec"][2], 1, 64, 1024)
+    )
+    assert (rec.workspace_bytes // MIB, rec.intra_op_threads) == want["rec"][4:]
+    kind = "KIND_GPU" if plan.device == "gpu" else "KIND_CPU"
+    assert det.instance_kind == rec.instance_kind == kind
+    assert det.gpus == rec.gpus == ((0,) if plan.device == "gpu" else ())
+    assert rec.dynamic_batching.max_queue_delay_us == (100 if plan.device == "gpu" else 0)
+    assert (plan.pipeline.instance_count, plan.pipeline.canvas_size) == want["pipeline"]
+    assert plan.pipeline.recognizer_batch == rec.max_batch_size
+    assert 0 < plan.memory_estimate_bytes <= plan.memory_budget_bytes
+
+
+def test_seed_settings_are_the_a5000_laptop_profile_for_parseq():
+    plan = default_plan(host_of("a5000-laptop-16g.vendor"), recognizer="parseq")
+    shape = plan.recognizer.profile["input"]
+    assert (shape.min, shape.opt, shape.max) == ((1, 3, 32, 128), (4, 3, 32, 128), (16, 3, 32, 128))
+    assert (plan.recognizer.triton_name, plan.recognizer.precision, plan.recognizer.workspace_bytes) == (
+        "parseq",
+        "fp16",
+        1024 * MIB,
+    )
+    assert plan.detector.workspace_bytes == 5000 * MIB and plan.detector.precision == "fp32"
+    # the seed's max of 1200 rejected the 1216-high input of a 1600x1200 image; this one takes it
+    assert padded_input(1600, 1200, plan.pipeline.canvas_size) == (1216, 928)
+    assert any("1216" in reason for reason in plan.reasons)
+
+
+@pytest.mark.parametrize("name, plan", PLANS, ids=[name for name, _ in PLANS])
+def test_plan_invariants(name, plan):
+    assert plan.memory_estimate_bytes <= plan.memory_budget_bytes
+    models_bytes = plan.detector.memory_estimate_bytes + plan.recognizer.memory_estimate_bytes
+    if plan.device == "gpu":
+        assert plan.memory_estimate_bytes == models_bytes
+    else:  # plus the server and the pipeline instances
+        assert plan.memory_estimate_bytes > models_bytes
+    for model in plan.models():
+        for shape in model.profile.values():
+            assert all(lo <= mid <= hi for lo, mid, hi in zip(shape.min, shape.opt, shape.max))
+            assert shape.max[0] == model.max_batch_size
+    assert plan.detector.profile["input"].max[2] >= round_up(plan.pipeline.canvas_size)
+    assert (
+        1 <= plan.recognizer.max_batch_size <= 64 and plan.pipeline.recognizer_batch == plan.recognizer.max_batch_size
+    )
+    for height, width in BENCHMARK_IMAGES:
+        h, w = padded_input(height, width, plan.pipeline.canvas_size)
+        shape = plan.detector.profile["input"]
+        assert shape.min[2] <= h <= shape.max[2] and shape.min[3] <= w <= shape.max[3]
+    if plan.device == "cpu":
+        cores = plan.host["usable_cores"]
+        for model in plan.models():
+            assert model.intra_op_threads * model.instance_count <= cores and model.workspace_bytes == 0
+    if plan.variant == "onnxruntime":
+        assert plan.detector.precision == plan.recognizer.precision == "fp32"
+    assert plan.reasons and Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+def test_forced_tensorrt_fails_clearly_where_it_cannot_run():
+    with pytest.raises(HostUnsupported, match="no usable NVIDIA GPU") as cpu_host:
+        make_plan(host_of("cpu-xeon-2core"), variant="tensorrt_plan")
+    assert cpu_host.value.exit_code == 4 and "--variant onnxruntime" in cpu_host.value.hint
+    with pytest.raises(HostUnsupported, match="TensorRT is not importable"):
+        make_plan(host_of("h100-80g-hbm3"), variant="tensorrt_plan")
+
+
+def test_forced_onnxruntime_on_a_tensorrt_host_uses_the_cuda_ep():
+    plan = default_plan(host_of("a5000-24g.vendor"), variant="onnxruntime")
+    assert (plan.variant, plan.device, plan.detector.precision, plan.detector.workspace_bytes) == (
+        "onnxruntime",
+        "gpu",
+        "fp32",
+        0,
+    )
+    assert plan.detector.intra_op_threads == 1
+
+
+def test_unknown_names_are_user_errors():
+    host = host_of("cpu-xeon-2core")
+    with pytest.raises(UserInputError, match="recognizer"):
+        make_plan(host, recognizer="trocr")
+    with pytest.raises(UserInputError, match="variant"):
+        make_plan(host, variant="openvino")
+
+
+def test_tensorrt_needs_turing_from_10_5():
+    assert planner.tensorrt_min_compute_capability("10.3.0") == (7, 0)
+    assert planner.tensorrt_min_compute_capability("10.5.0.18") == (7, 5)
+
+
+def test_h100_reading_with_tensorrt_takes_the_h100_profile():
+    """The real H100 figures with the runtimes of a TensorRT deployment host."""
+    host = dataclasses.replace(host_of("h100-80g-hbm3"), runtimes=host_of("a5000-24g.vendor").runtimes)
+    plan = default_plan(host)
+    assert (plan.profile_name, plan.variant) == ("h100-80g", "tensorrt_plan")
+    assert (plan.detector.instance_count, plan.recognizer.instance_count, plan.recognizer.max_batch_size) == (4, 2, 64)
+    assert plan.detector.profile["input"].max == (1, 3, 2560, 2560) and plan.pipeline.instance_count == 8
+
+
+def test_gpu_too_small_falls_back_to_the_cpu():
+    base = host_of("t4-16g.vendor")
+    tiny = dataclasses.replace(base, gpus=(dataclasses.replace(base.gpus[0], memory_free_mib=1500),))
+    plan = make_plan(tiny)
+    assert plan.device == "cpu" and any("falling back to the CPU" in r for r in plan.reasons)
+    with pytest.raises(HostUnsupported, match="not enough memory on the gpu"):
+        make_plan(tiny, variant="tensorrt_plan")
+
+
+def test_multi_gpu_hosts_use_every_like_gpu():
+    base = host_of("a5000-24g.vendor")
+    gpu = base.gpus[0]
+    host = dataclasses.replace(
+        base,
+        gpus=(
+            gpu,
+            dataclasses.replace(gpu, index=1, memory_free_mib=20000),
+            dataclasses.replace(gpu, index=2, mig_enabled=True),
+        ),
+    )
+    plan = make_plan(host)
+    assert plan.detector.gpus == plan.recognizer.gpus == (0, 1)
+    assert plan.memory_budget_bytes == int(20000 * MIB * 0.9)  # the smaller GPU bounds the budget
+    assert any("MIG" in r for r in plan.reasons)
+
+
+# --- properties -----------------------------------------------------------------------------
+
+BASES = {stem: host_of(stem) for stem in EXPECTED}
+GPU_BASES = [stem for stem, host in BASES.items() if host.gpus and host.source == "vendor-spec"]
+
+
+def with_memory(host: HostFacts, mib: int) -> HostFacts:
+    """The host with `mib` free on its GPUs (or available in RAM when it has none)."""
+    if host.gpus:
+        gpus = tuple(
+            dataclasses.replace(g, memory_total_mib=max(g.memory_total_mib, mib), memory_free_mib=mib)
+            for g in host.gpus
+        )
+        return dataclasses.replace(host, gpus=gpus)
+    return dataclasses.replace(host, memory_total_mib=max(host.memory_total_mib, mib), memory_available_mib=mib)
+
+
+def size_of(plan: Plan) -> tuple[int, ...]:
+    return (
+        plan.detector.profile["input"].max[2],
+        plan.recognizer.max_batch_size,
+        plan.detector.instance_count,
+        plan.recognizer.instance_count,
+        plan.pipeline.instance_count,
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    stem=st.sampled_from(sorted(BASES)),
+    memory=st.tuples(st.integers(1024, 200 * 1024), st.integers(1024, 200 * 1024)).map(sorted),
+    with_profile=st.booleans(),
+    recognizer=st.sampled_from(RECOGNIZERS),
+)
+def test_more_memory_never_gives_a_smaller_plan(stem, memory, with_profile, recognizer):
+    base = BASES[stem]
+    profile = resolve_profile(base) if with_profile else None  # fixed, so only memory varies
+    plans = []
+    for mib in memory:
+        try:
+            plans.append(make_plan(with_memory(base, mib), profile, recognizer=recognizer))
+        except HostUnsupported:
+            plans.append(None)
+    small, large = plans
+    if small is None or large is None:
+        assert large is not None or small is None  # if the smaller host has a plan, so has the larger
+        return
+    if small.device == large.device:
+        assert all(a <= b for a, b in zip(size_of(small), size_of(large)))
+        assert small.pipeline.canvas_size <= large.pipeline.canvas_size
+    else:  # only a GPU that is too small falls back to the CPU
+        assert (small.device, large.device) == ("cpu", "gpu")
+
+
+runtime_sets = st.sampled_from(
+    [
+        RuntimeFacts("1.18.1", ("CUDAExecutionProvider", "CPUExecutionProvider"), "10.3.0", None, ()),
+        RuntimeFacts("1.18.1", ("CUDAExecutionProvider", "CPUExecutionProvider"), None, None, ()),
+        RuntimeFacts("1.32.0", ("CPUExecutionProvider",), "10.8.0", None, ()),
+        RuntimeFacts("1.32.0", ("CPUExecutionProvider",), None, None, ()),
+        RuntimeFacts(None, (), None, None, ()),
+    ]
+)
+gpus = st.lists(
+    st.builds(
+        lambda total, used, cc, name, mig: (total, used, cc, name, mig),
+        st.integers(1024, 200 * 1024),
+        st.integers(0, 2048),
+        st.sampled_from([(6, 1), (7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0)]),
+        st.sampled_from(
+            ["NVIDIA H100 80GB HBM3", "Tesla T4", "NVIDIA RTX A5000", "NVIDIA RTX A5000 Laptop GPU", "NVIDIA L4"]
+        ),
+        st.booleans(),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cores=st.integers(1, 256),
+    smt=st.sampled_from([1, 2]),
+    memory_gib=st.integers(1, 200),
+    quota=st.one_of(st.none(), st.floats(0.5, 64)),
+    gpu_specs=gpus,
+    runtimes=runtime_sets,
+    recognizer=st.sampled_from(RECOGNIZERS),
+    use_profile=st.booleans(),
+)
+def test_random_hosts_never_exceed_their_budget(
+    cores, smt, memory_gib, quota, gpu_specs, runtimes, recognizer, use_profile
+):
+    base = BASES["cpu-xeon-2core"]
+    host = dataclasses.replace(
+        base,
+        cpu=dataclasses.replace(base.cpu, physical_cores=cores, logical_cores=cores * smt, allowed_cpus=cores * smt),
+        memory_total_mib=memory_gib * 1024,
+        memory_available_mib=memory_gib * 1024 - 300,
+        cgroup_cpu_limit=quota,
+        gpus=tuple(
+            GpuFacts(i, name, total, max(1, total - used), cc, mig)
+            for i, (total, used, cc, name, mig) in enumerate(gpu_specs)
+        ),
+        runtimes=runtimes,
+    )
+    profile = match_profile(host) if use_profile else None
+    try:
+        plan = make_plan(host, profile, recognizer=recognizer)
+    except HostUnsupported:
+        # only when even the smallest CPU plan needs more than the usable host memory
+        smallest = planner.size(
+            planner.Target("onnxruntime", "cpu"),
+            planner.Knobs(1, 1, 1, planner.MIN_CANVAS),
+            planner.CPU_DEFAULTS,
+            planner.MODELS[recognizer],
+            host,
+        )
+        assert smallest.total > host.usable_memory_mib * MIB * (1 - planner.SAFETY_MARGIN)
+        return
+    assert 0 < plan.memory_estimate_bytes <= plan.memory_budget_bytes
+    for model in plan.models():
+        assert model.instance_count >= 1 and 1 <= model.max_batch_size <= 64
+        if plan.device == "cpu":
+            assert model.intra_op_threads * model.instance_count <= host.usable_cores
+    # the documented order: the canvas shrinks only once batch and instances are at their floor
+    if plan.pipeline.canvas_size < planner.DEFAULT_CANVAS and plan.profile_name is None:
+        assert plan.recognizer.max_batch_size == plan.detector.instance_count == plan.recognizer.instance_count == 1
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def test_shipped_profiles():
+    names = [p.name for p in load_profiles()]
+    assert names == ["a5000-24g", "a5000-laptop-16g", "cpu-edge", "h100-80g", "t4-16g"]
+    seed = get_profile("a5000-laptop-16g").settings
+    assert (seed.canvas_size, seed.detector_opt_side, seed.recognizer_batch) == (1200, 700, (1, 4, 16))
+    assert (seed.detector_workspace_mib, seed.recognizer_workspace_mib) == (5000, 1024)
+
+
+def test_no_recorded_host_matches_two_profiles():
+    for path in HOST_FILES:
+        host = load_host(path)
+        assert sum(p.matches(host) for p in load_profiles()) <= 1, path.name
+
+
+def test_unknown_profile_lists_the_names():
+    with pytest.raises(UserInputError) as error:
+        get_profile("a100")
+    assert "t4-16g" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"device": "tpu"}, "device"),
+        ({"device": "gpu", "match": {"gpu_name": "T4"}}, "unknown keys"),
+        ({"device": "gpu", "settings": {"recognizer_batch": [1, 8, 128]}}, "recognizer_batch"),
+        ({"device": "gpu", "settings": {"recognizer_batch": [2, 4, 8]}}, "recognizer_batch"),
+        ({"device": "gpu", "settings": {"detector_precision": "int8"}}, "precision"),
+        ({"device": "gpu", "settings": {"canvas_size": "big"}}, "canvas_size"),
+        ({"device": "gpu", "settings": {"detector_instances": 0}}, "positive"),
+    ],
+)
+def test_bad_profiles_are_rejected(data, message):
+    with pytest.raises(UserInputError, match=message):
+        parse_profile("bad", data)
+
+
+def test_planner_model_facts_agree_with_the_model_specs():
+    from stdr_deploy.models import get_spec
+
+    for family, facts in planner.MODELS.items():
+        spec = get_spec(family)
+        assert (facts.params, facts.triton_name, facts.role, facts.input_name) == (
+            spec.params,
+            spec.triton_name,
+            spec.role,
+            spec.input.name,
+        )
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stem, args",
+    [
+        ("t4-16g.vendor", []),
+        ("cpu-xeon-2core", ["--recognizer", "parseq"]),
+        ("a5000-24g.vendor", ["--profile", "none", "--variant", "onnxruntime"]),
+    ],
+)
+def test_cli_json_is_make_plans_dict(stem, args, tmp_path):
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(
+        cli, ["plan", "--host", str(HOSTS / f"{stem}.json"), "--json", "--out", str(out), *args]
+    )
+    assert result.exit_code == 0, result.output
+    host = host_of(stem)
+    profile = None if "none" in args else resolve_profile(host)
+    recognizer = args[args.index("--recognizer") + 1] if "--recognizer" in args else "crnn-en"
+    variant = args[args.index("--variant") + 1] if "--variant" in args else None
+    expected = make_plan(host, profile, recognizer=recognizer, variant=variant).to_dict()
+    assert json.loads(result.stdout) == expected
+    assert json.loads(out.read_text()) == expected
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temporary file left behind
+
+
+def test_cli_without_host_plans_for_this_machine():
+    result = CliRunner().invoke(cli, ["plan", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = Plan.from_dict(json.loads(result.stdout))
+    assert plan.host["source"] == "probe" and plan.memory_estimate_bytes <= plan.memory_budget_bytes
+
+
+def test_cli_table_shows_the_reasons():
+    result = CliRunner().invoke(cli, ["plan", "--host", str(HOSTS / "laptop-8g.vendor.json")])
+    assert result.exit_code == 0 and result.stdout == ""  # people's output goes to stderr
+    assert "documented order" in result.stderr and "memory budget" in result.stderr
+
+
+def test_cli_probe_json_is_a_host_file():
+    result = CliRunner().invoke(cli, ["probe", "--json"])
+    assert result.exit_code == 0
+    assert HostFacts.from_dict(json.loads(result.stdout)).source == "probe"
+
+
+def test_cli_exit_code_when_the_host_cannot_run_the_variant():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from stdr_deploy.cli import main; main()",
+            "plan",
+            "--host",
+            str(HOSTS / "cpu-xeon-2core.json"),
+            "--variant",
+            "tensorrt_plan",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 4 and done.stdout == ""
+    assert "tensorrt_plan" in done.stderr and "hint:" in done.stderr

@@ -1,0 +1,449 @@
+"""The embedded tritonserver with our Python-based `onnxruntime` backend, end to end.
+
+A tiny real ONNX model (`output = Relu(input * 2)`) served from hand-written, unmodified
+`platform: "onnxruntime_onnx"` configs; real HTTP and gRPC clients; real processes checked in
+/proc. Server starts cost seconds each, so there are four: one shared by most tests, one for a
+model that cannot load, one killed while loading, and one through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from stdr_deploy.cli.serve import is_loopback
+from stdr_deploy.errors import MissingDependency, ServerError, UserInputError
+from stdr_deploy.server import (
+    STUB,
+    TritonServer,
+    backend_directory,
+    client_host,
+    embedded_triton,
+    free_ports,
+    load_failures,
+    port_in_use,
+)
+
+RELU_CONFIG = """
+name: "relu"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 3 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 3 ] } ]
+instance_group [ { kind: KIND_CPU count: 2 } ]
+dynamic_batching { max_queue_delay_microseconds: 50000 }
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+model_warmup [ {
+  name: "zeros"
+  batch_size: 2
+  inputs { key: "input" value: { data_type: TYPE_FP32 dims: [ 3 ] zero_data: true } }
+} ]
+"""
+
+# Unbatched, any 2-D shape passes Triton's checks, so a wrong width reaches ONNX Runtime and our
+# backend must answer that request with an error. The file name is not model.onnx.
+NAMED_CONFIG = """
+name: "relu_named"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+default_model_filename: "doubled.onnx"
+input [ { name: "input" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ -1, -1 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+parameters { key: "execution_mode" value: { string_value: "0" } }
+"""
+
+CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
+
+
+def serving(test):
+    """Starts (or needs) a real tritonserver: seconds, not milliseconds."""
+    return pytest.mark.slow(pytest.mark.triton(test))
+
+
+def relu_model() -> onnx.ModelProto:
+    """output = Relu(input * 2), input [batch, 3] float32."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "two"], ["scaled"]), helper.make_node("Relu", ["scaled"], ["output"])],
+        "relu_times_two",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by any onnxruntime >= 1.10
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_model(repo: Path, config: str, filename: str = "model.onnx", content: bytes | None = None) -> None:
+    name = config.split('name: "', 1)[1].split('"', 1)[0]
+    version = repo / name / "1"
+    version.mkdir(parents=True)
+    (repo / name / "config.pbtxt").write_text(config)
+    (version / filename).write_bytes(content if content is not None else relu_model().SerializeToString())
+
+
+def expected(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x * 2, 0).astype(np.float32)
+
+
+def leftovers(repo: Path, shm_prefix: str | None = None) -> list[str]:
+    """Live processes whose command line mentions `repo` (the server and its stubs), and shm files."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited while we looked
+        if state != "Z" and str(repo) in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    if shm_prefix:
+        found += [str(path) for path in Path("/dev/shm").glob(f"{shm_prefix}*")]
+    return found
+
+
+def stubs(repo: Path) -> list[str]:
+    return [line for line in leftovers(repo) if STUB in line]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    write_model(root, RELU_CONFIG)
+    write_model(root, NAMED_CONFIG, filename="doubled.onnx")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path, tmp_path_factory):
+    """One running server for the module; other suites can do the same with their repository."""
+    log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
+    with TritonServer(repo, log_path=log, ready_timeout=120) as running:
+        yield running
+
+
+def http_client(server: TritonServer):
+    import tritonclient.http as httpclient
+
+    return httpclient, httpclient.InferenceServerClient(server.http_url.split("://", 1)[1], concurrency=8)
+
+
+def grpc_client(server: TritonServer):
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient, grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
+
+
+def infer(module, client, model: str, x: np.ndarray) -> np.ndarray:
+    tensor = module.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return client.infer(model, [tensor]).as_numpy("output")
+
+
+# -- the shared server ------------------------------------------------------------------------
+
+
+@serving
+def test_ready_server_lists_models_and_urls(server: TritonServer, repo: Path):
+    assert {(m.name, m.state) for m in server.models()} == {("relu", "READY"), ("relu_named", "READY")}
+    assert server.http_url.startswith("http://127.0.0.1:") and server.grpc_url.startswith("grpc://127.0.0.1:")
+    assert "tritonserver" in Path(f"/proc/{server.pid}/cmdline").read_text()
+    # instance_group count 2 -> two stub processes for relu, in the server's process group
+    relu_stubs = [line for line in stubs(repo) if "/relu/1/" in line]
+    assert len(relu_stubs) == 2
+    assert {os.getpgid(int(line.split(":")[0])) for line in relu_stubs} == {server.pid}
+
+
+@serving
+def test_http_and_grpc_give_the_right_numbers(server: TritonServer):
+    x = np.array([[1.0, -2.0, 3.5], [-0.5, 0.0, 4.0]], dtype=np.float32)
+    for module, client in (http_client(server), grpc_client(server)):
+        with client:
+            out = infer(module, client, "relu", x)
+        assert out.dtype == np.float32 and out.shape == (2, 3)
+        np.testing.assert_array_equal(out, expected(x))
+
+
+@serving
+def test_concurrent_requests_are_answered_each_with_its_own_result(server: TritonServer):
+    """The dynamic batcher hands several requests to one execute(); each gets its own rows."""
+    module, client = http_client(server)
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((n, 3)).astype(np.float32) for n in (1, 2, 3, 1, 2)]
+    pending = []
+    with client:
+        for x in inputs:
+            tensor = module.InferInput("input", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            pending.append(client.async_infer("relu", [tensor]))
+        outputs = [request.get_result().as_numpy("output") for request in pending]
+    for x, out in zip(inputs, outputs):
+        np.testing.assert_array_equal(out, expected(x))
+
+
+@serving
+def test_bad_request_fails_alone_and_the_server_keeps_serving(server: TritonServer):
+    from tritonclient.utils import InferenceServerException
+
+    module, client = http_client(server)
+    good = np.ones((1, 3), dtype=np.float32)
+    with client:
+        # wrong dims for the batched model: Triton rejects it against the config
+        with pytest.raises(InferenceServerException, match="shape"):
+            infer(module, client, "relu", np.ones((1, 4), dtype=np.float32))
+        # accepted by the config, refused by ONNX Runtime: our backend answers with an error
+        with pytest.raises(InferenceServerException, match="relu_named"):
+            infer(module, client, "relu_named", np.ones((1, 4), dtype=np.float32))
+        assert client.is_server_live()
+        np.testing.assert_array_equal(infer(module, client, "relu", good), expected(good))
+        np.testing.assert_array_equal(infer(module, client, "relu_named", good), expected(good))
+
+
+@serving
+def test_default_model_filename_is_used(server: TritonServer, repo: Path):
+    assert not (repo / "relu_named" / "1" / "model.onnx").exists()
+    module, client = grpc_client(server)
+    x = np.array([[-1.0, 2.0, -3.0]], dtype=np.float32)
+    with client:
+        np.testing.assert_array_equal(infer(module, client, "relu_named", x), expected(x))
+    assert any("/relu_named/1/doubled.onnx" in line for line in stubs(repo))
+
+
+@serving
+def test_a_busy_port_is_refused_with_a_clear_message(server: TritonServer, repo: Path):
+    second = TritonServer(repo, http_port=server.ports.http)
+    with pytest.raises(ServerError, match=f"port {server.ports.http} .*already in use") as failure:
+        second.start()
+    assert "--url" in failure.value.hint
+    assert second.pid is None
+
+
+# -- servers that fail ------------------------------------------------------------------------
+
+
+@serving
+def test_a_model_that_cannot_load_names_itself_and_the_reason(tmp_path: Path):
+    repo = tmp_path / "repo"
+    write_model(repo, RELU_CONFIG, content=b"this is not an ONNX model")
+    server = TritonServer(repo, log_path=tmp_path / "server.log", ready_timeout=120)
+    with pytest.raises(ServerError) as failure:
+        with server:
+            pass
+    message = str(failure.value)
+    assert "model 'relu' failed to load" in message
+    assert "INVALID_PROTOBUF" in message
+    assert str(tmp_path / "server.log") in failure.value.hint
+    assert leftovers(repo, server.shm_prefix) == []
+
+
+@serving
+def test_killing_the_server_mid_load_is_reported_and_leaves_nothing(tmp_path: Path):
+    repo = tmp_path / "repo"
+    write_model(repo, RELU_CONFIG)
+    server = TritonServer(repo, log_path=tmp_path / "server.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while not stubs(repo) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stubs(repo), "no Python backend stub started"
+        os.kill(server.pid, signal.SIGKILL)  # the stubs survive their server for a while
+        with pytest.raises(ServerError, match="killed by SIGKILL before it was ready"):
+            server.wait_ready(60)
+    finally:
+        server.stop()
+    assert leftovers(repo, server.shm_prefix) == []
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+@serving
+def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    repo = tmp_path / "repo"
+    write_model(repo, RELU_CONFIG)
+    log = tmp_path / "serve.log"
+    cli = subprocess.Popen(
+        [*CLI, "serve", "--repo", str(repo), "--log", str(log), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        text = ""
+        while not text.rstrip().endswith("\n}"):
+            line = cli.stdout.readline()
+            assert line, f"serve exited early: {cli.wait()} {cli.stderr.read()}"
+            text += line
+        ready = json.loads(text)
+        assert [(m["name"], m["state"]) for m in ready["models"]] == [("relu", "READY")]
+        assert ready["log"] == str(log)
+        module, client = http_client_for(ready["http_url"])
+        x = np.array([[3.0, -3.0, 0.25]], dtype=np.float32)
+        with client:
+            np.testing.assert_array_equal(infer(module, client, "relu", x), expected(x))
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(60) == 0, cli.stderr.read()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert leftovers(repo) == []
+
+
+def http_client_for(url: str):
+    import tritonclient.http as httpclient
+
+    return httpclient, httpclient.InferenceServerClient(url.split("://", 1)[1])
+
+
+def test_serve_cli_refuses_an_empty_repository(tmp_path: Path):
+    result = subprocess.run(
+        [*CLI, "serve", "--repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no models in" in result.stderr and "stdr-deploy render" in result.stderr
+
+
+# -- pieces without a server ------------------------------------------------------------------
+
+
+def test_backend_directory_is_assembled_once_with_our_backends(tmp_path: Path):
+    first = backend_directory(tmp_path)
+    assert backend_directory(tmp_path) == first
+    assert os.access(first / "python" / STUB, os.X_OK)
+    assert (first / "python" / "libtriton_python.so").is_file()
+    assert (first / "onnxruntime" / "model.py").read_bytes() == (
+        Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends" / "onnxruntime" / "model.py"
+    ).read_bytes()
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left
+
+
+def test_a_python_without_a_stub_is_a_missing_dependency():
+    with pytest.raises(MissingDependency, match="no Python backend stub for Python 3.99"):
+        embedded_triton((3, 99))
+
+
+def test_free_ports_differ_and_are_free():
+    ports = free_ports("127.0.0.1", 3)
+    assert len(set(ports)) == 3
+    assert not any(port_in_use("127.0.0.1", port) for port in ports)
+
+
+def test_an_address_of_another_machine_is_refused_before_launch(tmp_path: Path):
+    server = TritonServer(tmp_path, host="192.0.2.1")  # TEST-NET-1: never assigned to a host
+    with pytest.raises(UserInputError, match="cannot listen on '192.0.2.1'"):
+        server.start()
+    assert server.pid is None
+
+
+def test_only_loopback_hosts_go_without_a_warning():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("myhost")
+
+
+def test_client_host_dials_loopback_for_wildcard_binds():
+    assert client_host("0.0.0.0") == "127.0.0.1"
+    assert client_host("::") == "[::1]"
+    assert client_host("192.168.1.5") == "192.168.1.5"
+
+
+def test_load_failures_are_read_from_a_real_triton_log():
+    line = (
+        "E1126 11:47:47.864519 13876 model_lifecycle.cc:638] failed to load 'relu' version 1: Internal: "
+        "InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from "
+        "/tmp/exp2/bad/relu/1/model.onnx failed:Protobuf parsing failed."
+    )
+    assert load_failures(f"I1126 loading: relu:1\n{line}\nerror: creating server") == {
+        "relu": "Internal: InvalidProtobuf: [ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from "
+        "/tmp/exp2/bad/relu/1/model.onnx failed:Protobuf parsing failed."
+    }
+
+
+# -- the onnxruntime backend's decisions, imported outside the stub ---------------------------
+
+
+@pytest.fixture
+def ort_backend(tmp_path: Path, monkeypatch):
+    """Our backend's model.py as a module; its pb_utils import is the real file Triton ships."""
+    import importlib.util
+
+    backends = backend_directory(tmp_path)
+    monkeypatch.syspath_prepend(str(backends / "python"))
+    spec = importlib.util.spec_from_file_location("stdr_ort_backend", backends / "onnxruntime" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_instances_fall_back_to_cpu_only_when_the_cuda_provider_is_missing(ort_backend):
+    config = {"parameters": {"cudnn_conv_algo_search": {"string_value": "1"}}}
+    chosen, notes = ort_backend.providers(config, "GPU", 1, ["CPUExecutionProvider"])
+    assert chosen == [("CPUExecutionProvider", {})]
+    assert "no CUDAExecutionProvider" in notes[0] and "onnxruntime-gpu" in notes[0]
+    chosen, notes = ort_backend.providers(config, "GPU", 1, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert chosen[0] == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"})
+    assert notes == []
+    assert ort_backend.providers(config, "CPU", 0, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
+        [("CPUExecutionProvider", {})],
+        [],
+    )
+
+
+def test_execution_accelerators_map_to_provider_options(ort_backend):
+    config = {
+        "optimization": {
+            "execution_accelerators": {
+                "gpu_execution_accelerator": [
+                    {"name": "tensorrt", "parameters": {"precision_mode": "FP16", "max_workspace_size_bytes": "1073741824"}},
+                    {"name": "cuda", "parameters": {"cudnn_conv_use_max_workspace": "0"}},
+                ]
+            }
+        }
+    }
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen, _ = ort_backend.providers(config, "GPU", 0, available)
+    assert [name for name, _ in chosen] == available
+    assert chosen[0][1] == {
+        "device_id": "0",
+        "trt_fp16_enable": "True",
+        "trt_int8_enable": "False",
+        "trt_max_workspace_size": "1073741824",
+    }
+    assert chosen[1][1] == {"device_id": "0", "cudnn_conv_use_max_workspace": "0"}
+    bad = {"optimization": {"execution_accelerators": {"cpu_execution_accelerator": [{"name": "warp"}]}}}
+    with pytest.raises(ValueError, match="unknown execution accelerator 'warp'"):
+        ort_backend.providers(bad, "CPU", 0, available)
+
+
+def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):
+    import onnxruntime as ort
+
+    params = {"intra_op_thread_count": "1", "inter_op_thread_count": "2", "execution_mode": "1"}
+    config = {
+        "parameters": {key: {"string_value": value} for key, value in params.items()},
+        "optimization": {"graph": {"level": 2}},
+    }
+    options = ort_backend.session_options(config)
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert ort_backend.session_options({}).graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    args = {"model_repository": "/repo/craft", "model_version": "3"}
+    assert ort_backend.model_file(args, {}) == "/repo/craft/3/model.onnx"
+    assert ort_backend.model_file(args, {"default_model_filename": "craft.onnx"}) == "/repo/craft/3/craft.onnx"

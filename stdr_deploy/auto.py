@@ -77,8 +77,7 @@ def run_auto(
     def probe() -> dict[str, Any]:
         state["host"] = hardware.probe_host()
         write_json_atomic(ws / "host.json", state["host"].to_dict())
-        gpus = state["host"].to_dict().get("gpus", [])
-        return {"host_file": str(ws / "host.json"), "gpus": [g.get("name") for g in gpus]}
+        return {"host_file": str(ws / "host.json"), "gpus": [g.name for g in state["host"].gpus]}
 
     def plan() -> dict[str, Any]:
         profile = profiles.resolve_profile(state["host"], options.profile)

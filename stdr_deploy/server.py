@@ -43,6 +43,7 @@ SHM_DIR = Path("/dev/shm")
 EXIT_TIMEOUT_S = 5  # tritonserver's own grace for in-flight requests on SIGTERM
 STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
 PORT_RACE_RETRIES = 2
+REAP_WAIT_S = 5.0
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 _LOAD_EVENT = re.compile(r"(loading: \S+|successfully loaded '[^']+'|failed to load '[^']+'.*)")
@@ -239,6 +240,20 @@ def load_event(line: str) -> str | None:
     return match.group(1) if match else None
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that have not died yet (zombies do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -365,6 +380,9 @@ class TritonServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        deadline = time.monotonic() + REAP_WAIT_S
+        while live_group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # SIGKILL is delivered at once, but dying takes a moment
         for leftover in SHM_DIR.glob(f"{self.shm_prefix}*"):
             leftover.unlink(missing_ok=True)
 

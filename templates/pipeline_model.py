@@ -62,8 +62,9 @@ class BlsRunner:
         response = request.exec()
         if response.has_error():
             raise ModelCallError(f"model {self.model_name!r} failed: {response.error().message()}")
+        # as_numpy() views memory owned by the response, which is freed with it: copy out.
         return {
-            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in self.output_names
+            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy().copy() for name in self.output_names
         }
 
 

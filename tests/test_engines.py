@@ -123,9 +123,12 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("standins")
     return {
         "craft": export(
-            TinyDetector(), torch.zeros(1, 3, 64, 64), folder / "detector.onnx", {0: "batch", 2: "height", 3: "width"}, 11
+            TinyDetector(), torch.zeros(1, 3, 64, 64), folder / "detector.onnx", {0: "batch", 2: "height", 3: "width"},
+            opset=11,
         ),
-        "parseq": export(TinyRecognizer(), torch.zeros(2, 3, 32, 128), folder / "recognizer.onnx", {0: "batch"}, 14),
+        "parseq": export(
+            TinyRecognizer(), torch.zeros(2, 3, 32, 128), folder / "recognizer.onnx", {0: "batch"}, opset=14
+        ),
     }
 
 
@@ -340,7 +343,9 @@ def test_recognizer_retries_halve_the_max_batch(standins):
 
 def test_detector_retries_step_down_to_the_opt_shape(standins):
     spec = spec_of(detector_plan(max_side=2560), standins["craft"])
-    assert [s.profiles[0].max[2:] for s in retry_specs(spec)] == [(1920, 1920), (1440, 1440), (1056, 1056), (768, 768), (736, 736)]
+    sides = [s.profiles[0].max[2] for s in retry_specs(spec)]
+    assert sides == [1920, 1440, 1056, 768, 736]
+    assert all(s.profiles[0].max[2] == s.profiles[0].max[3] for s in retry_specs(spec))
     assert retry_specs(spec_of(detector_plan(max_side=736), standins["craft"])) == ()
 
 
@@ -419,7 +424,10 @@ def _expected_calls(spec, pinned: list[str], fp16: bool) -> list:
     (profile,) = spec.profiles
     layer_calls = []
     for name in pinned:
-        layer_calls += [("ILayer.precision", (name, TrtDouble.float32)), ("ILayer.set_output_type", (name, 0, TrtDouble.float32))]
+        layer_calls += [
+            ("ILayer.precision", (name, TrtDouble.float32)),
+            ("ILayer.set_output_type", (name, 0, TrtDouble.float32)),
+        ]
     flags = TrtDouble.BuilderFlag
     return [
         ("Builder", ("CapturingLogger",)),
@@ -457,7 +465,8 @@ def test_adapter_calls_for_a_recognizer_fp16_build(standins):
     spec = spec_of(recognizer_plan(), standins["parseq"])
     outcome = build_engine(spec, trt, timing_cache=b"earlier;")
     expected = _expected_calls(spec, list(TINY_RECOGNIZER_FP32_NODES), fp16=True)
-    expected[expected.index(("IBuilderConfig.create_timing_cache", (b"",)))] = ("IBuilderConfig.create_timing_cache", (b"earlier;",))
+    timing = ("IBuilderConfig.create_timing_cache", (b"",))
+    expected[expected.index(timing)] = ("IBuilderConfig.create_timing_cache", (b"earlier;",))
     assert plain(trt.calls) == expected
     facts = engine_facts(outcome.engine)
     assert facts["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
@@ -508,7 +517,7 @@ def test_build_checks_accuracy_and_keeps_engines_with_their_reports(standins, ho
     results = build(make_plan(), standins, host, cache, trt)
     fingerprint = host_fingerprint(host, "10.3.0")
     assert set(results) == {"craft", "parseq"}
-    for name, result in results.items():
+    for result in results.values():
         assert result.engine_path == cache.entry(fingerprint, result.key) / "model.plan"
         report = json.loads(result.report_path.read_text())
         assert report["status"] == "ok" and report["accuracy"]["passed"]
@@ -584,7 +593,8 @@ def test_out_of_memory_halves_the_recognizer_batch_and_the_plan_follows(standins
     ]
     assert OOM_MESSAGE in attempts[0]["messages"][0]
     assert parseq.shrunk and parseq.spec.max_batch_size == 4
-    assert engine_facts(parseq.engine_path)["profiles"] == [{"input": [[1, 3, 32, 128], [4, 3, 32, 128], [4, 3, 32, 128]]}]
+    built = engine_facts(parseq.engine_path)["profiles"]
+    assert built == [{"input": [[1, 3, 32, 128], [4, 3, 32, 128], [4, 3, 32, 128]]}]
     adjusted = apply_build_results(plan, results)
     assert adjusted.recognizer.max_batch_size == 4
     assert adjusted.recognizer.profile["input"].max == (4, 3, 32, 128)
@@ -762,3 +772,90 @@ def test_cli_build_of_an_onnxruntime_plan_exits_2(tmp_path):
     done = _cli("build", "--plan", str(path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2
     assert "no TensorRT engines to build" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- the `tensorrt` Python-based backend: its pure parts -------------------------------------
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch):
+    """backends/tensorrt/model.py, imported outside Triton.
+
+    Only the import needs `triton_python_backend_utils` (the stub provides it in the server);
+    an empty module stands in, since none of the functions tested here call into it.
+    """
+    import types
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    path = Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends" / "tensorrt" / "model.py"
+    spec = importlib.util.spec_from_file_location("tensorrt_backend_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backend_finds_the_engine_where_triton_would(backend):
+    args = {"model_repository": "/repo/craft", "model_version": "1"}
+    assert backend.model_file(args, {}) == "/repo/craft/1/model.plan"
+    assert backend.model_file(args, {"default_model_filename": "craft.engine"}) == "/repo/craft/1/craft.engine"
+
+
+def test_backend_reads_io_types_from_the_rendered_config(backend):
+    config = {
+        "input": [{"name": "input", "data_type": "TYPE_FP32", "dims": ["3", "-1", "-1"]}],
+        "output": [{"name": "output", "data_type": "TYPE_FP32", "dims": ["-1", "-1", "2"]}],
+    }
+    assert backend.io_types(config) == ({"input": "float32"}, {"output": "float32"})
+    with pytest.raises(ValueError, match="TYPE_STRING"):
+        backend.io_types({"input": [{"name": "text", "data_type": "TYPE_STRING"}]})
+    with pytest.raises(ValueError, match="reshape"):
+        backend.io_types({"input": [{"name": "x", "data_type": "TYPE_FP32", "reshape": {"shape": ["1"]}}]})
+    assert backend.missing_in_engine(["output"], ["output", "output1"]) == []
+    assert backend.missing_in_engine(["output1"], ["output"]) == ["output1"]
+
+
+def test_backend_joins_requests_of_one_shape_up_to_the_engines_max_batch(backend):
+    crop = (3, 32, 128)
+    shapes = [
+        {"input": (4, *crop)},
+        {"input": (8, *crop)},
+        None,  # a request that already failed stays alone
+        {"input": (6, *crop)},  # would make 18 > 16 rows: starts a new run
+        {"input": (1, 1, 64, 256)},  # another shape: its own run
+        {"input": (2, *crop)},
+    ]
+    assert backend.batch_groups(shapes, 16) == [[0, 1], [2], [3, 5], [4]]
+    assert backend.batch_groups(shapes, 0) == [[0], [1], [2], [3], [4], [5]]
+    assert backend.split_rows([4, 8]) == [(0, 4), (4, 12)]
+
+
+def test_backend_maps_every_engine_and_config_type_to_torch(backend):
+    for name in (*backend.TRITON_DTYPES.values(), *backend.TENSORRT_DTYPES.values()):
+        assert isinstance(getattr(torch, name), torch.dtype)
+    assert set(backend.TENSORRT_DTYPES) >= {member.name for member in TrtDouble.DataType}
+
+
+# --- with the real library (a GPU workstation after `pip install '.[tensorrt]'`) ---------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (HAS_TENSORRT and torch.cuda.is_available()),
+    reason="needs TensorRT and a CUDA GPU: pip install '.[tensorrt]' on a GPU workstation",
+)
+def test_real_tensorrt_builds_checks_and_runs_the_engines(tmp_path, shared, craft_onnx, parseq_tiny_onnx):
+    from stdr_deploy.engines.runner import TrtRunner
+    from stdr_deploy.hardware import probe_host
+
+    host = probe_host()
+    plan = planner.make_plan(host, recognizer="parseq-tiny", variant="tensorrt_plan")
+    onnx_paths = {"craft": craft_onnx.onnx_path, "parseq": parseq_tiny_onnx.onnx_path}
+    cache = EngineCache(tmp_path / "engines")
+    results = build_engines(plan, onnx_paths, host, cache=cache)
+    assert all(r.report["accuracy"]["passed"] for r in results.values())
+    with TrtRunner(results["parseq"].engine_path) as runner:
+        logits = runner.infer({"input": np.load(shared / "oracles/parseq/inputs_A.npy")})["output"]
+    expected = np.load(shared / "oracles/parseq/logits_A_nar.npy")
+    assert np.abs(logits - expected).max() < 5e-2
+    assert argmax_flips(expected, logits, margin=1e-1)["decisive_flips"] == 0
+    assert all(r.cached for r in build_engines(plan, onnx_paths, host, cache=cache).values())

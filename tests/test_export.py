@@ -84,12 +84,12 @@ def test_parseq_tiny_matches_official_nar_logits(parseq_tiny_onnx, shared):
 
 
 def test_crnn_matches_easyocr_logits(crnn_onnx, shared):
-    """CTC logits reach |45|, where float32 rounding alone is ~4e-6 per op: allow 1e-5 relative."""
+    """Two float32 hops (EasyOCR torch -> our torch -> ORT), each ~1e-4 on logits up to |45|."""
     crops = np.load(shared / "oracles/easyocr/english_g2_crops_A.npz")
     for name in (Path(str(n)).stem for n in crops["crop_names"]):
         expected = crops[f"{name}_logits"]
         got = _run(crnn_onnx.onnx_path, crops[f"{name}_input"])
-        comparison = compare_outputs({"output": expected}, got, atol=1e-4, rtol=1e-5)
+        comparison = compare_outputs({"output": expected}, got, atol=3e-4)
         assert comparison, f"{name}: {comparison.describe()}"
         assert np.array_equal(got["output"].argmax(-1), expected.argmax(-1))
 

@@ -225,12 +225,14 @@ class _OnnxParser:
         types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
         initializers = {init.name for init in graph.initializer}
         self._network.inputs = [
-            _Tensor(v.name, _ONNX_TYPES[v.type.tensor_type.elem_type]) for v in graph.input if v.name not in initializers
+            _Tensor(v.name, _ONNX_TYPES[v.type.tensor_type.elem_type])
+            for v in graph.input
+            if v.name not in initializers
         ]
         for node in graph.node:
             if node.op_type == "Constant":
                 continue
-            outputs = [_Tensor(out, _ONNX_TYPES.get(types.get(out, onnx.TensorProto.FLOAT), DataType.FLOAT)) for out in node.output]
+            outputs = [_Tensor(out, _ONNX_TYPES.get(types.get(out), DataType.FLOAT)) for out in node.output]
             self._network.layers.append(_Layer(self._double, layer_name(node), node.op_type, outputs))
         return True
 

@@ -2,7 +2,7 @@
 side, FLOP counts against the hardware's peak, and the report (JSON, markdown, PNG plots).
 
 Speed is measured here and never asserted in tests. The result of `run_bench` is a plain dict:
-`host`, `peaks`, `versions`, `load_avg`, and when measured `models`, `chain`, `deployment`,
+`host`, `peaks`, `versions`, `load_avg`, and when measured `models`, `chains`, `deployment`,
 `pipeline`, `accuracy`, `easyocr`, `soak`, then `targets`, `notes` and `wall_s`.
 """
 

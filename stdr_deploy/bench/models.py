@@ -53,7 +53,11 @@ class ModelCase:
 
     @property
     def precision(self) -> str:
-        return "fp16" if self.runtime.endswith("fp16") else "fp32"
+        """fp16 runtimes say so; float32 on a GPU is TF32 on the tensor cores by default (cuDNN
+        convolutions in torch, ONNX Runtime's CUDA EP, TensorRT), so its ceiling is TF32's."""
+        if self.runtime.endswith("fp16"):
+            return "fp16"
+        return "tf32" if self.runtime in GPU_RUNTIMES else "fp32"
 
 
 @dataclass(frozen=True)
@@ -437,10 +441,12 @@ class ChainResult:
     recognizer_shape: tuple[int, ...]
     latency: LatencyStats | None
     error: str | None = None
+    recognizer_runtime: str | None = None  # None: same as the detector's
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "runtime": self.runtime,
+            "recognizer_runtime": self.recognizer_runtime or self.runtime,
             "detector": self.detector,
             "detector_shape": list(self.detector_shape),
             "recognizer": self.recognizer,
@@ -457,6 +463,7 @@ def run_chain_bench(
     *,
     detector: str = "craft",
     batch: int = 16,
+    recognizer_runtime: str | None = None,
     policy: TimingPolicy = TimingPolicy(),
     weights: Mapping[str, str | Path] | None = None,
     threads: int | None = None,
@@ -464,19 +471,22 @@ def run_chain_bench(
     """The GPU budget question: CRAFT at its largest canvas plus one batch of `batch` crops.
 
     Both models run back to back in each timed call, host arrays in and out, as the pipeline
-    model runs them (minus its pre- and post-processing).
+    model runs them (minus its pre- and post-processing). `recognizer_runtime` lets the
+    recognizer run in another precision than the detector, as a GPU plan may have it.
     """
     from stdr_deploy.models import get_spec
 
     weights = dict(weights or {})
+    rec_runtime = recognizer_runtime or runtime
     rec_shape = get_spec(recognizer).input_shape(batch)
+    facts = (runtime, detector, detector_shape, recognizer, rec_shape)
     try:
         with _OnnxFiles(weights) as onnx_files:
             det = make_call(runtime, detector, weights.get(detector), onnx_files, {}, threads)
-            rec = make_call(runtime, recognizer, weights.get(recognizer), onnx_files, {}, threads)
+            rec = make_call(rec_runtime, recognizer, weights.get(recognizer), onnx_files, {}, threads)
             x_det = _example(ModelCase(detector, runtime, detector_shape, ""))
-            x_rec = _example(ModelCase(recognizer, runtime, rec_shape, ""))
+            x_rec = _example(ModelCase(recognizer, rec_runtime, rec_shape, ""))
             samples = time_calls(lambda: (det(x_det), rec(x_rec)), policy)
-        return ChainResult(runtime, detector, detector_shape, recognizer, rec_shape, LatencyStats.from_seconds(samples))
+        return ChainResult(*facts, LatencyStats.from_seconds(samples), recognizer_runtime=rec_runtime)
     except Exception as exc:  # noqa: BLE001 - recorded, the report says what failed
-        return ChainResult(runtime, detector, detector_shape, recognizer, rec_shape, None, _describe(exc))
+        return ChainResult(*facts, None, _describe(exc), recognizer_runtime=rec_runtime)

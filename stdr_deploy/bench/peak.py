@@ -36,9 +36,12 @@ class Peak:
         return asdict(self)
 
     def for_precision(self, precision: str) -> float:
-        """The ceiling that applies to a run in `precision` ("fp32" or "fp16")."""
+        """The ceiling for a run in `precision`: "fp32", "tf32" (fp32 data on the tensor cores, at
+        half the dense FP16 rate on Ampere and Hopper) or "fp16"."""
         if precision == "fp16" and self.fp16_tensor_gflops:
             return self.fp16_tensor_gflops
+        if precision == "tf32" and self.fp16_tensor_gflops:
+            return self.fp16_tensor_gflops / 2
         return self.fp32_gflops
 
 

@@ -72,13 +72,19 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "met": min(ratios.values()) >= CPU_SPEEDUP_TARGET and better,
             }
         )
-    chain = result.get("chain")
-    if chain and chain.get("latency"):
-        p50 = chain["latency"]["p50_ms"]
+    chains = [c for c in result.get("chains") or [] if c.get("latency")]
+    if chains:
+        best = min(chains, key=lambda c: c["latency"]["p50_ms"])
+        p50 = best["latency"]["p50_ms"]
         checks.append(
             {
-                "target": f"GPU: CRAFT at max canvas + {chain['recognizer_shape'][0]} crops recognized in under {GPU_CHAIN_TARGET_MS:g} ms p50",
-                "measured": {"p50_ms": p50, "runtime": chain["runtime"], "detector_shape": chain["detector_shape"]},
+                "target": f"GPU: CRAFT at max canvas + {best['recognizer_shape'][0]} crops recognized in under {GPU_CHAIN_TARGET_MS:g} ms p50",
+                "measured": {
+                    "p50_ms": p50,
+                    "detector_runtime": best["runtime"],
+                    "recognizer_runtime": best.get("recognizer_runtime", best["runtime"]),
+                    "detector_shape": best["detector_shape"],
+                },
                 "met": p50 < GPU_CHAIN_TARGET_MS,
             }
         )
@@ -94,7 +100,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines += _facts(result)
     for title, body in (
         ("Model level", _model_table(result.get("models"))),
-        ("Chain (detector + one recognizer batch)", _chain_table(result.get("chain"))),
+        ("Chain: detector at max canvas + one recognizer batch", _chain_table(result.get("chains"))),
         ("Pipeline through Triton", _pipeline_tables(result.get("pipeline"))),
         ("Side by side with EasyOCR", _easyocr_tables(result)),
         ("Soak", _soak_table(result.get("soak"))),
@@ -151,18 +157,26 @@ def _model_table(models: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def _chain_table(chain: Mapping[str, Any] | None) -> list[str]:
-    if not chain:
+def _chain_table(chains: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    if not chains:
         return []
-    lat = chain.get("latency")
-    if not lat:
-        return [f"{chain['runtime']}: failed ({chain.get('error')})"]
-    return [
-        "| runtime | detector input | recognizer input | p50 ms | p90 ms | p99 ms |",
-        "|---|---|---|---:|---:|---:|",
-        f"| {chain['runtime']} | {_shape(chain['detector_shape'])} | {chain['recognizer']} {_shape(chain['recognizer_shape'])} "
-        f"| {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | {lat['p99_ms']:.2f} |",
+    lines = [
+        "Both models back to back per call, host arrays in and out (the pipeline's pre- and post-processing excluded).",
+        "",
+        "| detector runtime | recognizer runtime | detector input | recognizer input | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
+    for chain in chains:
+        lat = chain.get("latency")
+        head = (
+            f"| {chain['runtime']} | {chain.get('recognizer_runtime', chain['runtime'])} | {_shape(chain['detector_shape'])} "
+            f"| {chain['recognizer']} {_shape(chain['recognizer_shape'])} "
+        )
+        if lat:
+            lines.append(head + f"| {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | {lat['p99_ms']:.2f} |")
+        else:
+            lines.append(head + f"| failed: {chain.get('error')} | | |")
+    return lines
 
 
 def _pipeline_tables(pipeline: Mapping[str, Any] | None) -> list[str]:

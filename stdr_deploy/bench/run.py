@@ -23,6 +23,7 @@ from stdr_deploy.bench import host as host_mod
 from stdr_deploy.bench.models import QUICK_POLICY, TimingPolicy, available_runtimes, plan_cases, run_chain_bench, run_model_bench
 from stdr_deploy.bench.report import targets
 from stdr_deploy.errors import MissingDependency, UserInputError
+from stdr_deploy.ocr.detector_input import padded_size
 
 DEFAULT_MODELS = ("craft", "crnn-en")
 SEED_FILES = ("img00.png", "img01.png", "img02.png", "img03.png")  # the reference benchmark's four sizes
@@ -105,10 +106,10 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
         result["models"] = bench.to_dict()
     if options.chain:
         reporter.phase("detector + recognizer chain", 1)
-        side = options.canvas_size
+        side = padded_size(options.canvas_size, options.canvas_size)[0]
         reporter.step(f"craft {side}x{side} + {options.recognizer} x16 on {options.chain}")
         chain = run_chain_bench(options.chain, (1, 3, side, side), options.recognizer, policy=policy, weights=options.weights, threads=options.threads)
-        result["chain"] = chain.to_dict()
+        result["chains"] = [chain.to_dict()]
 
     needs_images = options.pipeline or options.soak_s or options.easyocr
     images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}

@@ -89,7 +89,8 @@ def summary_table(result) -> Table:
     plan = result.plan
     table = Table(title="stdr-deploy auto", show_header=False)
     host = plan.host
-    table.add_row("host", f"{host.get('cpu_model', '?')} | GPUs: {', '.join(host.get('gpu_names', [])) or 'none'}")
+    gpus = ", ".join(f"{g['name']} ({g['memory_total_mib']} MiB)" for g in host.get("gpus", [])) or "none"
+    table.add_row("host", f"{host.get('cpu', '?')}, {host.get('usable_cores', '?')} cores | GPUs: {gpus}")
     table.add_row("variant", f"{plan.variant} on {plan.device} (profile: {plan.profile_name or 'computed'})")
     for model in plan.models():
         shapes = ", ".join(f"{name} {list(p.min)}..{list(p.max)}" for name, p in model.profile.items())

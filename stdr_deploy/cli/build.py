@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import click
@@ -72,7 +73,9 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
     adjusted = engines.apply_build_results(plan, results)
     if adjusted != plan:
         write_json_atomic(plan_path, adjusted.to_dict())
-        console.print(f"[yellow]the engines are smaller than planned (out of GPU memory); {plan_path} now matches them[/]")
+        console.print(
+            f"[yellow]the engines are smaller than planned (out of GPU memory); {plan_path} now matches them[/]"
+        )
     if as_json:
         print_json({name: _result_dict(r) for name, r in results.items()})
         return
@@ -124,15 +127,17 @@ def _shapes(spec) -> str:
 def _show_planned(planned) -> None:
     from stdr_deploy.engines.spec import shell_line
 
-    table = Table("model", "precision", "profile min / opt / max", "workspace", "fp32 layers", "engine")
+    table = Table("model", "precision", "profile min / opt / max", "workspace", "fp32 layers")
     for p in planned:
         spec = p.spec
         table.add_row(spec.triton_name, spec.precision, _shapes(spec), f"{spec.workspace_bytes >> 20} MiB",
-                      str(len(spec.fp32_layers)), str(p.engine_path))
+                      str(len(spec.fp32_layers)))
     console.print(table)
+    console.print(f"host fingerprint {planned[0].fingerprint.slug}", soft_wrap=True)
     for p in planned:
-        console.print(f"\n[bold]{p.spec.triton_name}[/] with trtexec:")
-        console.print(shell_line(p.trtexec), soft_wrap=True, markup=False, highlight=False)
+        console.print(f"\n[bold]{p.spec.triton_name}[/] with trtexec (engine: {p.engine_path}):", soft_wrap=True)
+        line = f"mkdir -p {shlex.quote(str(p.engine_path.parent))} && {shell_line(p.trtexec)}"
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _show_results(results) -> None:

@@ -163,7 +163,9 @@ def _spec_for(
     model: ModelPlan, onnx_paths: Mapping[str, Path], cache: EngineCache, fingerprint: HostFingerprint
 ) -> BuildSpec:
     if model.triton_name not in onnx_paths:
-        raise UserInputError(f"no ONNX model given for {model.triton_name!r}", hint="export it with `stdr-deploy export`")
+        raise UserInputError(
+            f"no ONNX model given for {model.triton_name!r}", hint="export it with `stdr-deploy export`"
+        )
     graph = inspect_onnx(onnx_paths[model.triton_name])
     return build_spec(model, graph, timing_cache=cache.timing_cache_path(fingerprint))
 
@@ -192,20 +194,7 @@ def _build_one(
             return _result(spec, fingerprint, key, folder, cached.report, cached=True)
         reason = f"engine does not load with TensorRT {trt.__version__} (stale)"
     progress(f"{spec.triton_name}: building ({reason})")
-
-    timing_path = cache.timing_cache_path(fingerprint)
-    timing = timing_path.read_bytes() if timing_path.is_file() else b""
-    attempts = []
-    for number, candidate in enumerate((spec, *retry_specs(spec)), start=1):
-        progress(f"{spec.triton_name}: attempt {number}, max shape {_max_shapes(candidate)}")
-        outcome = build_engine(candidate, trt, timing)
-        attempts.append(_attempt(number, candidate, outcome))
-        if outcome.timing_cache:
-            timing = outcome.timing_cache
-            _write_bytes(timing_path, timing)  # per fingerprint, kept even when the build fails
-        if outcome.engine is not None or not outcome.out_of_memory:
-            break
-
+    built, outcome, attempts = _build_with_retries(spec, trt, cache.timing_cache_path(fingerprint), progress)
     report = {
         "format_version": REPORT_FORMAT,
         "key": key,
@@ -214,31 +203,25 @@ def _build_one(
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "rebuilt_because": reason,
         "requested_spec": spec.to_dict(),
-        "spec": candidate.to_dict(),
+        "spec": built.to_dict(),
         "attempts": attempts,
-        "trtexec": shell_line(trtexec_command(candidate, folder / ENGINE_FILE)),
+        "trtexec": shell_line(trtexec_command(built, folder / ENGINE_FILE)),
     }
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
     try:
         if outcome.engine is None:
-            _fail(staging, folder, report)
+            _keep_report_only(staging, folder, report)
             _raise_build_failure(spec, attempts, folder)
         engine_path = staging / ENGINE_FILE
         engine_path.write_bytes(outcome.engine)
         progress(f"{spec.triton_name}: checking the engine against ONNX Runtime")
         try:
-            report["accuracy"] = check_engine_accuracy(
-                make_runner(engine_path, candidate, gpu),
-                OnnxRunner(candidate.onnx_path),
-                validation_feeds(candidate),
-                engine_tolerance(candidate),
-                name=f"{spec.triton_name} engine ({candidate.precision})",
-            )
+            report["accuracy"] = _check_accuracy(engine_path, built, gpu, make_runner)
         except ValidationError as exc:
             report["accuracy"] = {"passed": False, "error": str(exc)}
             engine_path.unlink()
-            _fail(staging, folder, report)
+            _keep_report_only(staging, folder, report)
             raise
         report.update(status="ok", engine_sha256=sha256_file(engine_path), engine_bytes=len(outcome.engine))
         write_json_atomic(staging / REPORT_FILE, report)
@@ -246,6 +229,38 @@ def _build_one(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return _result(spec, fingerprint, key, folder, report, cached=False)
+
+
+def _build_with_retries(
+    spec: BuildSpec, trt: ModuleType, timing_path: Path, progress: Progress
+) -> tuple[BuildSpec, BuildOutcome, list[dict[str, Any]]]:
+    """Build `spec`, then its smaller retry specs while the builder runs out of memory.
+
+    Returns the last spec tried, its outcome and every attempt's record. The timing cache is
+    read once and written after each attempt (it is valid even when the build failed).
+    """
+    timing = timing_path.read_bytes() if timing_path.is_file() else b""
+    attempts = []
+    for number, candidate in enumerate((spec, *retry_specs(spec)), start=1):
+        progress(f"{spec.triton_name}: attempt {number}, max shape {_max_shapes(candidate)}")
+        outcome = build_engine(candidate, trt, timing)
+        attempts.append(_attempt(number, candidate, outcome))
+        if outcome.timing_cache:
+            timing = outcome.timing_cache
+            _write_bytes(timing_path, timing)
+        if outcome.engine is not None or not outcome.out_of_memory:
+            break
+    return candidate, outcome, attempts
+
+
+def _check_accuracy(engine_path: Path, spec: BuildSpec, gpu: int, make_runner: MakeRunner) -> dict[str, Any]:
+    return check_engine_accuracy(
+        make_runner(engine_path, spec, gpu),
+        OnnxRunner(spec.onnx_path),
+        validation_feeds(spec),
+        engine_tolerance(spec),
+        name=f"{spec.triton_name} engine ({spec.precision})",
+    )
 
 
 def _result(
@@ -281,7 +296,7 @@ def _max_shapes(spec: BuildSpec) -> dict[str, list[int]]:
     return {p.name: list(p.max) for p in spec.profiles}
 
 
-def _fail(staging: Path, folder: Path, report: dict[str, Any]) -> None:
+def _keep_report_only(staging: Path, folder: Path, report: dict[str, Any]) -> None:
     """Leave only the report where the engine would be, so the failure can be read later."""
     write_json_atomic(staging / REPORT_FILE, report)
     replace_dir_atomic(staging, folder)

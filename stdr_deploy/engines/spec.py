@@ -154,9 +154,8 @@ def _halve_batch(profiles: tuple[InputProfile, ...]) -> tuple[InputProfile, ...]
 
 def _step_detector_down(profiles: tuple[InputProfile, ...]) -> tuple[InputProfile, ...] | None:
     def smaller(p: InputProfile) -> InputProfile:
-        sides = tuple(
-            max(o, (m * 3 // 4) // DETECTOR_SIZE_MULTIPLE * DETECTOR_SIZE_MULTIPLE) for o, m in zip(p.opt[2:], p.max[2:])
-        )
+        step = DETECTOR_SIZE_MULTIPLE
+        sides = tuple(max(opt, (side * 3 // 4) // step * step) for opt, side in zip(p.opt[2:], p.max[2:]))
         return dataclasses.replace(p, max=(*p.max[:2], *sides))
 
     shrunk = tuple(smaller(p) for p in profiles)

@@ -26,7 +26,7 @@ class PipelineSettings:
     box_fit: str = "ink"  # "ink": tight box at box_level; "craft": CRAFT's own (dilated) box
     box_level: float = 0.25  # fraction of a word's peak region score that marks its outline
     straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
-    merge_gap: float = 0.1  # word pieces closer than this (in heights) are one word cut apart
+    merge_gap: float = 0.25 # word pieces closer than this (in heights) are one word cut apart
     crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
     crop_margin_across: float = 0.3  # crop above and below the box, in box heights
     contrast_retry_below: float = 0.1  # re-read low-contrast crops whose confidence is under this

@@ -103,9 +103,14 @@ def run_auto(
         return outputs
 
     def build() -> dict[str, Any]:
-        from stdr_deploy.engines import build_engines
+        from stdr_deploy.engines import apply_build_results, build_engines
 
         built = build_engines(result.plan, state["onnx"], state["host"])
+        # A build that ran out of memory retries smaller: render from what was really built.
+        adjusted = apply_build_results(result.plan, built)
+        if adjusted != result.plan:
+            result.plan = adjusted
+            write_json_atomic(ws / "plan.json", adjusted.to_dict())
         state["artifacts"] = {name: b.engine_path for name, b in built.items()}
         return {name: {"engine": str(b.engine_path), "sha256": sha256_file(b.engine_path)} for name, b in built.items()}
 

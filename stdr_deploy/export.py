@@ -269,6 +269,7 @@ def _build(job: _Job, folder: Path) -> dict[str, Any]:
     report = _report(job, raw, final, candidates, tried, inputs, comparisons, final_path)
     report["seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
     write_json_atomic(folder / "report.json", report)
+    shutil.copymode(final_path, folder / "report.json")  # mkstemp made it private; a server may read it
     return json.loads((folder / "report.json").read_text())  # the same form a cache hit returns
 
 
@@ -279,7 +280,8 @@ def _torch_export(job: _Job, model: torch.nn.Module, path: Path) -> None:
     spec = job.spec
     example = torch.from_numpy(spec.example_input(batch=2, seed=0))
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _native_stderr_discarded():
+        quiet = _native_stderr_discarded() if job.opset != spec.opset else contextlib.nullcontext()
+        with warnings.catch_warnings(), torch.no_grad(), quiet:
             # The legacy exporter is deprecated in torch 2.9+ and traces Python-side shape
             # arithmetic: these warnings are expected and say nothing about this export. Its
             # UserWarnings (e.g. "LSTM traced at batch 2") concern what the parity stage checks.
@@ -308,8 +310,12 @@ def _torch_export(job: _Job, model: torch.nn.Module, path: Path) -> None:
 
 @contextlib.contextmanager
 def _native_stderr_discarded() -> Iterator[None]:
-    """Silence C++ writes to stderr: on a failed export, torch dumps the whole TorchScript
-    graph there (thousands of lines) although the exception already says what failed."""
+    """Silence C++ writes to stderr (and everything else on fd 2, progress included).
+
+    Used only at a non-default opset, where an export may fail for want of an operator: torch
+    then dumps the whole TorchScript graph there (thousands of lines) although the exception
+    already says what failed. At the tested opset a failure is a bug and the dump helps.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -523,8 +529,11 @@ def _copy_to(result: ExportResult, out: Path) -> ExportResult:
     """Copy the cached model to `out` with its report as `<out>.json`, both atomically."""
     with atomic_path(out) as tmp:
         shutil.copyfile(result.onnx_path, tmp)
+        shutil.copymode(result.onnx_path, tmp)  # not mkstemp's private 0600
     report_path = out.with_name(out.name + ".json")
-    write_json_atomic(report_path, result.report)
+    with atomic_path(report_path) as tmp:
+        shutil.copyfile(result.report_path, tmp)
+        shutil.copymode(result.onnx_path, tmp)
     return ExportResult(out, report_path, result.report, result.cached)
 
 
@@ -551,7 +560,10 @@ def _recipe_sha256() -> str:
 def _opset_hint(job: _Job) -> str:
     spec = job.spec
     if job.opset != spec.opset:
-        return f"{spec.name} exports correctly at opsets {spec.opset}..{MAX_OPSET}; retry with the default --opset {spec.opset}"
+        return (
+            f"{spec.name} exports correctly at opsets {spec.opset}..{MAX_OPSET}; "
+            f"retry with the default --opset {spec.opset}"
+        )
     return "this is a bug in the model or the exporter; please report it with the message above"
 
 
@@ -580,7 +592,13 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         yield bar
 

@@ -27,7 +27,13 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--force", is_flag=True, help="Export again even if the cache holds this export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result and report as JSON on stdout.")
 def command(
-    model: str, weights: str | None, out: Path | None, opset: int | None, with_features: bool, force: bool, as_json: bool
+    model: str,
+    weights: str | None,
+    out: Path | None,
+    opset: int | None,
+    with_features: bool,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Export MODEL (craft, crnn-en, parseq, parseq-tiny) to ONNX.
 

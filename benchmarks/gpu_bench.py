@@ -26,12 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GPU_DEFAULT_RUNTIMES = ("torch-cuda", "torch-cuda-fp16", "ort-cuda", "tensorrt")
+GPU_DEFAULT_RUNTIMES = ("torch-cuda", "torch-cuda-fp16", "torch-cuda-nhwc-fp16", "torch-cuda-nhwc-fp16-resident", "ort-cuda", "tensorrt")
 CHAIN_PAIRS = (  # (detector runtime, recognizer runtime); the H100 profile has CRAFT fp32, recognizer fp16
     ("torch-cuda", "torch-cuda"),
     ("torch-cuda", "torch-cuda-fp16"),
     ("torch-cuda-fp16", "torch-cuda-fp16"),
+    ("torch-cuda-nhwc-fp16", "torch-cuda-nhwc-fp16"),
+    ("torch-cuda-nhwc-fp16-resident", "torch-cuda-nhwc-fp16-resident"),
     ("ort-cuda", "ort-cuda"),
+    ("tensorrt", "tensorrt"),
 )
 
 
@@ -77,6 +80,8 @@ def main() -> int:
         "notes": notes
         + [
             "model level only: the served pipeline needs tritonclient and nvidia-pytriton, not on this machine",
+            "latency per call includes the host->GPU copy of the input and the copy of the outputs back, "
+            "except on '-resident' runtimes (inputs already on the GPU, outputs left there: the GPU's own time)",
             "GPU float32 runs use TF32 tensor cores where the runtime allows it by default (cuDNN convolutions in torch); "
             "their % of peak is against the TF32 dense peak",
         ],

@@ -4,8 +4,9 @@ One export is five stages, each timed and shown as a progress line:
 1. **load** the torch model with its weights (fp32, eval);
 2. **export** with the legacy TorchScript exporter (`dynamo=False`): the only exporter in torch
    2.13 that keeps opset 11/14 and a truly dynamic batch (see the PARSeq oracle's export facts);
-3. **check** with `onnx.checker` (full check, i.e. with shape inference);
-4. **simplify** with onnxsim and onnxslim (whichever is installed);
+3. **check** with `onnx.checker` (full check, i.e. with shape inference), and that ONNX
+   Runtime can load the graph at all (a too-old opset fails here);
+4. **simplify** with onnxsim and onnxslim (each if installed; a crash skips it);
 5. **parity**: ONNX Runtime (CPU) against torch on the spec's validation shapes, which differ
    from the export shape. Candidates are tried smallest graph first; the first whose every
    output is within the spec's atol wins, the unsimplified export being the last resort. If
@@ -269,7 +270,6 @@ def _build(job: _Job, folder: Path) -> dict[str, Any]:
     report = _report(job, raw, final, candidates, tried, inputs, comparisons, final_path)
     report["seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
     write_json_atomic(folder / "report.json", report)
-    shutil.copymode(final_path, folder / "report.json")  # mkstemp made it private; a server may read it
     return json.loads((folder / "report.json").read_text())  # the same form a cache hit returns
 
 
@@ -529,11 +529,9 @@ def _copy_to(result: ExportResult, out: Path) -> ExportResult:
     """Copy the cached model to `out` with its report as `<out>.json`, both atomically."""
     with atomic_path(out) as tmp:
         shutil.copyfile(result.onnx_path, tmp)
-        shutil.copymode(result.onnx_path, tmp)  # not mkstemp's private 0600
     report_path = out.with_name(out.name + ".json")
     with atomic_path(report_path) as tmp:
         shutil.copyfile(result.report_path, tmp)
-        shutil.copymode(result.onnx_path, tmp)
     return ExportResult(out, report_path, result.report, result.cached)
 
 
@@ -612,17 +610,20 @@ class _Stages:
 
     @contextlib.contextmanager
     def stage(self, name: str, total: int = 1) -> Iterator[_StageTask]:
-        task = _StageTask(self.bar, self.bar.add_task(name, total=total) if self.bar else None)
+        task = _StageTask(self.bar, name, total)
         start = time.perf_counter()
         yield task
         self.seconds[name] = round(time.perf_counter() - start, 3)
         task.finish()
 
 
-@dataclass(frozen=True)
 class _StageTask:
-    bar: Progress | None
-    task: Any
+    """One progress line; counts steps (e.g. parity runs) when a display is shown."""
+
+    def __init__(self, bar: Progress | None, name: str, total: int) -> None:
+        self.bar = bar
+        self.total = total
+        self.task = bar.add_task(name, total=total) if bar is not None else None
 
     def advance(self) -> None:
         if self.bar is not None:
@@ -630,9 +631,10 @@ class _StageTask:
 
     def extend(self, steps: int) -> None:
         """More work than planned (a parity retry with the next candidate)."""
+        self.total += steps
         if self.bar is not None:
-            self.bar.update(self.task, total=self.bar.tasks[self.task].total + steps)
+            self.bar.update(self.task, total=self.total)
 
     def finish(self) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.bar.tasks[self.task].total)
+            self.bar.update(self.task, completed=self.total)

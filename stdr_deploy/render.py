@@ -310,6 +310,7 @@ def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *,
     """
     out = Path(out).absolute()
     files = repository_files(plan, artifacts)
+    _check_replaceable(out)
     existing = _existing_files(out)
     changes = [_change(rel, source, existing.get(rel)) for rel, source in files.items()]
     changes += [FileChange(rel, REMOVED, None) for rel in sorted(set(existing) - set(files))]
@@ -324,6 +325,27 @@ def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *,
     if result.written:
         _write_tree(files, out)
     return result
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not a model repository (`--out .` would wipe a project).
+
+    A model repository holds only model folders (each with a config.pbtxt) and a README.md.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserInputError(f"{out} is a file, not a model repository folder", hint="pass another --out")
+    foreign = sorted(
+        entry.name
+        for entry in out.iterdir()
+        if not (entry.name == "README.md" or (entry.is_dir() and (entry / "config.pbtxt").is_file()))
+    )
+    if foreign:
+        raise UserInputError(
+            f"refusing to replace {out}: it is not a model repository (it holds {', '.join(foreign[:3])})",
+            hint="render into a new or empty folder, or delete that one yourself",
+        )
 
 
 def _existing_files(out: Path) -> dict[str, Path]:

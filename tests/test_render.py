@@ -295,13 +295,14 @@ def test_dry_run_writes_nothing_and_lists_every_change(tmp_path):
     assert "craft/config.pbtxt" in first.paths("added") and "crnn_en/1/model.onnx" in first.paths("added")
 
     render(CPU_PLAN, out, artifacts)
-    (out / "stray.txt").write_text("not rendered\n")
+    (out / "retired").mkdir()
+    (out / "retired" / "config.pbtxt").write_text('name: "retired"\n')
     before = tree(out)
     bigger = dataclasses.replace(CPU_PLAN, detector=dataclasses.replace(CPU_PLAN.detector, instance_count=2))
     dry = render(bigger, out, artifacts, dry_run=True)
     assert tree(out) == before
     assert dry.paths("changed") == ["craft/config.pbtxt"]
-    assert dry.paths("removed") == ["stray.txt"]
+    assert dry.paths("removed") == ["retired/config.pbtxt"]
     assert dry.paths("added") == []
     assert dry.config_sha256["crnn_en"] == render(CPU_PLAN, out, artifacts, dry_run=True).config_sha256["crnn_en"]
 
@@ -331,6 +332,22 @@ def test_a_changed_plan_swaps_in_a_new_tree(tmp_path):
     check_pipeline_config(parse_config(out / "pipeline" / "config.pbtxt"), gpu)
     assert not (out / "crnn_en").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "artifacts-gpu", "repo"]
+
+
+def test_a_folder_that_is_not_a_model_repository_is_never_replaced(tmp_path):
+    artifacts = stand_in_artifacts(CPU_PLAN, tmp_path / "artifacts")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("keep me\n")
+    for dry_run in (True, False):
+        with pytest.raises(UserInputError, match="not a model repository .*notes.txt"):
+            render(CPU_PLAN, project, artifacts, dry_run=dry_run)
+    assert tree(project) == {"notes.txt": b"keep me\n"}
+    # The placeholder the project's own model_repository/ ships with (a README alone) is fine.
+    placeholder = tmp_path / "model_repository"
+    placeholder.mkdir()
+    (placeholder / "README.md").write_text("Default output of `stdr-deploy render`.\n")
+    assert render(CPU_PLAN, placeholder, artifacts).written
 
 
 def test_tensorrt_plan_without_engines_is_a_clear_error(tmp_path):

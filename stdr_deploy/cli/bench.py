@@ -10,6 +10,8 @@ from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_op
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 
+SOAK_CONCURRENCY = 4
+
 
 def _ints(value: str) -> tuple[int, ...]:
     try:
@@ -46,12 +48,13 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--repo", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Serve this rendered repository (default without --url: deploy with `auto` in a temporary folder).")
 @click.option("--models", "models", default="craft,crnn-en", show_default=True, help="Models for the model level (comma-separated).")
-@click.option("--runtimes", help="Runtimes for the model level: torch, ort-cpu, torch-cuda, torch-cuda-fp16, ort-cuda, "
-              "tensorrt (comma-separated). Default: every one available here.")
+@click.option("--runtimes", help="Runtimes for the model level (comma-separated): torch, ort-cpu, torch-cuda, "
+              "torch-cuda-fp16, torch-cuda-nhwc-fp16, torch-cuda-nhwc-fp16-resident, ort-cuda, tensorrt. "
+              "Default: every one available here.")
 @click.option("--model-level/--no-model-level", default=True, show_default=True, help="Time each model on each runtime.")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Load the served pipeline through Triton.")
 @click.option("--concurrency", default="1,2,4,8,16", show_default=True,
-              help="Pipeline concurrency levels; with --soak, the soak's single concurrency.")
+              help=f"Pipeline concurrency levels; with --soak, the soak's single concurrency (default {SOAK_CONCURRENCY}).")
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of load per concurrency level.")
 @click.option("--max-requests", type=int, help="Also stop a level (or the soak) after this many requests.")
 @click.option("--easyocr", is_flag=True, help="Run EasyOCR 1.7.2 on the same images (needs the `easyocr` extra).")
@@ -92,6 +95,8 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
     if soak_s is not None:
         if soak_s <= 0:
             raise UserInputError("--soak needs a positive number of seconds")
+        if click.get_current_context().get_parameter_source("concurrency") == click.core.ParameterSource.DEFAULT:
+            levels = (SOAK_CONCURRENCY,)
         if len(levels) != 1:
             raise UserInputError("a soak runs at one concurrency", hint="e.g. --soak 600 --concurrency 4")
     if url and repo:

@@ -13,6 +13,9 @@ The box of a word is then fitted in one of two ways:
   peak, found on a 4x upsampled map for sub-pixel edges. The box is oriented along the line
   through the character centres (the region-score blobs), which italic slant does not tilt,
   and snapped straight when that line is within `straight_below_deg` of horizontal.
+  Pieces of one word that CRAFT's affinity cut apart (it is weak next to punctuation:
+  'nature.' + 'org'), and faint characters next to a word (a trailing '.', quotes) whose
+  region score never reached `text_threshold`, are joined to it when the gap is small.
 
 Polygons come back in original-image coordinates, clockwise from the word's top-left.
 """
@@ -58,6 +61,7 @@ class Components:
     labels: np.ndarray  # int32 label image, 0 = background
     stats: np.ndarray  # cv2 stats per label: x, y, w, h, area
     words: tuple[int, ...]  # labels that passed the size and peak tests
+    faint: tuple[int, ...]  # the other labels with region score above low_text (e.g. a lone '.')
     text_mask: np.ndarray  # region > low_text
     link_mask: np.ndarray  # affinity > link_threshold
 
@@ -76,7 +80,8 @@ def find_words(region: np.ndarray, link: np.ndarray, text_threshold: float, link
         k for k in range(1, count)
         if stats[k, cv2.CC_STAT_AREA] >= MIN_COMPONENT_AREA and peaks[k] >= text_threshold
     )
-    return Components(labels=labels, stats=stats, words=words, text_mask=text_mask, link_mask=link_mask)
+    faint = tuple(k for k in range(1, count) if peaks[k] > low_text and k not in set(words))
+    return Components(labels=labels, stats=stats, words=words, faint=faint, text_mask=text_mask, link_mask=link_mask)
 
 
 def craft_polygon(components: Components, label: int) -> np.ndarray:
@@ -160,13 +165,14 @@ def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ..
     return math.atan(np.polyfit(cx, cy, 1, w=np.sqrt(weights))[0])
 
 
-def fragment_groups(points: list[np.ndarray], angles: list[float], merge_gap: float) -> list[list[int]]:
-    """Group word pieces that are one word cut apart, usually at punctuation ('nature.' + 'org').
+def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[bool],
+                    merge_gap: float) -> list[list[int]]:
+    """Group pieces that are one word cut apart; every group holds at least one non-faint piece.
 
-    CRAFT links characters by its affinity score, which is weak next to punctuation; the pieces'
-    outlines then touch although the link was cut. Two pieces join when, seen along the larger
-    piece's direction, they overlap across the line by half the smaller height and the gap
-    between them is at most `merge_gap` x the smaller height. Word spaces are wider than that.
+    Seen along the larger piece's direction, two pieces join when they overlap across the line
+    by half the smaller one's height and the gap between them is at most `merge_gap` x the
+    larger one's height. Word spaces are wider than that (0.4+ heights in DejaVu fonts). Faint
+    pieces only ever join a word, never each other, and are dropped when they join nothing.
     """
     parent = list(range(len(points)))
 
@@ -179,22 +185,22 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], merge_gap: fl
     bounds = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points]).reshape(-1, 4)
     for i in range(len(points)):
         for j in range(i + 1, len(points)):
+            if faint[i] and faint[j]:
+                continue
             big, small = (i, j) if len(points[i]) >= len(points[j]) else (j, i)
-            extent = [_extent(points[k], angles[big]) for k in (big, small)]
-            heights = [e[3] - e[2] for e in extent]
-            reach = merge_gap * min(heights)
+            (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(points[k], angles[big]) for k in (big, small))
+            reach = merge_gap * (c1 - c0)
             if (bounds[i, 0] > bounds[j, 2] + reach + 1 or bounds[j, 0] > bounds[i, 2] + reach + 1
                     or bounds[i, 1] > bounds[j, 3] or bounds[j, 1] > bounds[i, 3]):
                 continue
-            (a0, a1, c0, c1), (b0, b1, d0, d1) = extent
             overlap_across = min(c1, d1) - max(c0, d0)
             gap_along = max(b0 - a1, a0 - b1)
-            if overlap_across >= 0.5 * min(heights) and gap_along <= reach:
+            if overlap_across >= 0.5 * min(c1 - c0, d1 - d0) and gap_along <= reach:
                 parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(points)):
         groups.setdefault(root(i), []).append(i)
-    return list(groups.values())
+    return [g for g in groups.values() if not all(faint[i] for i in g)]
 
 
 def _extent(points: np.ndarray, angle: float) -> tuple[float, float, float, float]:
@@ -242,11 +248,12 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
 
 def _ink_boxes(region: np.ndarray, components: Components, peaks: np.ndarray, box_level: float,
                straight_below_deg: float, merge_gap: float) -> list[tuple[np.ndarray, float]]:
-    labels = components.words
+    labels = components.words + components.faint
+    faint = [k in components.faint for k in labels]
     points = [ink_points(region, components, k, box_level) for k in labels]
-    angles = [text_angle(region, components, (k,)) for k in labels]
+    angles = [0.0 if weak else text_angle(region, components, (k,)) for k, weak in zip(labels, faint)]
     found = []
-    for group in fragment_groups(points, angles, merge_gap):
+    for group in fragment_groups(points, angles, faint, merge_gap):
         members = tuple(labels[i] for i in group)
         angle = text_angle(region, components, members) if len(group) > 1 else angles[group[0]]
         if abs(math.degrees(angle)) < straight_below_deg:

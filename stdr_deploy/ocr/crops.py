@@ -64,6 +64,24 @@ def stretch_contrast(crop: np.ndarray, target: float) -> np.ndarray:
     return np.clip((crop.astype(np.float32) - low) * gain + 25.0, 0, 255).astype(np.uint8)
 
 
+def principal_gray(crop: np.ndarray) -> np.ndarray:
+    """Gray image along the crop's main colour axis (its first principal component).
+
+    Text and background of equal luminance (lavender on green) vanish in ordinary gray; they
+    still differ along the direction in RGB space where the crop's colours vary most.
+    """
+    if crop.ndim == 2:
+        return crop
+    pixels = crop.reshape(-1, 3).astype(np.float32)
+    centred = pixels - pixels.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred[:: max(1, len(centred) // 4096)], full_matrices=False)
+    axis = axes[0] if axes[0].sum() >= 0 else -axes[0]
+    projected = centred @ axis
+    low, high = float(projected.min()), float(projected.max())
+    scaled = (projected - low) * (255.0 / max(high - low, 1e-6))
+    return scaled.reshape(crop.shape[:2]).astype(np.uint8)
+
+
 def to_gray(crop: np.ndarray) -> np.ndarray:
     return crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from .boxes import WordBox, word_boxes
-from .crops import batches, grow, rectify, stretch_contrast
+from .crops import batches, grow, principal_gray, rectify, stretch_contrast
 from .decoders import Decoded
 from .detector_input import detector_input
 from .image_io import check_image
@@ -78,7 +78,7 @@ class OcrPipeline:
         decoded = self.read_crops(crops)
         retry = [i for i, d in enumerate(decoded) if d.score < s.contrast_retry_below]
         if retry:
-            again = self.read_crops([stretch_contrast(crops[i], s.contrast_target) for i in retry])
+            again = self.read_crops([stretch_contrast(principal_gray(crops[i]), s.contrast_target) for i in retry])
             for i, d in zip(retry, again):
                 if d.score > decoded[i].score:
                     decoded[i] = d

@@ -29,7 +29,7 @@ class PipelineSettings:
     merge_gap: float = 0.25 # word pieces closer than this (in heights) are one word cut apart
     crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
     crop_margin_across: float = 0.3  # crop above and below the box, in box heights
-    contrast_retry_below: float = 0.1  # re-read low-contrast crops whose confidence is under this
+    contrast_retry_below: float = 0.5  # re-read low-contrast crops whose confidence is under this
     contrast_target: float = 0.5  # contrast (p90 - p10) / (p90 + p10) that a retry stretches to
 
     @classmethod

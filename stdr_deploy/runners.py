@@ -1,0 +1,94 @@
+"""Runners: one model behind `infer(feeds) -> outputs`, the interface `OcrPipeline` drives.
+
+Feeds and outputs are dicts of numpy arrays keyed by the ONNX/Triton tensor names of the
+model's spec, so the pipeline cannot tell PyTorch, ONNX Runtime or a Triton server apart (the
+Triton runners live in `stdr_deploy.triton_client` and the served pipeline's `model.py`).
+torch and onnxruntime are imported only when a runner of theirs is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from stdr_deploy.errors import MissingDependency, UserInputError
+from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+
+RUNTIMES = ("onnxruntime", "torch")
+DETECTOR = "craft"
+
+
+class TorchRunner:
+    """A model of the registry run eagerly in PyTorch (float32, CPU), with its weights loaded."""
+
+    def __init__(self, family: str, weights: str | Path | None = None):
+        import torch
+
+        from stdr_deploy.models import get_spec, load_model
+
+        self._torch = torch
+        self.spec = get_spec(family)
+        self.model = load_model(family, weights)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = self._torch.from_numpy(np.ascontiguousarray(feeds[self.spec.input.name], dtype=np.float32))
+        with self._torch.inference_mode():
+            y = self.model(x)
+        outputs = y if isinstance(y, (tuple, list)) else (y,)
+        names = [t.name for t in self.spec.outputs + self.spec.optional_outputs]
+        return {name: out.numpy() for name, out in zip(names, outputs)}
+
+
+class OrtRunner:
+    """An ONNX file in an ONNX Runtime session; `providers` default to the CPU provider."""
+
+    def __init__(self, onnx_path: str | Path, providers: list[Any] | None = None, intra_op_threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependency(
+                "onnxruntime is not installed", hint="pip install onnxruntime (or onnxruntime-gpu)"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, feeds)))
+
+
+def make_runner(runtime: str, family: str, weights: str | Path | None = None):
+    if runtime == "torch":
+        return TorchRunner(family, weights)
+    if runtime == "onnxruntime":
+        from stdr_deploy.export import ensure_onnx
+
+        return OrtRunner(ensure_onnx(family, weights))
+    raise UserInputError(f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
+
+
+def make_pipeline(
+    runtime: str = "onnxruntime",
+    recognizer: str = "crnn-en",
+    weights: Mapping[str, str | Path] | None = None,
+    settings: PipelineSettings | None = None,
+) -> OcrPipeline:
+    """CRAFT + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - {DETECTOR, recognizer})
+    if unknown:
+        raise UserInputError(
+            f"weights given for {', '.join(unknown)}, which this pipeline does not use",
+            hint=f"the pipeline runs {DETECTOR} and {recognizer}",
+        )
+    return OcrPipeline(
+        make_runner(runtime, DETECTOR, weights.get(DETECTOR)),
+        make_runner(runtime, recognizer, weights.get(recognizer)),
+        recognizer,
+        settings or PipelineSettings(),
+    )

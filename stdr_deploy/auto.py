@@ -8,6 +8,8 @@ whether to keep serving.
 
 from __future__ import annotations
 
+import dataclasses
+
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +194,7 @@ def run_auto(
 def _settings(plan: Plan):
     from stdr_deploy.ocr import PipelineSettings
 
-    return PipelineSettings.from_plan(plan.pipeline)
+    return PipelineSettings.from_plan(dataclasses.asdict(plan.pipeline))
 
 
 def manifest(options: AutoOptions, result: AutoResult, state: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ PIPELINE_NAME = "pipeline"
 OCR_PACKAGE = "stdr_ocr"  # the name `stdr_deploy.ocr` gets inside pipeline/1/
 VERSION = "1"
 
-DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int64": "TYPE_INT64"}
+DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # model spec dtype -> Triton data_type
 
 # cuDNN convolution algorithm search of Triton's onnxruntime backend: 1 = HEURISTIC.
 CUDNN_CONV_ALGO_SEARCH_HEURISTIC = 1
@@ -145,7 +145,7 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
     warmup_batches = sorted({1, model.max_batch_size})
     return {
         "name": model.triton_name,
-        "role": model.role,
+        "role": spec.role,  # picks the template: detector or recognizer
         "family": model.family,
         "precision": model.precision,
         "platform": platform.name,
@@ -235,8 +235,8 @@ def render_texts(plan: Plan, filenames: Mapping[str, str]) -> dict[str, str]:
     models = [model_context(m, filenames[m.triton_name]) for m in plan.models()]
     pipeline = pipeline_context(plan)
     texts = {
-        f"{ctx['name']}/config.pbtxt": _tidy(env.get_template(f"{m.role}.pbtxt.j2").render(model=ctx))
-        for m, ctx in zip(plan.models(), models)
+        f"{ctx['name']}/config.pbtxt": _tidy(env.get_template(f"{ctx['role']}.pbtxt.j2").render(model=ctx))
+        for ctx in models
     }
     texts[f"{PIPELINE_NAME}/config.pbtxt"] = _tidy(env.get_template("pipeline.pbtxt.j2").render(pipeline=pipeline))
     summary = {"variant": plan.variant, "device": plan.device}
@@ -251,7 +251,9 @@ def model_filename(model: ModelPlan, artifact: Path | None) -> str:
     platform = platform_of(model)
     kind = "a TensorRT engine" if model.backend == "tensorrt" else "an ONNX model"
     if artifact is None:
-        raise UserInputError(f"no model file for {model.triton_name!r}: the plan serves it from {kind}", hint=platform.hint)
+        raise UserInputError(
+            f"no model file for {model.triton_name!r}: the plan serves it from {kind}", hint=platform.hint
+        )
     if not artifact.is_file():
         raise UserInputError(f"model file for {model.triton_name!r} not found: {artifact}", hint=platform.hint)
     if artifact.suffix not in platform.suffixes:
@@ -272,7 +274,8 @@ def repository_files(plan: Plan, artifacts: Mapping[str, Path]) -> dict[str, byt
             f"model file given for {', '.join(unknown)}, which the plan does not serve",
             hint=f"models of this plan: {', '.join(sorted(names))}",
         )
-    paths = {m.triton_name: Path(artifacts[m.triton_name]) if m.triton_name in artifacts else None for m in plan.models()}
+    paths = {m.triton_name: Path(artifacts[m.triton_name]) if m.triton_name in artifacts else None
+             for m in plan.models()}
     filenames = {m.triton_name: model_filename(m, paths[m.triton_name]) for m in plan.models()}
     files: dict[str, bytes | Path] = {rel: text.encode() for rel, text in render_texts(plan, filenames).items()}
     for name, filename in filenames.items():
@@ -310,7 +313,7 @@ def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *,
     """
     out = Path(out).absolute()
     files = repository_files(plan, artifacts)
-    _check_replaceable(out)
+    check_replaceable(out)
     existing = _existing_files(out)
     changes = [_change(rel, source, existing.get(rel)) for rel, source in files.items()]
     changes += [FileChange(rel, REMOVED, None) for rel in sorted(set(existing) - set(files))]
@@ -327,7 +330,7 @@ def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *,
     return result
 
 
-def _check_replaceable(out: Path) -> None:
+def check_replaceable(out: Path) -> None:
     """Refuse to replace a folder that is not a model repository (`--out .` would wipe a project).
 
     A model repository holds only model folders (each with a config.pbtxt) and a README.md.
@@ -376,10 +379,19 @@ def _change(rel: str, source: bytes | Path, current: Path | None) -> FileChange:
     return FileChange(rel, UNCHANGED if same else CHANGED, digest)
 
 
+def _remove_orphaned_staging(out: Path) -> None:
+    """Staging folders of killed renders carry their pid; remove those whose process is gone."""
+    for folder in out.parent.glob(f".{out.name}.staging-*"):
+        pid = folder.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _write_tree(files: Mapping[str, bytes | Path], out: Path) -> None:
     """Write everything into `.<out>.staging-XXXX` beside `out`, then swap it in."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    _remove_orphaned_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a server in a container must read it
         for rel, source in files.items():

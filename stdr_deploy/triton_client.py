@@ -48,7 +48,8 @@ class Endpoint:
         return f"{self.protocol}://{self.address}"
 
 
-def connect(endpoint: Endpoint, timeout_s: float = 60.0):
+def connect(endpoint: Endpoint, timeout_s: float = 600.0):
+    # A detector at a 2560 canvas takes a minute on a busy 2-core CPU: be patient by default.
     """A tritonclient client of the right protocol (imported lazily: it pulls in grpc/gevent)."""
     if endpoint.protocol == "grpc":
         import tritonclient.grpc as client_module

@@ -73,6 +73,8 @@ def replace_dir_atomic(staging: Path, target: Path) -> None:
     """Swap a fully written `staging` folder into `target`, keeping the old one until the swap."""
     target = Path(target)
     old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)  # an earlier swap was killed between its two renames
     if old.exists():
         shutil.rmtree(old)
     if target.exists():

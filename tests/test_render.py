@@ -113,7 +113,8 @@ def host_plans() -> dict[str, Plan]:
         for recognizer in ("crnn-en", "parseq"):
             for variant in VARIANTS:
                 try:
-                    plans[f"{file.stem}-{recognizer}-{variant}"] = make_plan(host, recognizer=recognizer, variant=variant)
+                    plan = make_plan(host, recognizer=recognizer, variant=variant)
+                    plans[f"{file.stem}-{recognizer}-{variant}"] = plan
                 except HostUnsupported:
                     continue
     return plans

@@ -3,7 +3,7 @@ side, FLOP counts against the hardware's peak, and the report (JSON, markdown, P
 
 Speed is measured here and never asserted in tests. The result of `run_bench` is a plain dict:
 `host`, `peaks`, `versions`, `load_avg`, and when measured `models`, `chains`, `deployment`,
-`pipeline`, `accuracy`, `easyocr`, `soak`, then `targets`, `notes` and `wall_s`.
+`pipeline`, `accuracy`, `easyocr`, `soak`, then `targets`, `notes`, `failures` (phase -> why, for phases that failed) and `wall_s`.
 """
 
 from stdr_deploy.bench.flops import FlopCount, count_flops

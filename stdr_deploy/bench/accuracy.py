@@ -1,31 +1,19 @@
-"""Word accuracy on a labelled scene set (gt.json + images), scored by the shared reference scorer.
+"""Word accuracy on a labelled scene set (gt.json + images), by the project's scorer.
 
-The scorer (`tools/ocr_score.py` of the shared test data: IoU >= 0.5 one-to-one matching on
-axis-aligned boxes, exact case-sensitive text) is loaded from its file rather than copied, so the
-benchmark's numbers are the same numbers every other report of this project uses.
+`stdr_deploy.ocr.metrics.score` is the same definition as the shared reference scorer
+(IoU >= 0.5 one-to-one matching on axis-aligned boxes, exact case-sensitive text), so the
+benchmark's numbers are the numbers every other report of this project uses.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
 
 from stdr_deploy.errors import UserInputError
 
 HEADLINE = ("word_accuracy", "ci_word_accuracy", "det_recall", "det_precision", "matched_cer", "hits", "total_gt", "total_pred")
-
-
-def load_scorer(path: Path) -> ModuleType:
-    if not Path(path).is_file():
-        raise UserInputError(f"scorer not found: {path}", hint="pass --scorer PATH to ocr_score.py")
-    spec = importlib.util.spec_from_file_location("ocr_score", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_scenes(folder: Path) -> tuple[dict[str, Any], list[Path]]:
@@ -47,9 +35,11 @@ def predictions(paths: Sequence[Path], read: Callable[[Path], Iterable[tuple[str
     }
 
 
-def score(scorer: ModuleType, gt: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers plus per-image rows and the missed or misread words."""
-    result = scorer.score(gt, pred, keep_errors=True)
+def score(gt: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers plus per-image rows with the missed or misread words."""
+    from stdr_deploy.ocr.metrics import score as score_words
+
+    result = score_words(gt, pred, keep_errors=True)
     return {
         **{key: result[key] for key in HEADLINE},
         "images": [

@@ -22,7 +22,7 @@ from stdr_deploy.bench import accuracy as acc
 from stdr_deploy.bench import host as host_mod
 from stdr_deploy.bench.models import QUICK_POLICY, TimingPolicy, available_runtimes, plan_cases, run_chain_bench, run_model_bench
 from stdr_deploy.bench.report import targets
-from stdr_deploy.errors import MissingDependency, UserInputError
+from stdr_deploy.errors import MissingDependency, StdrError, UserInputError
 from stdr_deploy.ocr.detector_input import padded_size
 
 DEFAULT_MODELS = ("craft", "crnn-en")
@@ -54,7 +54,6 @@ class BenchOptions:
     easyocr: bool = False
     easyocr_runs: int = 3
     scenes: Path | None = None
-    scorer: Path | None = None
     soak_s: float | None = None
     soak_concurrency: int = 4
     server_pid: int | None = None
@@ -95,41 +94,62 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
 
         torch.set_num_threads(options.threads)
     policy = QUICK_POLICY if options.quick else TimingPolicy()
+    needs_images = options.pipeline or options.soak_s or options.easyocr
+    images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}  # fail fast
 
-    if options.model_level:
+    def model_level() -> dict[str, Any]:
         runtimes = options.runtimes or tuple(r for r, why in available_runtimes(options.engines).items() if why is None)
         cases = plan_cases(options.models, runtimes, quick=options.quick, canvas_size=options.canvas_size, square_canvas=options.square_canvas)
         reporter.phase("model level", len(cases))
         bench = run_model_bench(
             cases, policy=policy, weights=options.weights, engines=options.engines, threads=options.threads, peaks=peaks, progress=reporter.step
         )
-        result["models"] = bench.to_dict()
-    if options.chain:
+        return bench.to_dict()
+
+    def chains() -> list[dict[str, Any]]:
         reporter.phase("detector + recognizer chain", 1)
         side = padded_size(options.canvas_size, options.canvas_size)[0]
         reporter.step(f"craft {side}x{side} + {options.recognizer} x16 on {options.chain}")
         chain = run_chain_bench(options.chain, (1, 3, side, side), options.recognizer, policy=policy, weights=options.weights, threads=options.threads)
-        result["chains"] = [chain.to_dict()]
+        return [chain.to_dict()]
 
-    needs_images = options.pipeline or options.soak_s or options.easyocr
-    images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}
+    if options.model_level:
+        result["models"] = _guarded(result, "model level", model_level)
+    if options.chain:
+        result["chains"] = _guarded(result, "chain", chains)
     with ExitStack() as stack:
-        if options.pipeline or options.soak_s:
-            url, pid = _server(options, stack, reporter, result)
+        wants_server = options.pipeline or options.soak_s
+        served = _guarded(result, "deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
+        if served:
+            url, pid = served
             if options.pipeline:
-                result["pipeline"] = _pipeline(url, images, options, reporter)
+                result["pipeline"] = _guarded(result, "pipeline", lambda: _pipeline(url, images, options, reporter))
                 if scenes and not options.quick:
-                    result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = _score_served(url, scenes, options, reporter)
+                    ours = _guarded(result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
+                    result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
             if options.soak_s:
-                result["soak"] = _soak(url, images, pid, options, reporter)
+                result["soak"] = _guarded(result, "soak", lambda: _soak(url, images, pid, options, reporter))
     if options.easyocr:
-        result["easyocr"], easy_score = _easyocr(images, scenes, options, reporter)
+        result["easyocr"], easy_score = _guarded(result, "easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
         if easy_score:
             result.setdefault("accuracy", {"scenes": str(scenes)})["easyocr"] = easy_score
     result["load_avg"]["end"] = host_mod.load_average()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
     return result
+
+
+def _guarded(result: dict[str, Any], phase: str, run: Callable[[], Any]) -> Any:
+    """Run one phase; if it fails, record why in `failures` and go on, so a long run keeps the
+    phases that worked. Typed errors are explained; anything else keeps its exception type."""
+    try:
+        return run()
+    except StdrError as exc:
+        message = f"{exc}" + (f" (hint: {exc.hint})" if exc.hint else "")
+    except Exception as exc:  # noqa: BLE001 - one phase's bug must not discard the others' results
+        message = f"{type(exc).__name__}: {exc}"
+    result.setdefault("failures", {})[phase] = message
+    return None
 
 
 def _seed_images(scenes: Path | None, quick: bool, notes: list[str]) -> dict[str, Any]:
@@ -205,7 +225,7 @@ def _score_served(url: str, scenes: Path, options: BenchOptions, reporter: Repor
     reporter.phase(f"our accuracy on {scenes.name}", len(paths))
     read = acc.served_reader(url)
     pred = acc.predictions(paths, _announced(read, reporter))
-    return acc.score(acc.load_scorer(_scorer(options, scenes)), gt, pred)
+    return acc.score(gt, pred)
 
 
 def _soak(url: str, images: Mapping[str, Any], pid: int | None, options: BenchOptions, reporter: Reporter) -> dict[str, Any]:
@@ -246,11 +266,7 @@ def _easyocr(
     gt, scene_paths = acc.load_scenes(scenes)
     reporter.phase(f"EasyOCR accuracy on {scenes.name}", len(scene_paths))
     pred = acc.predictions(scene_paths, _announced(lambda p: easy.read_words(reader, p), reporter))
-    return out, acc.score(acc.load_scorer(_scorer(options, scenes)), gt, pred)
-
-
-def _scorer(options: BenchOptions, scenes: Path) -> Path:
-    return options.scorer or scenes.parent.parent / "tools" / "ocr_score.py"
+    return out, acc.score(gt, pred)
 
 
 def _announced(read: Callable[[Path], Any], reporter: Reporter) -> Callable[[Path], Any]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from stdr_deploy.bench.load import Request, Sample, drive
 from stdr_deploy.bench.stats import LatencyStats
 from stdr_deploy.errors import UserInputError
-from stdr_deploy.triton_client import Endpoint
+from stdr_deploy.triton_client import Endpoint, connect, infer
 
 PROC = Path("/proc")
 
@@ -92,12 +92,21 @@ def run_soak(
     max_requests: int | None = None,
     server_pid: int | None = None,
     windows: int = 10,
+    warmup: int = 1,
     timeout_s: float = 600.0,
     progress: Callable[[str], None] | None = None,
 ) -> SoakResult:
-    """Run the closed loop for `seconds` (or `max_requests`), sampling RSS `windows` times."""
+    """Run the closed loop for `seconds` (or `max_requests`), sampling RSS `windows` times.
+
+    `warmup` unrecorded passes over the requests come first, so the memory every server grabs
+    on its first calls (arenas, caches) is not mistaken for growth.
+    """
     endpoint = Endpoint.parse(url)
     require_loopback(endpoint)
+    client = connect(endpoint, timeout_s)
+    for _ in range(warmup):
+        for request in requests:
+            infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
     window_s = seconds / max(windows, 1)
     lock = threading.Lock()
     finished: list[Sample] = []

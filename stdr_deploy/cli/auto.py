@@ -59,9 +59,9 @@ def command(recognizer, weights, profile, variant, workspace, repo, host, http_p
         status.update(f"[bold]{step.name}[/]: {step.description}")
 
     def on_end(step, result):
-        mark = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[result.status]
-        detail = result.error or result.outputs.get("reason", "") if result.status != "ok" else ""
-        console.print(f"{mark:>22} {step.name:<7} {result.seconds:7.1f} s  {detail}")
+        style = {"ok": "green", "skipped": "dim", "failed": "red"}[result.status]
+        detail = (result.error or result.outputs.get("reason", "")) if result.status != "ok" else ""
+        console.print(f"[{style}]{result.status:>7}[/] {step.name:<7} {result.seconds:7.1f} s  {detail}", highlight=False)
 
     with status:
         result = run_auto(options, on_start, on_end, progress=lambda message: status.update(f"[bold]smoke[/]: {message}"))

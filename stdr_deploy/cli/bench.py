@@ -61,8 +61,6 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--scenes", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Labelled scenes (gt.json + img00..): the four benchmark images and the accuracy set. "
               "Default: scenes_A of the shared test data.")
-@click.option("--scorer", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="ocr_score.py to score with (default: tools/ocr_score.py beside the scenes' testdata).")
 @click.option("--soak", "soak_s", type=float, metavar="SECONDS", help="Run only a soak of this many seconds (loopback server).")
 @click.option("--server-pid", type=int, help="Server pid for the soak's RSS readings when --url is given (default: the only tritonserver).")
 @recognizer_option
@@ -75,7 +73,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Results folder (default: benchmarks/results/<host-slug>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, easyocr, scenes, scorer,
+def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, easyocr, scenes,
             soak_s, server_pid, recognizer, weights, engines, threads, chain, square_canvas, quick, out, as_json):
     """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
 
@@ -87,7 +85,7 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
     scored on the scene set. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
     """
     from stdr_deploy.bench import models as model_bench
-    from stdr_deploy.bench.report import write_report
+    from stdr_deploy.bench.report import verdict, write_report
     from stdr_deploy.bench.run import BenchOptions, run_bench
     from stdr_deploy.models import MODEL_SPECS
 
@@ -114,7 +112,6 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
         max_requests=max_requests,
         easyocr=easyocr and soak_s is None,
         scenes=scenes,
-        scorer=scorer,
         soak_s=soak_s,
         soak_concurrency=levels[0],
         server_pid=server_pid,
@@ -133,7 +130,8 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
         print_json(result)
     console.print(f"wrote {', '.join(str(p) for p in written.values())} in {result['wall_s']:.0f} s")
     for check in result.get("targets", []):
-        console.print(f"{'[green]MET[/]' if check['met'] else '[red]NOT MET[/]'} {check['target']}")
+        color = {True: "green", False: "red"}.get(check["met"], "yellow")
+        console.print(f"[{color}]{verdict(check)}[/] {check['target']}")
 
 
 class _RichReporter:

@@ -36,10 +36,11 @@ def command(plan_path, out, artifact_args, weights, dry_run, as_json):
     --out and swapped in at the end, so an interrupted render leaves the previous repository
     intact; a render that would change nothing writes nothing.
     """
-    from stdr_deploy.render import render
+    from stdr_deploy.render import check_replaceable, render
 
     plan = _read_plan(plan_path)
     artifacts = _parse_artifacts(artifact_args)
+    check_replaceable(out.absolute())  # before any export: minutes lost otherwise
     artifacts.update(_exported_models(plan, artifacts, parse_weights(weights, plan.recognizer.family)))
     result = render(plan, out, artifacts, dry_run=dry_run)
     if as_json:
@@ -82,7 +83,9 @@ def _exported_models(plan, given: dict[str, Path], weights: dict[str, str]) -> d
     """ONNX files for the ONNX Runtime models not given; TensorRT engines must come from the build."""
     from stdr_deploy.render import PLATFORMS
 
-    missing_engines = [m.triton_name for m in plan.models() if m.backend != "onnxruntime" and m.triton_name not in given]
+    missing_engines = [
+        m.triton_name for m in plan.models() if m.backend != "onnxruntime" and m.triton_name not in given
+    ]
     if missing_engines:
         raise UserInputError(
             f"the plan serves {', '.join(missing_engines)} from TensorRT engines, and none was given",

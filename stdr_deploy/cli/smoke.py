@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 from pathlib import Path
 
@@ -47,7 +49,7 @@ def command(urls, repo, plan_path, weights, no_text, as_json):
             runtime="onnxruntime",
             recognizer=plan.recognizer.family,
             weights=weights_map,
-            settings=PipelineSettings.from_plan(plan.pipeline),
+            settings=PipelineSettings.from_plan(dataclasses.asdict(plan.pipeline)),
         ).read
     with _server(urls, repo) as targets:
         with console.status("smoke") as status:

@@ -1,0 +1,116 @@
+"""`stdr-deploy ocr`: read the text in images with the in-process pipeline."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.errors import UserInputError
+
+RUNTIMES = ("onnxruntime", "torch")
+
+
+def runtime_option(fn):
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIMES),
+        default="onnxruntime",
+        show_default=True,
+        help="Run the models with ONNX Runtime (exported once, then cached) or PyTorch.",
+    )(fn)
+
+
+@click.command("ocr")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@runtime_option
+@recognizer_option
+@weights_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the predictions as JSON on stdout, in the scorer's format "
+              '({"images": [{"file", "words": [{"text", "polygon", "score"}]}]}).')
+@click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
+def command(images, runtime, recognizer, weights, as_json, annotate_dir):
+    """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
+
+    Prints one line per image: its name and the words read, top to bottom. An image that cannot
+    be read is reported and skipped; the others are still read, and the exit code is then 2.
+    """
+    from stdr_deploy.runners import make_pipeline
+
+    with console.status(f"loading craft + {recognizer} ({runtime})"):
+        pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
+    results, failures = read_all(pipeline, list(images), annotate_dir)
+    if as_json:
+        print_json({"images": [pipeline.to_prediction(name, words) for name, _, words in results]})
+    else:
+        for name, _, words in results:
+            click.echo(f"{name}: {' '.join(w.text for w in words)}")
+    raise_for_failures(failures, len(images))
+
+
+def read_all(pipeline, paths: list[Path], annotate_dir: Path | None = None, names: list[str] | None = None):
+    """Read every image; returns ([(name, path, words)], [error message]) with a progress bar.
+
+    `names` (default: file names, made unique) label the images in the output.
+    """
+    from rich.progress import Progress
+
+    from stdr_deploy.ocr import ImageReadError, OcrError, read_image
+
+    names = names or unique_names(paths)
+    results, failures = [], []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("reading", total=len(paths))
+        for name, path in zip(names, paths):
+            progress.update(task, description=f"reading {name}")
+            try:
+                image = read_image(path)
+                words = pipeline.read(image)
+            except ImageReadError as exc:  # its message names the file
+                failures.append(str(exc))
+                console.print(f"[red]error:[/] {failures[-1]}")
+            except OcrError as exc:
+                failures.append(f"{path}: {exc}")
+                console.print(f"[red]error:[/] {failures[-1]}")
+            else:
+                results.append((name, path, words))
+                if annotate_dir is not None:
+                    write_annotated(annotate_dir / annotated_name(name), image, words)
+            progress.advance(task)
+    return results, failures
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """File names, as the scorer matches images by name; a repeated name keeps its full path."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        counts[path.name] = counts.get(path.name, 0) + 1
+    return [path.name if counts[path.name] == 1 else str(path) for path in paths]
+
+
+def annotated_name(name: str) -> str:
+    """`img00.png` -> `img00.png`; `a/b/img.jpg` -> `a_b_img.png` (names stay unique)."""
+    return re.sub(r"[^\w.-]", "_", str(Path(name).with_suffix(""))) + ".png"
+
+
+def write_annotated(target: Path, image, words) -> None:
+    from PIL import Image
+
+    from stdr_deploy.ocr.annotate import annotate
+    from stdr_deploy.workspace import atomic_path
+
+    with atomic_path(target) as tmp:
+        Image.fromarray(annotate(image, words)).save(tmp, format="PNG")
+
+
+def raise_for_failures(failures: list[str], total: int) -> None:
+    if failures:
+        raise UserInputError(
+            f"{len(failures)} of {total} images could not be read: " + "; ".join(failures),
+            hint="check that each file exists and is an image (PNG, JPEG, BMP, TIFF, WebP)",
+        )

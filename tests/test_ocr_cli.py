@@ -1,0 +1,140 @@
+"""`stdr-deploy ocr` and `eval`, and the accuracy of the default pipeline on scenes_A.
+
+One full pass over scenes_A (`scenes_a_predictions`, through the CLI's --json output) feeds the
+accuracy test, the scorer-agreement test and the JSON-format test: CRAFT at a 2560 canvas is
+the most expensive thing the suite does on a CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from stdr_deploy.cli import cli
+from stdr_deploy.ocr.metrics import score
+
+CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
+MEASURED_HITS = 80  # of 87, default pipeline (craft + crnn-en, ONNX Runtime, CPU)
+
+
+def _scorer(shared):
+    spec = importlib.util.spec_from_file_location("ocr_score", shared / "tools/ocr_score.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="session")
+def scenes_a_predictions(shared) -> dict:
+    images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
+    assert len(images) == 8
+    return json.loads(_invoke("ocr", "--json", *map(str, images)).stdout)
+
+
+@pytest.mark.slow
+def test_default_pipeline_beats_easyocr_on_scenes_a(shared, scenes_a_predictions):
+    gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
+    result = score(gt, scenes_a_predictions)
+    easyocr = json.loads((shared / "oracles/easyocr/scores_A.json").read_text())["quantized"]
+    assert result["total_gt"] == 87
+    assert result["word_accuracy"] > easyocr["word_accuracy"]
+    assert result["hits"] >= MEASURED_HITS - 1
+    assert result["det_recall"] >= 0.97 and result["det_precision"] >= 0.97
+
+
+@pytest.mark.slow
+def test_our_metrics_equal_the_scorer(shared, scenes_a_predictions):
+    scorer = _scorer(shared)
+    gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
+    easyocr = json.loads((shared / "oracles/easyocr/easyocr_A.json").read_text())
+    for pred in (scenes_a_predictions, easyocr):
+        for threshold in (0.5, 0.4):
+            assert score(gt, pred, threshold, keep_errors=True) == scorer.score(gt, pred, threshold, keep_errors=True)
+
+
+@pytest.mark.slow
+def test_json_output_is_accepted_by_the_scorer(shared, scenes_a_predictions, tmp_path):
+    assert [im["file"] for im in scenes_a_predictions["images"]] == [f"img0{i}.png" for i in range(8)]
+    for image in scenes_a_predictions["images"]:
+        for word in image["words"]:
+            assert set(word) == {"text", "polygon", "score"}
+            assert np.asarray(word["polygon"]).shape == (4, 2)
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps(scenes_a_predictions))
+    done = subprocess.run(
+        [sys.executable, str(shared / "tools/ocr_score.py"), str(shared / "testdata/scenes_A/gt.json"), str(path), "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(done.stdout)["total_pred"] == sum(len(im["words"]) for im in scenes_a_predictions["images"])
+
+
+def test_ocr_prints_words_and_writes_annotated_images(shared, tmp_path):
+    images = [shared / "testdata/scenes_A/img00.png", shared / "testdata/scenes_A/img04.png"]
+    result = _invoke("ocr", "--annotate", str(tmp_path / "ann"), *map(str, images))
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "img00.png: ENTRY ~70 1972 18% Did Ethan #219"
+    assert lines[1].startswith("img04.png: ")
+    for image in images:
+        written = tmp_path / "ann" / image.name
+        annotated = np.asarray(Image.open(written))
+        original = np.asarray(Image.open(image).convert("RGB"))
+        assert annotated.shape == original.shape
+        assert (annotated != original).any(axis=2).mean() > 0.005  # boxes and labels drawn
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["img00.png", "img04.png"]
+
+
+def test_a_bad_file_is_reported_and_the_others_still_read(shared, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = shared / "testdata/scenes_A/img00.png"
+    done = subprocess.run([*CLI, "ocr", "--json", str(good), str(bad)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "broken.png" in done.stderr and "Traceback" not in done.stderr
+    assert "1 of 2 images could not be read" in done.stderr
+    predictions = json.loads(done.stdout)
+    assert [im["file"] for im in predictions["images"]] == ["img00.png"]
+    assert len(predictions["images"][0]["words"]) == 7
+
+
+def test_eval_scores_a_ground_truth_file(shared, tmp_path):
+    gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
+    subset = {"images": [im for im in gt["images"] if im["file"] in ("img00.png", "img04.png")]}
+    for image in subset["images"]:
+        (tmp_path / image["file"]).symlink_to(shared / "testdata/scenes_A" / image["file"])
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(subset))
+    pred_path = tmp_path / "pred.json"
+    result = _invoke("eval", str(gt_path), "--json", "--predictions", str(pred_path))
+    report = json.loads(result.stdout)
+    assert report == _scorer(shared).score(subset, json.loads(pred_path.read_text()), 0.5, keep_errors=True)
+    assert report["total_gt"] == 15 and report["hits"] >= 14
+    assert [row["file"] for row in report["images"]] == ["img00.png", "img04.png"]
+    table = CliRunner().invoke(cli, ["eval", str(gt_path)], catch_exceptions=False)
+    assert table.exit_code == 0 and "word accuracy" in table.stderr
+
+
+def test_eval_refuses_a_malformed_ground_truth_file(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text('{"pictures": []}')
+    done = subprocess.run([*CLI, "eval", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "gt.json" in done.stderr and "images" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_describes_both_commands():
+    for name in ("ocr", "eval"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0 and "--runtime" in result.output and "--json" in result.output

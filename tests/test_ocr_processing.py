@@ -1,0 +1,291 @@
+"""Processing stages against the oracles: detector input, boxes, crops, decoders, settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from stdr_deploy.ocr import PipelineSettings, read_image
+from stdr_deploy.ocr.boxes import word_boxes
+from stdr_deploy.ocr.crops import batches, crnn_input, grow, parseq_input, principal_gray, rectify
+from stdr_deploy.ocr.decoders import ctc_greedy, parseq_tokens
+from stdr_deploy.ocr.detector_input import detector_input, padded_size, resized_size
+from stdr_deploy.ocr.metrics import iou, pair_words
+from stdr_deploy.ocr.recognizers import RECOGNIZERS
+
+BOX_OPTIONS = dict(text_threshold=0.7, link_threshold=0.4, low_text=0.4, box_level=0.25,
+                   straight_below_deg=1.0, merge_gap=0.25, min_size=8)
+
+
+def _craft_oracle(shared, name):
+    return np.load(shared / f"oracles/craft/{name}")
+
+
+def _bounds(polygon) -> tuple[float, float, float, float]:
+    p = np.asarray(polygon, dtype=float)
+    return p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()
+
+
+# --- detector input -------------------------------------------------------------------------
+
+def test_detector_input_equals_easyocr_tensor_img02(shared):
+    oracle = _craft_oracle(shared, "craft_A_img02_512x413.npz")
+    det = detector_input(read_image(shared / "testdata/scenes_A/img02.png"), 2560, 1.0)
+    assert det.tensor.shape == tuple(oracle["input_shape"]) and det.tensor.dtype == np.float32
+    # the oracle stores it as float16: equal after the same rounding
+    assert np.array_equal(det.tensor.astype(np.float16), oracle["input_fp16"])
+    summary = json.loads((shared / "oracles/craft/craft_oracle_summary.json").read_text())
+    assert hashlib.sha256(det.tensor.tobytes()).hexdigest() == summary["images"]["img02.png"]["input_sha256_float32"]
+
+
+def test_detector_input_equals_easyocr_tensor_img03(shared):
+    oracle = _craft_oracle(shared, "craft_A_img03_1600x1200.npz")
+    det = detector_input(read_image(shared / "testdata/scenes_A/img03.png"), 2560, 1.0)
+    assert det.tensor.shape == tuple(oracle["input_shape"])
+    assert np.array_equal(det.tensor[:, :, :8], oracle["input_first_rows"])  # includes padding columns
+    np.testing.assert_allclose(det.tensor.astype(np.float64).sum(axis=(0, 2, 3)), oracle["input_channel_sums"],
+                               rtol=1e-9)
+    summary = json.loads((shared / "oracles/craft/craft_oracle_summary.json").read_text())
+    assert hashlib.sha256(det.tensor.tobytes()).hexdigest() == summary["images"]["img03.png"]["input_sha256_float32"]
+
+
+@pytest.mark.parametrize("hw, resized, padded", [
+    ((472, 338), (472, 338), (480, 352)),
+    ((512, 413), (512, 413), (512, 416)),
+    ((1600, 1200), (1600, 1200), (1600, 1216)),
+    ((3280, 2625), (2560, 2048), (2560, 2048)),
+])
+def test_canvas_sizes_of_the_benchmark_images(hw, resized, padded):
+    assert resized_size(*hw, canvas_size=2560, mag_ratio=1.0) == resized
+    assert padded_size(*resized) == padded
+
+
+def test_magnification_is_capped_by_the_canvas():
+    assert resized_size(472, 338, canvas_size=2560, mag_ratio=2.0) == (944, 676)
+    assert resized_size(1600, 1200, canvas_size=2560, mag_ratio=2.0) == (2560, 1920)
+
+
+# --- score maps -> boxes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("image, npz", [("img02.png", "craft_A_img02_512x413.npz"),
+                                        ("img03.png", "craft_A_img03_1600x1200.npz")])
+def test_craft_boxes_equal_the_oracle(shared, image, npz):
+    oracle = _craft_oracle(shared, npz)
+    det = detector_input(read_image(shared / "testdata/scenes_A" / image), 2560, 1.0)
+    boxes = word_boxes(oracle["y_fp16"].astype(np.float32), det, **{**BOX_OPTIONS, "box_fit": "craft"})
+    got = np.array([b.polygon for b in boxes])
+    assert got.shape == oracle["boxes"].shape
+    np.testing.assert_allclose(got, oracle["boxes"], atol=1e-3)
+
+
+@pytest.mark.parametrize("image, npz", [("img02.png", "craft_A_img02_512x413.npz"),
+                                        ("img03.png", "craft_A_img03_1600x1200.npz")])
+def test_ink_boxes_fit_the_ground_truth_tighter_than_craft(shared, image, npz):
+    oracle = _craft_oracle(shared, npz)
+    gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
+    words = next(im["words"] for im in gt["images"] if im["file"] == image)
+    det = detector_input(read_image(shared / "testdata/scenes_A" / image), 2560, 1.0)
+    truth = [tuple(w["bbox"]) for w in words]
+    mean_iou = {}
+    for fit in ("ink", "craft"):
+        boxes = word_boxes(oracle["y_fp16"].astype(np.float32), det, **{**BOX_OPTIONS, "box_fit": fit})
+        pairs = pair_words(truth, [_bounds(b.polygon) for b in boxes], 0.5)
+        assert len(pairs) == len(words) == len(boxes)
+        mean_iou[fit] = np.mean([v for _, _, v in pairs])
+    assert mean_iou["ink"] > 0.8
+    assert mean_iou["ink"] > mean_iou["craft"] + 0.04
+
+
+def _blob_maps(centres: list[tuple[float, float]], links: list[tuple[float, float]], shape=(40, 120), sigma=2.2):
+    """Synthetic score maps: one Gaussian per character (region) and per link (affinity)."""
+    ys, xs = np.indices(shape, dtype=np.float32)
+    maps = np.zeros((*shape, 2), dtype=np.float32)
+    for channel, points in ((0, centres), (1, links)):
+        for cx, cy in points:
+            maps[:, :, channel] = np.maximum(maps[:, :, channel], np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2)))
+    return maps
+
+
+def _synthetic_boxes(maps):
+    h, w = maps.shape[:2]
+    det = detector_input(np.zeros((2 * h, 2 * w, 3), dtype=np.uint8), 2560, 1.0)
+    return word_boxes(maps, det, **{**BOX_OPTIONS, "box_fit": "ink"})
+
+
+def test_pieces_cut_at_a_weak_link_are_one_word_but_spaced_words_stay_apart():
+    word = [(10 + 5 * i, 20) for i in range(4)]
+    links = [(12.5 + 5 * i, 20) for i in range(3)]
+    close = [(31, 20), (36, 20)]  # one pixel past the usual pitch, and no link across
+    far = [(50, 20), (55, 20)]  # a word space away
+    assert len(_synthetic_boxes(_blob_maps(word + close, links + [(28, 20)]))) == 1  # linked: one word
+    (joined,) = _synthetic_boxes(_blob_maps(word + close, links + [(33.5, 20)]))  # cut apart, rejoined
+    assert _bounds(joined.polygon)[2] > 2 * 38
+    assert len(_synthetic_boxes(_blob_maps(word + far, links + [(52.5, 20)]))) == 2
+
+
+def test_a_faint_trailing_dot_joins_its_word_and_a_lone_one_is_dropped():
+    word = [(10 + 5 * i, 20) for i in range(4)]
+    links = [(12.5 + 5 * i, 20) for i in range(3)]
+    maps = _blob_maps(word, links)
+    alone = _synthetic_boxes(maps)
+    dot = _blob_maps([(30, 22)], [], sigma=1.2) * 0.55  # region peak 0.55: under text_threshold
+    with_dot = _synthetic_boxes(np.maximum(maps, dot))
+    assert len(alone) == len(with_dot) == 1
+    assert _bounds(with_dot[0].polygon)[2] > _bounds(alone[0].polygon)[2] + 4  # reaches the dot
+    far_dot = _blob_maps([(100, 22)], [], sigma=1.2) * 0.55
+    assert len(_synthetic_boxes(np.maximum(maps, far_dot))) == 1
+
+
+def test_rotated_words_get_rotated_boxes():
+    angle = math.radians(6)
+    centres = [(20 + 5 * i * math.cos(angle), 20 + 5 * i * math.sin(angle)) for i in range(8)]
+    links = [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in zip(centres, centres[1:])]
+    (box,) = _synthetic_boxes(_blob_maps(centres, links, shape=(50, 80)))
+    assert box.angle_deg == pytest.approx(6, abs=1.0)
+    straight = [(20 + 5 * i, 20) for i in range(8)]
+    (flat,) = _synthetic_boxes(_blob_maps(straight, [(22.5 + 5 * i, 20) for i in range(7)], shape=(50, 80)))
+    assert flat.angle_deg == 0.0
+
+
+# --- box -> crop ------------------------------------------------------------------------------
+
+def test_rotated_word_is_rectified_upright():
+    font = ImageFont.truetype("DejaVuSans.ttf", 40) if _has_dejavu() else ImageFont.load_default(size=40)
+    upright = Image.new("L", (260, 70), 255)
+    ImageDraw.Draw(upright).text((10, 10), "Rotate", font=font, fill=0)
+    angle = 7.0  # counter-clockwise on screen
+    canvas = Image.new("L", (400, 300), 255)
+    canvas.paste(upright, (70, 115))
+    rotated = np.asarray(canvas.rotate(angle, resample=Image.BICUBIC, center=(200, 150), fillcolor=255))
+    # where the upright rectangle's corners went: rotate them the same way about the centre
+    corners = np.array([[70, 115], [330, 115], [330, 185], [70, 185]], dtype=float) - (200, 150)
+    theta = math.radians(angle)
+    turn = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
+    polygon = corners @ turn.T + (200, 150)
+    crop = rectify(np.stack([rotated] * 3, axis=2), polygon)
+    assert crop.shape[:2] == (70, 260)
+    expected = np.asarray(upright, dtype=float)
+    got = crop[:, :, 0].astype(float)
+    assert np.corrcoef(expected.ravel(), got.ravel())[0, 1] > 0.9
+    # the axis-aligned cut of the same region is far less alike
+    x0, y0, x1, y1 = (int(round(v)) for v in _bounds(polygon))
+    naive = np.asarray(Image.fromarray(rotated[y0:y1, x0:x1]).resize((260, 70)), dtype=float)
+    assert np.corrcoef(expected.ravel(), naive.ravel())[0, 1] < 0.8
+
+
+def _has_dejavu() -> bool:
+    try:
+        ImageFont.truetype("DejaVuSans.ttf", 10)
+    except OSError:
+        return False
+    return True
+
+
+def test_axis_aligned_crops_are_exact_copies():
+    image = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    crop = rectify(image, np.array([[10.3, 5.6], [40.2, 5.6], [40.2, 20.1], [10.3, 20.1]]))
+    assert np.array_equal(crop, image[5:21, 10:41])
+
+
+def test_grow_moves_each_side_outwards():
+    box = np.array([[0, 0], [10, 0], [10, 4], [0, 4]], dtype=float)
+    np.testing.assert_allclose(grow(box, 1, 2), [[-1, -2], [11, -2], [11, 6], [-1, 6]])
+
+
+def test_crnn_input_equals_easyocr_input(shared):
+    oracle = np.load(shared / "oracles/easyocr/english_g2_crops_A.npz")
+    for name in oracle["crop_names"]:
+        key = str(name)[:-4]
+        assert np.array_equal(crnn_input(oracle[f"{key}_gray"])[None], oracle[f"{key}_input"]), key
+
+
+def test_parseq_input_equals_the_official_transform(shared):
+    folder = shared / "oracles/parseq"
+    resized = parseq_input(np.asarray(Image.open(folder / "img_A_resize.png").convert("RGB")))
+    np.testing.assert_array_equal(resized[None], np.load(folder / "preproc_A_resize.npy"))
+    inputs = np.load(folder / "inputs_A.npy")
+    for i in range(3):
+        np.testing.assert_array_equal(parseq_input(np.asarray(Image.open(folder / f"img_A{i}.png").convert("RGB"))), inputs[i])
+
+
+def test_principal_gray_separates_colours_of_equal_luminance():
+    crop = np.zeros((10, 20, 3), dtype=np.uint8)
+    crop[:] = (60, 200, 60)  # green background
+    crop[3:7, 5:15] = (170, 125, 170)  # lavender text of about the same luminance
+    import cv2
+
+    plain = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    assert abs(int(plain[5, 10]) - int(plain[0, 0])) < 5
+    gray = principal_gray(crop)
+    assert abs(int(gray[5, 10]) - int(gray[0, 0])) > 200
+
+
+def test_batches_share_a_shape_and_respect_the_limit():
+    shapes = [(1, 64, 128), (1, 64, 256), (1, 64, 128), (1, 64, 128), (1, 64, 256)]
+    groups = batches(shapes, limit=2)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    assert all(len(g) <= 2 and len({shapes[i] for i in g}) == 1 for g in groups)
+    assert len(groups) == 3
+
+
+# --- decoders -----------------------------------------------------------------------------------
+
+def test_ctc_greedy_equals_easyocr(shared):
+    oracle = np.load(shared / "oracles/easyocr/english_g2_crops_A.npz")
+    summary = json.loads((shared / "oracles/easyocr/english_g2_oracle_summary.json").read_text())
+    charset = RECOGNIZERS["crnn-en"].charset
+    for name, expected, facts in zip(oracle["crop_names"], oracle["greedy_ctc"], summary["crops"]):
+        decoded = ctc_greedy(oracle[f"{str(name)[:-4]}_logits"][0], charset)
+        assert decoded.text == str(expected)
+        assert len(decoded.char_scores) == len(decoded.text)
+        assert decoded.score == pytest.approx(facts["easyocr_float_conf"], abs=1e-5)
+
+
+def test_ctc_banned_characters_are_never_emitted():
+    charset = RECOGNIZERS["crnn-en"].charset
+    logits = np.full((6, 97), -5.0, dtype=np.float32)
+    for step, char in enumerate("ab cd"):
+        logits[step, charset.index(char) + 1] = 5.0
+    logits[2, charset.index(".") + 1] = 3.0  # runner-up under the space
+    logits[5, 0] = 5.0
+    assert ctc_greedy(logits, charset).text == "ab cd"
+    assert ctc_greedy(logits, charset, banned=" ").text == "ab.cd"
+
+
+def test_parseq_tokenizer_equals_the_official_decode(shared):
+    decoded = json.loads((shared / "oracles/parseq/decoded_A.json").read_text())
+    charset = RECOGNIZERS["parseq"].charset
+    runs = list(decoded["settings"].values()) + list(decoded["eosbias"]["settings"].values())
+    for run in runs:
+        logits = np.load(shared / "oracles/parseq" / run["logits_file"])
+        for row, item in zip(logits, run["items"]):
+            got = parseq_tokens(row, charset)
+            assert got.text == item["text"]
+            np.testing.assert_allclose(got.confidences, item["char_confidences"], atol=1e-5, rtol=0)
+            if item["sequence_confidence"] > 1e-30:  # below that the oracle's float32 product underflows
+                assert got.sequence_confidence == pytest.approx(item["sequence_confidence"], rel=1e-4)
+
+
+def test_pipeline_charsets_equal_the_model_specs():
+    from stdr_deploy.models import get_spec
+
+    for name, family in RECOGNIZERS.items():
+        assert family.charset == get_spec(name).charset, name
+
+
+# --- settings -------------------------------------------------------------------------------
+
+def test_settings_from_a_plan_keep_processing_fields_only():
+    plan = {"instance_count": 2, "instance_kind": "KIND_CPU", "canvas_size": 1280, "mag_ratio": 1.5,
+            "max_image_pixels": 4_000_000, "recognizer_batch": 8, "text_threshold": 0.6,
+            "link_threshold": 0.3, "low_text": 0.35}
+    settings = PipelineSettings.from_plan(plan, box_fit="craft")
+    assert (settings.canvas_size, settings.mag_ratio, settings.recognizer_batch) == (1280, 1.5, 8)
+    assert (settings.text_threshold, settings.link_threshold, settings.low_text) == (0.6, 0.3, 0.35)
+    assert settings.box_fit == "craft" and settings.crop_margin_across == PipelineSettings().crop_margin_across
+    assert iou((0, 0, 2, 2), (1, 0, 3, 2)) == pytest.approx(1 / 3)

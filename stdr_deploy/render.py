@@ -20,7 +20,6 @@ import importlib.resources
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,7 +30,7 @@ from stdr_deploy.errors import UserInputError
 from stdr_deploy.models import get_spec
 from stdr_deploy.models.spec import TensorSpec
 from stdr_deploy.plan_schema import ModelPlan, Plan
-from stdr_deploy.workspace import replace_dir_atomic, sha256_file
+from stdr_deploy.workspace import replace_dir_atomic, sha256_file, staging_dir
 
 PIPELINE_NAME = "pipeline"
 OCR_PACKAGE = "stdr_ocr"  # the name `stdr_deploy.ocr` gets inside pipeline/1/
@@ -379,19 +378,9 @@ def _change(rel: str, source: bytes | Path, current: Path | None) -> FileChange:
     return FileChange(rel, UNCHANGED if same else CHANGED, digest)
 
 
-def _remove_orphaned_staging(out: Path) -> None:
-    """Staging folders of killed renders carry their pid; remove those whose process is gone."""
-    for folder in out.parent.glob(f".{out.name}.staging-*"):
-        pid = folder.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def _write_tree(files: Mapping[str, bytes | Path], out: Path) -> None:
-    """Write everything into `.<out>.staging-XXXX` beside `out`, then swap it in."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_staging(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    """Write everything into `.<out>.staging-<pid>-XXXX` beside `out`, then swap it in."""
+    staging = staging_dir(out)
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a server in a container must read it
         for rel, source in files.items():

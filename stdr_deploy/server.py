@@ -389,6 +389,20 @@ class TritonServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended (negative: killed by that signal), else None."""
+        return self._process.poll() if self._process else None
+
+    def check_alive(self) -> None:
+        """While serving: raise ServerError with how the server ended and its last log lines."""
+        returncode = self.returncode
+        if returncode is not None:
+            raise self._failure(
+                f"tritonserver (pid {self.pid}) {describe_exit(returncode)} while serving; "
+                "clients get no answer until it is started again"
+            )
+
     # -- where it listens ------------------------------------------------------------------
 
     @property

@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import http.client
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from stdr_deploy.errors import ServerError, UserInputError
+
+GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
 
 _NP_TO_TRITON = {
     np.dtype(np.float32): "FP32",
@@ -85,8 +88,20 @@ def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarr
     try:
         result = client.infer(model, inputs, outputs=requested)
     except InferenceServerException as exc:
+        if exc.status() == GRPC_UNAVAILABLE:
+            raise _no_answer(endpoint, exc.message()) from exc
         raise ServerError(f"model {model!r} failed on {endpoint.url}: {exc.message()}") from exc
+    except (OSError, http.client.HTTPException) as exc:  # HTTP: refused, reset, closed or timed out
+        raise _no_answer(endpoint, str(exc) or type(exc).__name__) from exc
     return {name: result.as_numpy(name) for name in outputs}
+
+
+def _no_answer(endpoint: Endpoint, detail: str) -> ServerError:
+    """The server is gone or unreachable: say so, rather than blame the model or the request."""
+    return ServerError(
+        f"no answer from the server at {endpoint.url} ({detail})",
+        hint="check that the server is running; if it stopped, the end of its log says why",
+    )
 
 
 class TritonModelRunner:

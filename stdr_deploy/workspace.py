@@ -69,6 +69,21 @@ def write_json_atomic(target: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def staging_dir(target: str | os.PathLike) -> Path:
+    """A new folder `.<name>.staging-<pid>-XXXX` beside `target`, to build it in whole.
+
+    Such folders of a process that is gone (killed mid-way) are removed first; the pid in the
+    name keeps those of a build still running in another process.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for folder in target.parent.glob(f".{target.name}.staging-*"):
+        pid = folder.name.rsplit(".staging-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent))
+
+
 def replace_dir_atomic(staging: Path, target: Path) -> None:
     """Swap a fully written `staging` folder into `target`, keeping the old one until the swap."""
     target = Path(target)

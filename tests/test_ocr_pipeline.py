@@ -87,7 +87,7 @@ def test_parseq_family_reads_the_oracle_crops(shared):
     """The parseq path (RGB 32x128 input, EOS-cut decode) on the oracle's random-weight model."""
     folder = shared / "oracles/parseq"
     recognizer = TorchRunner("parseq-tiny", folder / "parseq_tiny_random_A.pt")
-    pipeline = OcrPipeline(detector=None, recognizer=recognizer, recognizer_family_name="parseq-tiny")
+    pipeline = OcrPipeline(detector=None, recognizer=recognizer, recognizer_family="parseq-tiny")
     crops = [np.asarray(Image.open(folder / f"img_A{i}.png").convert("RGB")) for i in range(3)]
     decoded = pipeline.read_crops(crops)
     expected = json.loads((folder / "decoded_A.json").read_text())["settings"]["nar"]["items"]

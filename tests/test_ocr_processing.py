@@ -288,4 +288,20 @@ def test_settings_from_a_plan_keep_processing_fields_only():
     assert (settings.canvas_size, settings.mag_ratio, settings.recognizer_batch) == (1280, 1.5, 8)
     assert (settings.text_threshold, settings.link_threshold, settings.low_text) == (0.6, 0.3, 0.35)
     assert settings.box_fit == "craft" and settings.crop_margin_across == PipelineSettings().crop_margin_across
+
+
+def test_settings_from_a_plan_object_and_bad_values():
+    from stdr_deploy.plan_schema import PipelinePlan
+
+    plan = PipelinePlan(instance_count=1, instance_kind="KIND_CPU", canvas_size=960, mag_ratio=1.0,
+                        max_image_pixels=1_000_000, recognizer_batch=4, text_threshold=0.7,
+                        link_threshold=0.4, low_text=0.4)
+    assert PipelineSettings.from_plan(plan).canvas_size == 960
+    with pytest.raises(ValueError, match="box_fit"):
+        PipelineSettings(box_fit="tight")
+    with pytest.raises(ValueError, match="recognizer_batch"):
+        PipelineSettings(recognizer_batch=0)
+
+
+def test_iou_of_half_overlapping_boxes():
     assert iou((0, 0, 2, 2), (1, 0, 3, 2)) == pytest.approx(1 / 3)

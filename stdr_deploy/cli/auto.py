@@ -77,8 +77,8 @@ def command(recognizer, weights, profile, variant, workspace, repo, host, http_p
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(1.0) and server.is_running():
-            pass
+        while not stop.wait(1.0):
+            server.check_alive()  # a server that dies ends the command with exit code 7 and why
     except KeyboardInterrupt:
         pass
     finally:

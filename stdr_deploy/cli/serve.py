@@ -12,7 +12,7 @@ import click
 from rich.table import Table
 
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.errors import ServerError, UserInputError
+from stdr_deploy.errors import UserInputError
 from stdr_deploy.workspace import default_workspace
 
 LOOPBACK_NAMES = ("localhost",)
@@ -90,11 +90,7 @@ def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, a
             console.print(status_table(server, models, seconds))
         console.print("serving; Ctrl-C stops it")
         while not stop.wait(0.5):
-            if not server.is_running():
-                raise ServerError(
-                    f"tritonserver stopped unexpectedly\n{server.log_tail()}",
-                    hint=f"the full server log is {log_path}",
-                )
+            server.check_alive()
     except KeyboardInterrupt:
         pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
     finally:

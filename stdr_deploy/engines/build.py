@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +32,7 @@ from stdr_deploy.engines.spec import BuildSpec, apply_specs, build_spec, retry_s
 from stdr_deploy.errors import HostUnsupported, UserInputError, ValidationError
 from stdr_deploy.hardware import HostFacts
 from stdr_deploy.plan_schema import ModelPlan, Plan
-from stdr_deploy.workspace import atomic_path, replace_dir_atomic, sha256_file, write_json_atomic
+from stdr_deploy.workspace import atomic_path, replace_dir_atomic, sha256_file, staging_dir, write_json_atomic
 
 MakeRunner = Callable[[Path, BuildSpec, int], Runner]
 Progress = Callable[[str], None]
@@ -207,8 +206,7 @@ def _build_one(
         "attempts": attempts,
         "trtexec": shell_line(trtexec_command(built, folder / ENGINE_FILE)),
     }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    staging = staging_dir(folder)
     try:
         if outcome.engine is None:
             _keep_report_only(staging, folder, report)

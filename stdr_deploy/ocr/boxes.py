@@ -80,7 +80,7 @@ def find_words(region: np.ndarray, link: np.ndarray, text_threshold: float, link
         k for k in range(1, count)
         if stats[k, cv2.CC_STAT_AREA] >= MIN_COMPONENT_AREA and peaks[k] >= text_threshold
     )
-    faint = tuple(k for k in range(1, count) if peaks[k] > low_text and k not in set(words))
+    faint = tuple(sorted(set(np.flatnonzero(peaks > low_text).tolist()) - set(words) - {0}))
     return Components(labels=labels, stats=stats, words=words, faint=faint, text_mask=text_mask, link_mask=link_mask)
 
 
@@ -183,24 +183,31 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
         return i
 
     bounds = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points]).reshape(-1, 4)
-    for i in range(len(points)):
-        for j in range(i + 1, len(points)):
-            if faint[i] and faint[j]:
-                continue
-            big, small = (i, j) if len(points[i]) >= len(points[j]) else (j, i)
-            (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(points[k], angles[big]) for k in (big, small))
-            reach = merge_gap * (c1 - c0)
-            if (bounds[i, 0] > bounds[j, 2] + reach + 1 or bounds[j, 0] > bounds[i, 2] + reach + 1
-                    or bounds[i, 1] > bounds[j, 3] or bounds[j, 1] > bounds[i, 3]):
-                continue
-            overlap_across = min(c1, d1) - max(c0, d0)
-            gap_along = max(b0 - a1, a0 - b1)
-            if overlap_across >= 0.5 * min(c1 - c0, d1 - d0) and gap_along <= reach:
-                parent[root(i)] = root(j)
+    for i, j in _near_pairs(bounds, merge_gap):
+        if faint[i] and faint[j]:
+            continue
+        big, small = (i, j) if len(points[i]) >= len(points[j]) else (j, i)
+        (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(points[k], angles[big]) for k in (big, small))
+        overlap_across = min(c1, d1) - max(c0, d0)
+        gap_along = max(b0 - a1, a0 - b1)
+        if overlap_across >= 0.5 * min(c1 - c0, d1 - d0) and gap_along <= merge_gap * (c1 - c0):
+            parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(points)):
         groups.setdefault(root(i), []).append(i)
     return [g for g in groups.values() if not all(faint[i] for i in g)]
+
+
+def _near_pairs(bounds: np.ndarray, merge_gap: float) -> list[tuple[int, int]]:
+    """Index pairs (i < j) whose axis-aligned bounds overlap vertically and lie within
+    `merge_gap` x the taller one's height horizontally: the only pairs worth a closer look."""
+    x0, y0, x1, y1 = bounds.T
+    reach = merge_gap * np.maximum.outer(y1 - y0, y1 - y0) + 1
+    near = (
+        (x0[:, None] <= x1[None, :] + reach) & (x0[None, :] <= x1[:, None] + reach)
+        & (y0[:, None] <= y1[None, :]) & (y0[None, :] <= y1[:, None])
+    )
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, k=1)))]
 
 
 def _extent(points: np.ndarray, angle: float) -> tuple[float, float, float, float]:

@@ -98,7 +98,6 @@ def crnn_input(crop: np.ndarray) -> np.ndarray:
     scaled_w = max(int(CRNN_HEIGHT * width / height), 1)
     resized = cv2.resize(gray, (scaled_w, CRNN_HEIGHT), interpolation=cv2.INTER_LINEAR)
     total = crnn_width(height, width)
-    resized = resized[:, :total]
     padded = np.concatenate([resized, np.repeat(resized[:, -1:], total - resized.shape[1], axis=1)], axis=1)
     return ((padded.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5))[None]
 

@@ -16,6 +16,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImageError, ImageReadError
 
+# Below this many pixels on a side an array holds no legible text: such a request (a 1x1 image,
+# or encoded file bytes sent as one row of pixels) is refused rather than answered with no words.
+MIN_IMAGE_SIDE = 8
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read `path` as RGB uint8, upright as its EXIF orientation says."""
@@ -100,7 +104,8 @@ def _to_unit_range(a: np.ndarray) -> np.ndarray:
 
 
 def check_image(image: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Validate the pipeline's input: RGB uint8 HxWx3 with at most `max_pixels` pixels."""
+    """Validate the pipeline's input: RGB uint8 HxWx3, at least MIN_IMAGE_SIDE a side, at most
+    `max_pixels` pixels."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
@@ -108,6 +113,10 @@ def check_image(image: np.ndarray, max_pixels: int) -> np.ndarray:
     height, width = image.shape[:2]
     if height < 1 or width < 1:
         raise BadImageError(f"image has no pixels (shape {image.shape})")
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise BadImageError(
+            f"image of {width}x{height} pixels is too small to hold text (each side needs at least {MIN_IMAGE_SIDE})"
+        )
     if height * width > max_pixels:
         raise BadImageError(f"image of {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
     return image

@@ -18,11 +18,13 @@ from .crops import batches, grow, principal_gray, rectify, stretch_contrast
 from .decoders import Decoded
 from .detector_input import detector_input
 from .image_io import check_image
-from .recognizers import recognizer_family
+from .recognizers import get_family
 from .settings import PipelineSettings
 
 
 class Runner(Protocol):
+    """One model: input arrays by tensor name in, output arrays by tensor name out."""
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
@@ -47,11 +49,11 @@ class OcrPipeline:
     """Detector: `input` [1,3,H,W] -> `output` [1,H/2,W/2,2]; recognizer: `input` [N,...] ->
     `output` [N, steps, classes], called with at most `settings.recognizer_batch` crops at a time."""
 
-    def __init__(self, detector: Runner, recognizer: Runner, recognizer_family_name: str,
+    def __init__(self, detector: Runner, recognizer: Runner, recognizer_family: str,
                  settings: PipelineSettings | None = None):
         self.detector = detector
         self.recognizer = recognizer
-        self.family = recognizer_family(recognizer_family_name)
+        self.family = get_family(recognizer_family)
         self.settings = settings or PipelineSettings()
 
     def read(self, image: np.ndarray) -> list[Word]:
@@ -60,6 +62,7 @@ class OcrPipeline:
         return self.recognize(image, self.detect(image))
 
     def detect(self, image: np.ndarray) -> list[WordBox]:
+        """Word boxes of an RGB image, from one detector call."""
         s = self.settings
         det = detector_input(image, s.canvas_size, s.mag_ratio)
         score_map = self.detector.infer({"input": det.tensor})["output"]
@@ -70,6 +73,8 @@ class OcrPipeline:
         )
 
     def recognize(self, image: np.ndarray, boxes: list[WordBox]) -> list[Word]:
+        """Read each box: crop it upright with a margin, recognize the crops in batches, and read
+        the unsure ones once more from their main colour axis, contrast-stretched."""
         s = self.settings
         crops = []
         for box in boxes:
@@ -85,22 +90,20 @@ class OcrPipeline:
         image_h, image_w = image.shape[:2]
         words = []
         for box, d in zip(boxes, decoded):
-            text = d.text.strip()
-            if not text:
+            if not d.text:
                 continue
             polygon = [[min(max(float(x), 0.0), image_w), min(max(float(y), 0.0), image_h)] for x, y in box.polygon]
-            words.append(Word(text=text, polygon=polygon, score=d.score, char_scores=d.char_scores))
+            words.append(Word(text=d.text, polygon=polygon, score=d.score, char_scores=d.char_scores))
         return words
 
     def read_crops(self, crops: list[np.ndarray]) -> list[Decoded]:
         """Recognize uint8 crops, batching those whose inputs share a shape."""
         items = [self.family.make_input(c) for c in crops]
-        decoded: list[Decoded | None] = [None] * len(items)
+        decoded: dict[int, Decoded] = {}
         for group in batches([x.shape for x in items], self.settings.recognizer_batch):
             logits = self.recognizer.infer({"input": np.stack([items[i] for i in group])})["output"]
-            for i, row in zip(group, logits):
-                decoded[i] = self.family.decode(row)
-        return decoded  # type: ignore[return-value]
+            decoded.update((i, self.family.decode(row)) for i, row in zip(group, logits))
+        return [decoded[i] for i in range(len(items))]
 
     @staticmethod
     def to_prediction(file: str, words: list[Word]) -> dict:

@@ -38,7 +38,7 @@ RECOGNIZERS: dict[str, RecognizerFamily] = {
 }
 
 
-def recognizer_family(name: str) -> RecognizerFamily:
+def get_family(name: str) -> RecognizerFamily:
     try:
         return RECOGNIZERS[name]
     except KeyError:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from stdr_deploy.errors import ServerError, UserInputError
+from stdr_deploy.ocr import Word
 
 GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
 
@@ -117,13 +118,6 @@ class TritonModelRunner:
         return infer(self._client, self.endpoint, self.model, feeds, self.outputs)
 
 
-@dataclass(frozen=True)
-class ServedWord:
-    text: str
-    polygon: list[list[float]]
-    score: float
-
-
 class TritonPipelineClient:
     """Sends RGB images to the served `pipeline` model; returns its words with polygons."""
 
@@ -132,13 +126,13 @@ class TritonPipelineClient:
         self.model = model
         self._client = connect(self.endpoint)
 
-    def read(self, image: np.ndarray) -> list[ServedWord]:
+    def read(self, image: np.ndarray) -> list[Word]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise UserInputError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
         out = infer(self._client, self.endpoint, self.model, {"input": image[None]}, ["output", "boxes"])
         texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in out["output"].reshape(-1)]
         boxes = out["boxes"].reshape(-1, 9)
         return [
-            ServedWord(text, box[:8].reshape(4, 2).astype(float).tolist(), float(box[8]))
+            Word(text, box[:8].reshape(4, 2).astype(float).tolist(), float(box[8]))
             for text, box in zip(texts, boxes)
         ]

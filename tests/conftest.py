@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -54,3 +55,18 @@ def parseq_tiny_onnx(session_cache: Path, shared: Path):
     from stdr_deploy.export import export_model
 
     return export_model("parseq-tiny", weights=shared / "oracles/parseq/parseq_tiny_random_A.pt", progress=False)
+
+
+@pytest.fixture(scope="session")
+def scenes_a_predictions(shared: Path) -> dict:
+    """The default pipeline's predictions on scenes_A through `stdr-deploy ocr --json` (in-process,
+    ONNX Runtime): CRAFT at a 2560 canvas is the most expensive thing the suite does, so once."""
+    from click.testing import CliRunner
+
+    from stdr_deploy.cli import cli
+
+    images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
+    assert len(images) == 8
+    result = CliRunner().invoke(cli, ["ocr", "--json", *map(str, images)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)

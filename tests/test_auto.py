@@ -153,3 +153,21 @@ def test_smoke_failure_names_model_check_expected_and_got(default_deploy, tmp_pa
     assert proc.returncode == 8, proc.stderr[-2000:]
     assert "crnn_en: config equals rendered config.pbtxt [http]" in proc.stderr
     assert "max_batch_size: 3 != 8" in proc.stderr
+
+
+def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, shared, scenes_a_predictions):
+    """`ocr --url` through the served pipeline: same words and the same word accuracy as in-process."""
+    from stdr_deploy.ocr.metrics import score
+    from stdr_deploy.server import TritonServer
+
+    _, ws = default_deploy
+    images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
+    with TritonServer(ws / "repo") as server:
+        proc = run_cli("ocr", "--url", server.grpc_url, "--json", *map(str, images), timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout)
+    gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
+    assert score(gt, served)["word_accuracy"] == score(gt, scenes_a_predictions)["word_accuracy"]
+    for ours, theirs in zip(served["images"], scenes_a_predictions["images"]):
+        assert ours["file"] == theirs["file"]
+        assert [w["text"] for w in ours["words"]] == [w["text"] for w in theirs["words"]]

@@ -37,13 +37,6 @@ def _invoke(*args: str):
     return result
 
 
-@pytest.fixture(scope="session")
-def scenes_a_predictions(shared) -> dict:
-    images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
-    assert len(images) == 8
-    return json.loads(_invoke("ocr", "--json", *map(str, images)).stdout)
-
-
 @pytest.mark.slow
 def test_default_pipeline_beats_easyocr_on_scenes_a(shared, scenes_a_predictions):
     gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())

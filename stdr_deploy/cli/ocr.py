@@ -9,7 +9,7 @@ import click
 
 from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.errors import UserInputError
+from stdr_deploy.errors import ServerError, UserInputError
 
 RUNTIMES = ("onnxruntime", "torch")
 
@@ -32,21 +32,30 @@ def runtime_option(fn):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the predictions as JSON on stdout, in the scorer's format "
               '({"images": [{"file", "words": [{"text", "polygon", "score"}]}]}).')
+@click.option("--url", help="Read through the `pipeline` model of a running Triton server "
+              "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
-def command(images, runtime, recognizer, weights, as_json, annotate_dir):
+def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
     """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
 
     Prints one line per image: its name and the words read, top to bottom. An image that cannot
     be read is reported and skipped; the others are still read, and the exit code is then 2.
     """
-    from stdr_deploy.runners import make_pipeline
+    from stdr_deploy.ocr import OcrPipeline
 
-    with console.status(f"loading craft + {recognizer} ({runtime})"):
-        pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
+    if url:
+        from stdr_deploy.triton_client import TritonPipelineClient
+
+        pipeline = TritonPipelineClient(url)
+    else:
+        from stdr_deploy.runners import make_pipeline
+
+        with console.status(f"loading craft + {recognizer} ({runtime})"):
+            pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
-        print_json({"images": [pipeline.to_prediction(name, words) for name, _, words in results]})
+        print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})
     else:
         for name, _, words in results:
             click.echo(f"{name}: {' '.join(w.text for w in words)}")
@@ -74,7 +83,7 @@ def read_all(pipeline, paths: list[Path], annotate_dir: Path | None = None, name
             except ImageReadError as exc:  # its message names the file
                 failures.append(str(exc))
                 console.print(f"[red]error:[/] {failures[-1]}")
-            except OcrError as exc:
+            except (OcrError, ServerError) as exc:  # a served request fails for that image alone
                 failures.append(f"{path}: {exc}")
                 console.print(f"[red]error:[/] {failures[-1]}")
             else:

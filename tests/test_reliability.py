@@ -1,12 +1,14 @@
-"""Reliability: malformed requests to the served pipeline, bad files, a server killed under load,
-a build killed mid-way.
+"""Reliability: malformed requests to the served pipeline, bad files for `stdr-deploy ocr`, a
+server killed under load, a build killed mid-way.
 
 One tritonserver, started once for the module, serves the CPU repository that `make_plan` plans
 for the recorded 2-core Xeon host, rendered with the real exported CRAFT and CRNN models; its
 pixel limit is the plan's own. Well over a hundred malformed requests go to it over HTTP and
 gRPC. Each must come back as its own error that says what was wrong, and afterwards the server
 must be live and ready, with the same orchestrator process, and read a good image exactly as the
-in-process pipeline does.
+in-process pipeline does. Killing a render or an export mid-way is tested beside them
+(tests/test_render.py, tests/test_export.py); killing a build is here, against the TensorRT
+stand-in, as TensorRT cannot run on this machine.
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from test_engines import make_plan as engine_plan
+from test_engines import ort_as_engine, recognizer_plan, standins  # noqa: F401 - standins is a fixture
+from trt_double import TrtDouble
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from stdr_deploy.engines import EngineCache, build_engines
 from stdr_deploy.errors import ServerError
 from stdr_deploy.hardware import load_host
 from stdr_deploy.ocr.image_io import MIN_IMAGE_SIDE, read_image
@@ -45,12 +51,12 @@ from stdr_deploy.triton_client import TritonPipelineClient
 
 TESTS = Path(__file__).resolve().parent
 CPU_HOST = TESTS / "hosts" / "cpu-xeon-2core.json"
+H100 = TESTS / "hosts" / "h100-80g-hbm3.json"
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
 GOOD = "testdata/scenes_A/img00.png"  # 338x472, seven words
 PROTOCOLS = ("http", "grpc")
 # Triton checks that a request's data matches its declared shape only from 2.46 (core PR #350).
 BYTE_SIZE_CHECKS_SINCE = (2, 46)
-
 
 
 def serving(test):
@@ -442,10 +448,6 @@ def test_ocr_names_each_bad_file_reads_the_others_and_exits_2(shared, tmp_path, 
 
 # -- a build killed mid-way --------------------------------------------------------------------
 
-from test_engines import standins  # noqa: E402,F401 - the tiny stand-in ONNX models, as a fixture
-
-H100 = TESTS / "hosts" / "h100-80g-hbm3.json"
-
 KILLED_BUILD = """
 import json, sys, time
 from pathlib import Path
@@ -475,11 +477,6 @@ def files_under(folder: Path) -> dict[str, bytes]:
 def test_a_build_killed_mid_way_leaves_the_cached_engines_intact(tmp_path, standins):
     """TensorRT cannot run here: the build runs against the recording TensorRT stand-in (see
     tests/trt_double.py) in a real subprocess, killed by SIGKILL once its engine is staged."""
-    from test_engines import make_plan as engine_plan, ort_as_engine, recognizer_plan
-    from trt_double import TrtDouble
-
-    from stdr_deploy.engines import EngineCache, build_engines
-
     cache, host = EngineCache(tmp_path / "engines"), load_host(H100)
     first = build_engines(engine_plan(), standins, host, trt=TrtDouble(), cache=cache, make_runner=ort_as_engine)
     kept = {name: files_under(result.engine_path.parent) for name, result in first.items()}

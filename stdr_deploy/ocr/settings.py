@@ -20,6 +20,7 @@ class PipelineSettings:
 
     canvas_size: int = 2560  # detector input: long side scaled to at most this many pixels
     mag_ratio: float = 1.0  # scale applied before the canvas cap (1.0 = native size)
+    min_long_side: int = 0  # smaller images are enlarged (at most 2x) towards this long side
     max_image_pixels: int = 50_000_000  # larger inputs are refused before any work
     recognizer_batch: int = 16  # at most this many crops per recognizer call
     text_threshold: float = 0.7  # a word needs a region-score peak at least this high

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -44,6 +45,7 @@ EXIT_TIMEOUT_S = 5  # tritonserver's own grace for in-flight requests on SIGTERM
 STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
 PORT_RACE_RETRIES = 2
 REAP_WAIT_S = 5.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 _LOAD_EVENT = re.compile(r"(loading: \S+|successfully loaded '[^']+'|failed to load '[^']+'.*)")
@@ -254,6 +256,28 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send the server SIGTERM when the process that started it dies.
+
+    `atexit` stops servers when Python exits normally; this covers a parent that is killed
+    (SIGKILL, the OOM killer), which would otherwise leave tritonserver running with its ports
+    and shared memory. Strictly, Linux watches the *thread* that started the server: start
+    servers from a thread that lives as long as they should. prctl is looked up here, in the
+    parent, so the forked child only makes the call; None off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 def describe_exit(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -356,6 +380,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=self._env,
                 start_new_session=True,  # own process group: stubs included, Ctrl-C not forwarded
+                preexec_fn=_stop_with_parent(),
             )
         _RUNNING.add(self)
 

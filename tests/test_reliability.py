@@ -55,8 +55,9 @@ H100 = TESTS / "hosts" / "h100-80g-hbm3.json"
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
 GOOD = "testdata/scenes_A/img00.png"  # 338x472, seven words
 PROTOCOLS = ("http", "grpc")
-# Triton checks that a request's data matches its declared shape only from 2.46 (core PR #350).
-BYTE_SIZE_CHECKS_SINCE = (2, 46)
+# Whether Triton checks a request's data against its declared shape: not in 2.45, yes in 2.51 (both
+# run here); the check came with core PR #350 in mid-2024, so some version in between has it first.
+BYTE_SIZE_CHECKS_SINCE = (2, 51)
 
 
 def serving(test):
@@ -337,8 +338,8 @@ def triton_checks_byte_sizes(clients, request):
     if tuple(int(part) for part in version.split(".")[:2]) < BYTE_SIZE_CHECKS_SINCE:
         request.applymarker(pytest.mark.xfail(strict=True, reason=(
             f"Triton {version} passes a request whose data is shorter or longer than its shape to the "
-            "backend (an out-of-bounds read; a huge declared shape crashes the server): fixed in 2.46, "
-            "e.g. nvidia-pytriton 0.7.0 (Triton 2.51)"
+            "backend (an out-of-bounds read; a huge declared shape crashes the server); Triton 2.51 "
+            "(nvidia-pytriton 0.7.0) refuses them"
         )))
 
 
@@ -412,6 +413,26 @@ def test_a_server_killed_under_load_fails_each_client_clearly_and_serve_exits_7(
     assert "Traceback" not in stderr
     assert live_group_members(ready["pid"]) == []  # serve took the orphaned backend stubs down too
 
+
+
+@serving
+def test_a_killed_serve_takes_its_server_down(repo, tmp_path):
+    """`serve` itself SIGKILLed (no atexit, no finally): Linux tells the server, which stops and
+    removes its shared memory, so nothing keeps the ports or /dev/shm."""
+    cli = subprocess.Popen([*CLI, "serve", "--repo", str(repo), "--log", str(tmp_path / "serve.log"), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        server_pid = ready_json(cli)["pid"]
+        assert live_group_members(server_pid)
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=30)
+    finally:
+        cli.kill()
+    deadline = time.monotonic() + 60
+    while live_group_members(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live_group_members(server_pid) == []
+    assert list(Path("/dev/shm").glob(f"stdr_{cli.pid}_*")) == []
 
 # -- bad files for `stdr-deploy ocr` -----------------------------------------------------------
 

@@ -146,17 +146,17 @@ def _model_table(models: Mapping[str, Any] | None) -> list[str]:
         "Latency per call (host arrays in and out), throughput in images or crops per second at p50; "
         "GFLOP from the ONNX graph; x torch = torch eager p50 / this p50 on the same device kind.",
         "",
-        "| model | input | runtime | p50 ms | p90 ms | items/s | GFLOP | GFLOP/s | % of peak | x torch |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | input | runtime | min ms | p50 ms | p90 ms | items/s | GFLOP | GFLOP/s | % of peak | x torch |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in models.get("results", []):
         lat = r.get("latency")
         if lat is None:
-            lines.append(f"| {r['model']} | {r['label']} | {r['runtime']} | failed: {r.get('error')} | | | | | | |")
+            lines.append(f"| {r['model']} | {r['label']} | {r['runtime']} | failed: {r.get('error')} | | | | | | | |")
             continue
         lines.append(
-            f"| {r['model']} | {r['label']} {_shape(r['shape'])} | {r['runtime']} | {lat['p50_ms']:.1f} | {lat['p90_ms']:.1f} "
-            f"| {_num(r.get('throughput_items_per_s'), 1)} | {_num(r.get('gflops_per_call'), 1)} "
+            f"| {r['model']} | {r['label']} {_shape(r['shape'])} | {r['runtime']} | {lat['min_ms']:.1f} | {lat['p50_ms']:.1f} | {lat['p90_ms']:.1f} "
+            f"| {_rate(r.get('throughput_items_per_s'))} | {_num(r.get('gflops_per_call'), 1)} "
             f"| {_num(r.get('achieved_gflops_per_s'), 1)} | {_pct(r.get('fraction_of_peak'))} | {_num(r.get('speedup_vs_torch'), 2, 'x')} |"
         )
     for runtime, why in (models.get("skipped_runtimes") or {}).items():
@@ -427,6 +427,10 @@ def _shape(shape: Sequence[int]) -> str:
 
 def _num(value: float | None, digits: int, suffix: str = "") -> str:
     return "" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:.{1 if value >= 10 else 2}f}"
 
 
 def _pct(value: float | None) -> str:

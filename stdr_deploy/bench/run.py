@@ -185,9 +185,11 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
         from stdr_deploy.auto import AutoOptions, run_auto
 
         workspace = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stdr-bench-")))
+        # weights for model-level-only families (e.g. parseq=random) are not the deployment's
+        served_weights = {m: w for m, w in options.weights.items() if m in ("craft", options.recognizer)}
         reporter.phase("deploy (stdr-deploy auto)", 7)
         deployed = run_auto(
-            AutoOptions(workspace=workspace, repo=workspace / "repo", recognizer=options.recognizer, weights=dict(options.weights)),
+            AutoOptions(workspace=workspace, repo=workspace / "repo", recognizer=options.recognizer, weights=served_weights),
             on_start=lambda step: reporter.step(step.name),
         )
         server = deployed.server

@@ -5,10 +5,6 @@ CRAFT's weights were tuned with: resize the uint8 image with bilinear interpolat
 side is `mag_ratio` times itself but at most `canvas_size`, paste it at the top-left of a black
 canvas whose sides are multiples of 32 (the network downsamples 5 times), then subtract the
 ImageNet mean and divide by its std, both scaled to 0-255.
-
-One addition: a small image is enlarged until its long side reaches `min_long_side` (at most
-`MAX_MAGNIFICATION` x), because CRAFT finds small characters far more reliably when they are
-bigger, and small images carry small text. With `min_long_side` 0 the tensor is EasyOCR's.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import numpy as np
 MEAN_255 = np.array([0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0], dtype=np.float32)
 STD_255 = np.array([0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0], dtype=np.float32)
 STRIDE = 32
-MAX_MAGNIFICATION = 2.0  # min_long_side never enlarges an image more than this
 
 
 @dataclass(frozen=True)
@@ -38,13 +33,10 @@ class DetectorInput:
         return (self.image_hw[1] / self.resized_hw[1], self.image_hw[0] / self.resized_hw[0])
 
 
-def resized_size(height: int, width: int, canvas_size: int, mag_ratio: float,
-                 min_long_side: int = 0) -> tuple[int, int]:
-    """(height, width) after scaling the long side to `mag_ratio` x itself, or up towards
-    `min_long_side` (at most `MAX_MAGNIFICATION` x) when that is larger, capped at the canvas."""
+def resized_size(height: int, width: int, canvas_size: int, mag_ratio: float) -> tuple[int, int]:
+    """(height, width) after scaling the long side to `mag_ratio` x itself, capped at the canvas."""
     long_side = max(height, width)
-    target = max(mag_ratio * long_side, min(min_long_side, MAX_MAGNIFICATION * long_side))
-    ratio = min(target, canvas_size) / long_side
+    ratio = min(mag_ratio * long_side, canvas_size) / long_side
     return max(int(height * ratio), 1), max(int(width * ratio), 1)
 
 
@@ -52,11 +44,10 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
 
 
-def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float, min_long_side: int = 0) -> DetectorInput:
-    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor when no
-    `min_long_side` enlarges the image."""
+def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float) -> DetectorInput:
+    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor."""
     height, width = image.shape[:2]
-    th, tw = resized_size(height, width, canvas_size, mag_ratio, min_long_side)
+    th, tw = resized_size(height, width, canvas_size, mag_ratio)
     resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
     ph, pw = padded_size(th, tw)
     canvas = np.zeros((ph, pw, 3), dtype=np.float32)

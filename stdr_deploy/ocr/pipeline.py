@@ -64,7 +64,7 @@ class OcrPipeline:
     def detect(self, image: np.ndarray) -> list[WordBox]:
         """Word boxes of an RGB image, from one detector call."""
         s = self.settings
-        det = detector_input(image, s.canvas_size, s.mag_ratio, s.min_long_side)
+        det = detector_input(image, s.canvas_size, s.mag_ratio)
         score_map = self.detector.infer({"input": det.tensor})["output"]
         return word_boxes(
             score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,

@@ -20,7 +20,6 @@ class PipelineSettings:
 
     canvas_size: int = 2560  # detector input: long side scaled to at most this many pixels
     mag_ratio: float = 1.0  # scale applied before the canvas cap (1.0 = native size)
-    min_long_side: int = 0  # smaller images are enlarged (at most 2x) towards this long side
     max_image_pixels: int = 50_000_000  # larger inputs are refused before any work
     recognizer_batch: int = 16  # at most this many crops per recognizer call
     text_threshold: float = 0.7  # a word needs a region-score peak at least this high
@@ -30,7 +29,8 @@ class PipelineSettings:
     box_fit: str = "ink"  # "ink": box at box_level of the region score; "craft": CRAFT's own box
     box_level: float = 0.25  # fraction of a word's peak region score that marks its outline
     straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
-    merge_gap: float = 0.25  # pieces closer than this many heights are one word cut apart
+    merge_gap: float = 0.3  # pieces closer than this many heights are one word cut apart; word
+    #   spaces measure 0.4+ (phrases in DejaVu fonts first merge at 0.5)
     crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
     crop_margin_across: float = 0.3  # crop above and below the box, in box heights
     contrast_retry_below: float = 0.5  # words read with less confidence are read again, from

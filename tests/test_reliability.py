@@ -46,6 +46,7 @@ from stdr_deploy.ocr.image_io import MIN_IMAGE_SIDE, read_image
 from stdr_deploy.ocr.settings import PipelineSettings
 from stdr_deploy.planner import make_plan
 from stdr_deploy.render import render
+from stdr_deploy.runners import make_pipeline
 from stdr_deploy.server import TritonServer, live_group_members
 from stdr_deploy.triton_client import TritonPipelineClient
 
@@ -107,8 +108,6 @@ def good_image(shared) -> np.ndarray:
 @pytest.fixture(scope="module")
 def expected_words(plan, good_image, craft_onnx, crnn_onnx):
     """What the in-process pipeline reads in the good image, with the plan's settings."""
-    from stdr_deploy.runners import make_pipeline
-
     settings = PipelineSettings.from_plan(plan.to_dict()["pipeline"])
     return make_pipeline("onnxruntime", plan.recognizer.family, settings=settings).read(good_image)
 
@@ -250,7 +249,6 @@ def test_each_malformed_request_gets_its_own_clear_error(
                 wrong.append(f"{case.label}: {exc.message()!r} does not match {case.error!r}")
     assert wrong == []
     assert_still_serving(server, clients, good_image, expected_words, stubs)
-
 
 
 # -- malformed protocol messages, below tritonclient -------------------------------------------

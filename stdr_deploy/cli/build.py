@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.options import parse_weights, read_plan, weights_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.workspace import default_workspace, write_json_atomic
@@ -44,7 +43,7 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
     from stdr_deploy import engines
 
     plan_path = plan_path or default_workspace() / "plan.json"
-    plan = _read_plan(plan_path)
+    plan = read_plan(plan_path)
     if plan.variant != "tensorrt_plan":
         raise UserInputError(
             f"{plan_path} plans the {plan.variant} variant: there are no TensorRT engines to build",
@@ -82,18 +81,6 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
     _show_results(results)
     artifacts = " ".join(f"--artifact {name}={r.engine_path}" for name, r in results.items())
     console.print(f"render with: stdr-deploy render --plan {plan_path} {artifacts}", soft_wrap=True)
-
-
-def _read_plan(path: Path):
-    from stdr_deploy.plan_schema import Plan
-
-    if not path.is_file():
-        raise UserInputError(f"plan file {path} not found", hint="run `stdr-deploy plan` first, or pass --plan FILE")
-    try:
-        return Plan.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
-                             hint="write it again with `stdr-deploy plan`") from None
 
 
 def _read_host(path: Path | None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -48,3 +50,16 @@ def parse_weights(values: tuple[str, ...], recognizer: str) -> dict[str, str]:
             )
         weights[family] = path
     return weights
+
+
+def read_plan(path: Path):
+    """A plan file written by `stdr-deploy plan`, or a clear error saying how to get one."""
+    from stdr_deploy.plan_schema import Plan
+
+    if not path.is_file():
+        raise UserInputError(f"plan file {path} not found", hint="run `stdr-deploy plan` first, or pass --plan FILE")
+    try:
+        return Plan.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
+                             hint="write it again with `stdr-deploy plan`") from None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.options import parse_weights, read_plan, weights_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 
@@ -38,7 +37,7 @@ def command(plan_path, out, artifact_args, weights, dry_run, as_json):
     """
     from stdr_deploy.render import check_replaceable, render
 
-    plan = _read_plan(plan_path)
+    plan = read_plan(plan_path)
     artifacts = _parse_artifacts(artifact_args)
     check_replaceable(out.absolute())  # before any export: minutes lost otherwise
     artifacts.update(_exported_models(plan, artifacts, parse_weights(weights, plan.recognizer.family)))
@@ -55,18 +54,6 @@ def command(plan_path, out, artifact_args, weights, dry_run, as_json):
     counts = ", ".join(f"{len(result.paths(s))} {s}" for s in STATUS_STYLE if result.paths(s))
     verdict = "dry run, nothing written" if dry_run else "written" if result.written else "already up to date"
     console.print(f"{result.out}: {counts} ({verdict})", soft_wrap=True)
-
-
-def _read_plan(path: Path):
-    from stdr_deploy.plan_schema import Plan
-
-    if not path.is_file():
-        raise UserInputError(f"plan file {path} not found", hint="run `stdr-deploy plan` first, or pass --plan FILE")
-    try:
-        return Plan.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
-                             hint="write it again with `stdr-deploy plan`") from None
 
 
 def _parse_artifacts(values: tuple[str, ...]) -> dict[str, Path]:

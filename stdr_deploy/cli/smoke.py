@@ -10,9 +10,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import parse_weights, weights_option
+from stdr_deploy.cli.options import parse_weights, read_plan, weights_option
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.errors import UserInputError
 
 
 @click.command("smoke")
@@ -32,16 +31,11 @@ def command(urls, repo, plan_path, weights, no_text, as_json):
     The served pipeline's words and boxes must also equal the in-process pipeline's
     (ONNX Runtime variant). Exit 8 when a check fails, naming model, check, expected and got.
     """
-    from stdr_deploy.plan_schema import Plan
     from stdr_deploy.runners import make_pipeline
     from stdr_deploy.ocr import PipelineSettings
     from stdr_deploy.smoke import run_smoke
 
-    if not plan_path.is_file():
-        raise UserInputError(f"plan file {plan_path} not found", hint="run `stdr-deploy plan --out workspace/plan.json` or pass --plan")
-    import json
-
-    plan = Plan.from_dict(json.loads(plan_path.read_text()))
+    plan = read_plan(plan_path)
     weights_map = parse_weights(weights, plan.recognizer.family)
     reference = None
     if plan.variant == "onnxruntime":

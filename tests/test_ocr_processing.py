@@ -305,3 +305,14 @@ def test_settings_from_a_plan_object_and_bad_values():
 
 def test_iou_of_half_overlapping_boxes():
     assert iou((0, 0, 2, 2), (1, 0, 3, 2)) == pytest.approx(1 / 3)
+
+
+def test_wide_crops_are_squeezed_to_the_planned_max_width():
+    """The recognizer profile stops at the planner's max width: a 40:1 crop must still fit it."""
+    from stdr_deploy.ocr import crops
+    from stdr_deploy.planner import CRNN_MAX_WIDTH
+
+    assert crops.CRNN_MAX_WIDTH == CRNN_MAX_WIDTH
+    wide = np.full((20, 800, 3), 200, np.uint8)
+    assert crops.crnn_input(wide).shape == (1, 64, CRNN_MAX_WIDTH)
+    assert crops.crnn_input(wide[:, :100]).shape == (1, 64, 320)

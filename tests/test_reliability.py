@@ -56,9 +56,6 @@ H100 = TESTS / "hosts" / "h100-80g-hbm3.json"
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
 GOOD = "testdata/scenes_A/img00.png"  # 338x472, seven words
 PROTOCOLS = ("http", "grpc")
-# Whether Triton checks a request's data against its declared shape: not in 2.45, yes in 2.51 (both
-# run here); the check came with core PR #350 in mid-2024, so some version in between has it first.
-BYTE_SIZE_CHECKS_SINCE = (2, 51)
 
 
 def serving(test):
@@ -180,9 +177,8 @@ def file_bytes(image: np.ndarray) -> dict[str, bytes]:
 TOO_SMALL = "too small to hold text"
 BAD_SHAPE = r"unexpected shape for input 'input' for model 'pipeline'"
 BAD_BATCH = r"batch-size must be <= 1"
-# A batch of 0 images slips past Triton's batch check: the Python backend refuses it in 2.45, the
-# byte-size check in 2.51 (each with an odd figure, but refused).
-ZERO_BATCH = r"max allowed is 1|input byte size mismatch"
+# A batch of 0 images slips past Triton's batch check; its byte-size check refuses it.
+ZERO_BATCH = r"input byte size mismatch"
 
 
 def malformed_requests(image: np.ndarray, max_pixels: int) -> list[Bad]:
@@ -329,20 +325,7 @@ def test_malformed_protocol_messages_are_refused_one_by_one(server, clients, goo
     assert_still_serving(server, clients, good_image, expected_words, stubs)
 
 
-@pytest.fixture
-def triton_checks_byte_sizes(clients, request):
-    """Marks the test as a known failure on a Triton that does not check data against shapes."""
-    version = clients["http"][1].get_server_metadata()["version"]
-    if tuple(int(part) for part in version.split(".")[:2]) < BYTE_SIZE_CHECKS_SINCE:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            f"Triton {version} passes a request whose data is shorter or longer than its shape to the "
-            "backend (an out-of-bounds read; a huge declared shape crashes the server); Triton 2.51 "
-            "(nvidia-pytriton 0.7.0) refuses them"
-        )))
-
-
 @serving
-@pytest.mark.usefixtures("triton_checks_byte_sizes")
 def test_data_that_does_not_match_its_shape_is_refused(server, clients):
     body, headers = binary_request([1, 8, 8, 3], 100, 100)
     host, port = address(server.http_url).rsplit(":", 1)

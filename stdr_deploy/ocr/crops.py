@@ -21,6 +21,9 @@ import numpy as np
 from PIL import Image
 
 CRNN_HEIGHT = 64
+# The widest recognizer input the planner's profile admits (planner.CRNN_MAX_WIDTH): a crop
+# wider than 16:1 is squeezed to it rather than refused by a TensorRT engine.
+CRNN_MAX_WIDTH = 1024
 PARSEQ_HW = (32, 128)
 
 
@@ -88,14 +91,14 @@ def to_gray(crop: np.ndarray) -> np.ndarray:
 
 def crnn_width(height: int, width: int) -> int:
     """Model input width of a crop: its aspect ratio rounded up to whole multiples of 64."""
-    return math.ceil(max(width / height, 1.0)) * CRNN_HEIGHT
+    return min(math.ceil(max(width / height, 1.0)) * CRNN_HEIGHT, CRNN_MAX_WIDTH)
 
 
 def crnn_input(crop: np.ndarray) -> np.ndarray:
     """RGB or gray uint8 crop -> float32 [1, 64, W], W = `crnn_width`, last column repeated."""
     gray = to_gray(crop)
     height, width = gray.shape
-    scaled_w = max(int(CRNN_HEIGHT * width / height), 1)
+    scaled_w = min(max(int(CRNN_HEIGHT * width / height), 1), CRNN_MAX_WIDTH)
     resized = cv2.resize(gray, (scaled_w, CRNN_HEIGHT), interpolation=cv2.INTER_LINEAR)
     total = crnn_width(height, width)
     padded = np.concatenate([resized, np.repeat(resized[:, -1:], total - resized.shape[1], axis=1)], axis=1)

@@ -366,6 +366,18 @@ def test_soak_reports_windows_and_server_memory(relu_server):
     assert tree_rss_mib(relu_server.pid) > soak.windows[0].rss_mib * 0.5
 
 
+def test_soak_windows_take_the_memory_reading_nearest_their_end():
+    from stdr_deploy.bench.load import Sample
+    from stdr_deploy.bench.soak import split_windows
+
+    samples = [Sample("a", 0.5, 1.0, None), Sample("a", 1.5, 2.0, None), Sample("a", 2.2, 1.0, "ServerError: x")]
+    rss = [(0.0, 100.0), (1.02, 150.0), (2.03, 160.0), (3.01, 161.0)]  # sampler wakes just after each bound
+    windows = split_windows(samples, rss, 1.0)
+    assert [w.rss_mib for w in windows] == [150.0, 160.0, 161.0]
+    assert [(w.requests, w.errors) for w in windows] == [(1, 0), (1, 0), (1, 1)]
+    assert windows[2].latency is None
+
+
 def test_soak_only_targets_loopback():
     require_loopback(Endpoint.parse("grpc://127.0.0.1:8001"))
     require_loopback(Endpoint.parse("http://localhost:8000"))

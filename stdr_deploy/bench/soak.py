@@ -62,7 +62,8 @@ class SoakResult:
 
     @property
     def rss_growth_mib(self) -> float | None:
-        """RSS at the end minus RSS after the first window (first-window allocations excluded)."""
+        """RSS at the end minus RSS at the end of the first window, so the memory taken while the
+        clients ramp up to full concurrency (arenas for N requests in flight) is not counted."""
         rss = [w.rss_mib for w in self.windows if w.rss_mib is not None]
         return rss[-1] - rss[0] if len(rss) >= 2 else None
 
@@ -153,21 +154,25 @@ def run_soak(
 
 
 def split_windows(samples: Sequence[Sample], rss: Sequence[tuple[float, float | None]], window_s: float) -> list[SoakWindow]:
-    """Bucket finished requests by start time; each window takes the RSS read at its end."""
+    """Bucket finished requests by start time; each window takes the RSS read nearest its end.
+
+    The sampler wakes a moment after each window's bound, so "nearest", not "at or before":
+    otherwise every row would show the reading of the window before it.
+    """
     count = max(1, round((rss[-1][0] if rss else 0.0) / window_s)) if window_s > 0 else 1
     out = []
     for k in range(count):
         lo, hi = k * window_s, (k + 1) * window_s
         inside = [s for s in samples if lo <= s.started < hi or (k == count - 1 and s.started >= hi)]
         ok = [s.seconds for s in inside if s.error is None]
-        at_end = [m for t, m in rss if t <= hi + 1e-6]
+        nearest = min(rss, key=lambda reading: abs(reading[0] - hi), default=(hi, None))
         out.append(
             SoakWindow(
                 start_s=lo,
                 requests=len(inside),
                 errors=sum(1 for s in inside if s.error),
                 latency=LatencyStats.from_seconds(ok) if ok else None,
-                rss_mib=at_end[-1] if at_end else None,
+                rss_mib=nearest[1],
             )
         )
     return out

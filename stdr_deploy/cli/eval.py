@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.ocr import raise_for_failures, read_all, runtime_option
-from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.ocr import raise_for_failures, read_all
+from stdr_deploy.cli.options import parse_weights, recognizer_option, runtime_option, weights_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 

@@ -7,22 +7,9 @@ from pathlib import Path
 
 import click
 
-from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.options import parse_weights, recognizer_option, runtime_option, weights_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import ServerError, UserInputError
-
-RUNTIMES = ("onnxruntime", "torch")
-
-
-def runtime_option(fn):
-    return click.option(
-        "--runtime",
-        type=click.Choice(RUNTIMES),
-        default="onnxruntime",
-        show_default=True,
-        help="Run the models with ONNX Runtime (exported once, then cached) or PyTorch.",
-    )(fn)
-
 
 @click.command("ocr")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))

@@ -11,6 +11,7 @@ import click
 from stdr_deploy.errors import UserInputError
 
 RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
+RUNTIMES = ("onnxruntime", "torch")
 
 
 def recognizer_option(fn: Callable) -> Callable:
@@ -20,6 +21,16 @@ def recognizer_option(fn: Callable) -> Callable:
         default="crnn-en",
         show_default=True,
         help="Recognizer family (crnn-en ships trained weights offline).",
+    )(fn)
+
+
+def runtime_option(fn: Callable) -> Callable:
+    return click.option(
+        "--runtime",
+        type=click.Choice(RUNTIMES),
+        default="onnxruntime",
+        show_default=True,
+        help="Run the models with ONNX Runtime (exported once, then cached) or PyTorch.",
     )(fn)
 
 

@@ -101,8 +101,29 @@ def words_to_tensors(words):
     return [pb_utils.Tensor("output", texts), pb_utils.Tensor("boxes", boxes)]
 
 
+def check_numpy_bridge():
+    """Fail the model load, not every request, when the stub and NumPy disagree on the array ABI.
+
+    A stub built against NumPy 1 that embeds NumPy 2 (or the reverse) reads every item size
+    as 0: tensors made from arrays arrive empty and BLS calls fail with byte-size errors.
+    """
+    probe = np.arange(6, dtype=np.float32).reshape(2, 3)
+    try:
+        ok = np.array_equal(pb_utils.Tensor("probe", probe).as_numpy(), probe)
+    except Exception:  # noqa: BLE001 - any failure here is the same mismatch
+        ok = False
+    if not ok:
+        raise pb_utils.TritonModelException(
+            f"this Python-backend stub cannot exchange arrays with numpy {np.__version__} ({np.__file__}): "
+            "the stub was built against another NumPy major version; install the NumPy it was built for "
+            "(numpy<2 for the stubs of nvidia-pytriton) in the interpreter the server runs the stub with"
+        )
+    pb_utils.Logger.log_info(f"pipeline: numpy {np.__version__} from {np.__file__}")
+
+
 class TritonPythonModel:
     def initialize(self, args):
+        check_numpy_bridge()
         parameters = string_parameters(json.loads(args["model_config"]))
         self.pipeline = OcrPipeline(
             BlsRunner(parameters["detector_model"], [MODEL_OUTPUT]),

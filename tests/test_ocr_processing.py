@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from stdr_deploy.ocr import PipelineSettings, read_image
-from stdr_deploy.ocr.boxes import word_boxes
+from stdr_deploy.ocr.boxes import bridge_level, word_boxes
 from stdr_deploy.ocr.crops import batches, crnn_input, grow, parseq_input, principal_gray, rectify
 from stdr_deploy.ocr.decoders import ctc_greedy, parseq_tokens
 from stdr_deploy.ocr.detector_input import detector_input, padded_size, resized_size
@@ -19,7 +19,7 @@ from stdr_deploy.ocr.metrics import iou, pair_words
 from stdr_deploy.ocr.recognizers import RECOGNIZERS
 
 BOX_OPTIONS = dict(text_threshold=0.7, link_threshold=0.4, low_text=0.4, box_level=0.25,
-                   straight_below_deg=1.0, merge_gap=0.25, min_size=8)
+                   straight_below_deg=1.0, merge_gap=0.25, min_size=8, bridge_floor=0.1)
 
 
 def _craft_oracle(shared, name):
@@ -126,6 +126,31 @@ def test_pieces_cut_at_a_weak_link_are_one_word_but_spaced_words_stay_apart():
     (joined,) = _synthetic_boxes(_blob_maps(word + close, links + [(33.5, 20)]))  # cut apart, rejoined
     assert _bounds(joined.polygon)[2] > 2 * 38
     assert len(_synthetic_boxes(_blob_maps(word + far, links + [(52.5, 20)]))) == 2
+
+
+def _underscore(x0: float, x1: float, y: float, level: float, shape=(40, 120)) -> np.ndarray:
+    """Region-score ridge of height `level` along a horizontal stroke, as CRAFT scores an underscore."""
+    ys, xs = np.indices(shape, dtype=np.float32)
+    ridge = level * np.exp(-((ys - y) ** 2) / 2.0) * ((xs >= x0) & (xs <= x1))
+    return np.stack([ridge, np.zeros(shape, dtype=np.float32)], axis=-1)
+
+
+def test_a_ridge_of_region_score_joins_pieces_a_word_space_does_not():
+    word = [(10 + 5 * i, 20) for i in range(4)]
+    links = [(12.5 + 5 * i, 20) for i in range(3)]
+    after = [(38, 20), (43, 20)]  # 0.8 heights past the word, no link across: 'up' + 'down'
+    maps = _blob_maps(word + after, links + [(40.5, 20)])
+    assert len(_synthetic_boxes(maps)) == 2
+    (joined,) = _synthetic_boxes(np.maximum(maps, _underscore(24, 40, 22.5, 0.2)))  # 'up_down'
+    assert _bounds(joined.polygon)[0] < 2 * 8 and _bounds(joined.polygon)[2] > 2 * 45
+    assert len(_synthetic_boxes(np.maximum(maps, _underscore(24, 40, 22.5, 0.05)))) == 2  # a space's haze
+
+
+def test_bridge_level_is_the_lowest_point_of_the_best_path_across():
+    region = _underscore(20, 40, 10.5, 0.3)[:, :, 0]
+    region[:, 30] = np.minimum(region[:, 30], 0.12)  # a dip in the middle of the stroke
+    assert bridge_level(region, (22.0, 38.0), (6.0, 15.0), 0.0) == pytest.approx(0.12, abs=0.01)
+    assert bridge_level(region, (22.0, 38.0), (0.0, 5.0), 0.0) < 0.01  # the band misses the stroke
 
 
 def test_a_faint_trailing_dot_joins_its_word_and_a_lone_one_is_dropped():

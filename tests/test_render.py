@@ -177,6 +177,7 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         }
         if model.instance_kind == "KIND_GPU":
             expected["cudnn_conv_algo_search"] = "1"  # HEURISTIC: no exhaustive re-tune per shape
+            expected["arena_extend_strategy"] = "1"  # kSameAsRequested: GPU memory near the estimate
             [cuda] = accelerators
             assert cuda.name == "cuda"
             assert dict(cuda.parameters) == {"cudnn_conv_use_max_workspace": "1"}

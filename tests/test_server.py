@@ -392,12 +392,15 @@ def ort_backend(tmp_path: Path, monkeypatch):
 
 
 def test_gpu_instances_fall_back_to_cpu_only_when_the_cuda_provider_is_missing(ort_backend):
-    config = {"parameters": {"cudnn_conv_algo_search": {"string_value": "1"}}}
+    config = {"parameters": {"cudnn_conv_algo_search": {"string_value": "1"}, "arena_extend_strategy": {"string_value": "1"}}}
     chosen, notes = ort_backend.providers(config, "GPU", 1, ["CPUExecutionProvider"])
     assert chosen == [("CPUExecutionProvider", {})]
     assert "no CUDAExecutionProvider" in notes[0] and "onnxruntime-gpu" in notes[0]
     chosen, notes = ort_backend.providers(config, "GPU", 1, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert chosen[0] == ("CUDAExecutionProvider", {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"})
+    assert chosen[0] == (
+        "CUDAExecutionProvider",
+        {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"},
+    )
     assert notes == []
     assert ort_backend.providers(config, "CPU", 0, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == (
         [("CPUExecutionProvider", {})],

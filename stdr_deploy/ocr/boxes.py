@@ -15,7 +15,8 @@ The box of a word is then fitted in one of two ways:
   and snapped straight when that line is within `straight_below_deg` of horizontal.
   Pieces of one word that CRAFT's affinity cut apart (it is weak next to punctuation:
   'nature.' + 'org'), and faint characters next to a word (a trailing '.', quotes) whose
-  region score never reached `text_threshold`, are joined to it when the gap is small.
+  region score never reached `text_threshold`, are joined to it when the gap is small, or
+  when the region score bridges the gap (an underscore: 'up_down'), which a word space never does.
 
 Polygons come back in original-image coordinates, clockwise from the word's top-left.
 """
@@ -32,6 +33,7 @@ from .detector_input import DetectorInput
 
 UPSAMPLE = 4  # score-map pixels are split 4x4 when fitting ink boxes
 MIN_COMPONENT_AREA = 10  # score-map pixels; smaller components are noise (CRAFT's rule)
+BRIDGE_REACH = 1.2  # heights: the widest gap a region-score bridge may span
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,15 @@ def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ..
 
 
 def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[bool],
-                    merge_gap: float) -> list[list[int]]:
+                    merge_gap: float, region: np.ndarray, bridge_floor: float) -> list[list[int]]:
     """Group pieces that are one word cut apart; every group holds at least one non-faint piece.
 
     Seen along the larger piece's direction, two pieces join when they overlap across the line
     by half the smaller one's height and the gap between them is at most `merge_gap` x the
-    larger one's height. Word spaces are wider than that (0.4+ heights in DejaVu fonts). Faint
-    pieces only ever join a word, never each other, and are dropped when they join nothing.
+    larger one's height. Word spaces are wider than that (0.4+ heights in DejaVu fonts). A gap
+    of up to `BRIDGE_REACH` heights also joins when the `region` score never falls below
+    `bridge_floor` on the way across it (see `bridge_level`). Faint pieces only ever join a
+    word, never each other, and are dropped when they join nothing.
     """
     parent = list(range(len(points)))
 
@@ -183,14 +187,18 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
         return i
 
     bounds = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points]).reshape(-1, 4)
-    for i, j in _near_pairs(bounds, merge_gap):
+    for i, j in _near_pairs(bounds, max(merge_gap, BRIDGE_REACH)):
         if faint[i] and faint[j]:
             continue
         big, small = (i, j) if len(points[i]) >= len(points[j]) else (j, i)
         (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(points[k], angles[big]) for k in (big, small))
-        overlap_across = min(c1, d1) - max(c0, d0)
+        if min(c1, d1) - max(c0, d0) < 0.5 * min(c1 - c0, d1 - d0):
+            continue
         gap_along = max(b0 - a1, a0 - b1)
-        if overlap_across >= 0.5 * min(c1 - c0, d1 - d0) and gap_along <= merge_gap * (c1 - c0):
+        if gap_along <= merge_gap * (c1 - c0) or (
+            gap_along <= BRIDGE_REACH * (c1 - c0)
+            and bridge_level(region, (min(a1, b1), max(a0, b0)), (min(c0, d0), max(c1, d1)), angles[big]) >= bridge_floor
+        ):
             parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(points)):
@@ -198,11 +206,31 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
     return [g for g in groups.values() if not all(faint[i] for i in g)]
 
 
-def _near_pairs(bounds: np.ndarray, merge_gap: float) -> list[tuple[int, int]]:
+def bridge_level(region: np.ndarray, along: tuple[float, float], across: tuple[float, float],
+                 angle: float, step: float = 0.5) -> float:
+    """Lowest region score met crossing the gap `along` (start, end) between two pieces, where
+    each step along the line counts the best score within the band `across` (the two pieces'
+    extent across the line), in the rotated frame of `angle`; score-map units.
+
+    Characters of one word leave a ridge of region score between them even where the affinity
+    is cut (an underscore scores 0.15-0.3); a word space drops to 0.06 or less.
+    """
+    ts = np.arange(along[0], along[1] + step / 2, step)
+    us = np.arange(across[0], across[1] + step / 2, step)
+    t, u = np.meshgrid(ts, us)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # continuous coordinate c is array index c - 0.5
+    xs = (t * cos - u * sin - 0.5).astype(np.float32)
+    ys = (t * sin + u * cos - 0.5).astype(np.float32)
+    samples = cv2.remap(region, xs, ys, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return float(samples.max(axis=0).min())
+
+
+def _near_pairs(bounds: np.ndarray, gap: float) -> list[tuple[int, int]]:
     """Index pairs (i < j) whose axis-aligned bounds overlap vertically and lie within
-    `merge_gap` x the taller one's height horizontally: the only pairs worth a closer look."""
+    `gap` x the taller one's height horizontally: the only pairs worth a closer look."""
     x0, y0, x1, y1 = bounds.T
-    reach = merge_gap * np.maximum.outer(y1 - y0, y1 - y0) + 1
+    reach = gap * np.maximum.outer(y1 - y0, y1 - y0) + 1
     near = (
         (x0[:, None] <= x1[None, :] + reach) & (x0[None, :] <= x1[:, None] + reach)
         & (y0[:, None] <= y1[None, :]) & (y0[None, :] <= y1[:, None])
@@ -229,7 +257,7 @@ def oriented_box(points: np.ndarray, angle: float, pad: float) -> np.ndarray:
 
 def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: float, link_threshold: float,
                low_text: float, box_fit: str, box_level: float, straight_below_deg: float,
-               merge_gap: float, min_size: float) -> list[WordBox]:
+               merge_gap: float, min_size: float, bridge_floor: float) -> list[WordBox]:
     """Detector output [1, H/2, W/2, 2] (or [H/2, W/2, 2]) -> word boxes on the original image.
 
     Polygons are not clipped to the image: a word cut by the border still gets a rectangle, and
@@ -244,7 +272,7 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
     if box_fit == "craft":
         found = [(craft_polygon(components, k), float(peaks[k])) for k in components.words]
     elif box_fit == "ink":
-        found = _ink_boxes(region, components, peaks, box_level, straight_below_deg, merge_gap)
+        found = _ink_boxes(region, components, peaks, box_level, straight_below_deg, merge_gap, bridge_floor)
     else:
         raise ValueError(f"box_fit must be 'ink' or 'craft', not {box_fit!r}")
     scale_x, scale_y = det.scale_xy
@@ -254,13 +282,13 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
 
 
 def _ink_boxes(region: np.ndarray, components: Components, peaks: np.ndarray, box_level: float,
-               straight_below_deg: float, merge_gap: float) -> list[tuple[np.ndarray, float]]:
+               straight_below_deg: float, merge_gap: float, bridge_floor: float) -> list[tuple[np.ndarray, float]]:
     labels = components.words + components.faint
     faint = [k in components.faint for k in labels]
     points = [ink_points(region, components, k, box_level) for k in labels]
     angles = [0.0 if weak else text_angle(region, components, (k,)) for k, weak in zip(labels, faint)]
     found = []
-    for group in fragment_groups(points, angles, faint, merge_gap):
+    for group in fragment_groups(points, angles, faint, merge_gap, region, bridge_floor):
         members = tuple(labels[i] for i in group)
         angle = text_angle(region, components, members) if len(group) > 1 else angles[group[0]]
         if abs(math.degrees(angle)) < straight_below_deg:

@@ -44,15 +44,21 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
 
 
+# (v - mean) / std for every uint8 value v, per channel, computed with the same float32 steps as
+# normalising the whole image: a table lookup gives the same bits in a third of the time.
+NORMALISED = (np.arange(256, dtype=np.float32)[None, :] - MEAN_255[:, None]) / STD_255[:, None]
+
+
 def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float) -> DetectorInput:
     """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor."""
     height, width = image.shape[:2]
     th, tw = resized_size(height, width, canvas_size, mag_ratio)
     resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
     ph, pw = padded_size(th, tw)
-    canvas = np.zeros((ph, pw, 3), dtype=np.float32)
-    canvas[:th, :tw] = resized
-    canvas -= MEAN_255
-    canvas /= STD_255
-    tensor = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None])
+    tensor = np.empty((1, 3, ph, pw), dtype=np.float32)
+    for channel, values in enumerate(cv2.split(resized)):
+        plane = tensor[0, channel]
+        plane[th:, :] = NORMALISED[channel, 0]  # the padding is black before normalisation
+        plane[:th, tw:] = NORMALISED[channel, 0]
+        plane[:th, :tw] = cv2.LUT(values, NORMALISED[channel])
     return DetectorInput(tensor=tensor, resized_hw=(th, tw), image_hw=(height, width))

@@ -70,6 +70,7 @@ class OcrPipeline:
             score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,
             low_text=s.low_text, box_fit=s.box_fit, box_level=s.box_level,
             straight_below_deg=s.straight_below_deg, merge_gap=s.merge_gap, min_size=s.min_size,
+            bridge_floor=s.bridge_floor,
         )
 
     def recognize(self, image: np.ndarray, boxes: list[WordBox]) -> list[Word]:

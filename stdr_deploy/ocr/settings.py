@@ -31,6 +31,8 @@ class PipelineSettings:
     straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
     merge_gap: float = 0.3  # pieces closer than this many heights are one word cut apart; word
     #   spaces measure 0.4+ (phrases in DejaVu fonts first merge at 0.5)
+    bridge_floor: float = 0.1  # pieces up to 1.2 heights apart are one word when the region score
+    #   between them stays above this (an underscore scores 0.15-0.3, a word space 0.06 or less)
     crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
     crop_margin_across: float = 0.3  # crop above and below the box, in box heights
     contrast_retry_below: float = 0.5  # words read with less confidence are read again, from

@@ -243,7 +243,12 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self.name}: model file not found: {path}")
         self.session = ort.InferenceSession(path, sess_options=session_options(config), providers=chosen)
         self.run_options = run_options(config)
-        log_info(f"{self.name}: {path} on {', '.join(self.session.get_providers())} ({kind} {device_id})")
+        running = self.session.get_providers()
+        log_info(f"{self.name}: {path} on {', '.join(running)} ({kind} {device_id})")
+        if kind == "GPU" and "CUDAExecutionProvider" in dict(chosen) and "CUDAExecutionProvider" not in running:
+            # ORT falls back to the CPU when the CUDA libraries do not load: say so loudly
+            log_warning(f"{self.name}: the CUDA execution provider did not start (CUDA/cuDNN libraries "
+                        "not found?); this GPU instance runs on the CPU")
         missing = [name for name in self.outputs if name not in {o.name for o in self.session.get_outputs()}]
         if missing:
             raise pb_utils.TritonModelException(f"{self.name}: the ONNX model has no outputs named {missing}")

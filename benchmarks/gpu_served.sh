@@ -72,9 +72,14 @@ step "bench (served pipeline, GPU)"
 nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -lms 500 > "$OUT/gpu_samples.csv" 2>&1 &
 SAMPLER=$!
 cli bench --repo "$WORK/repo" --no-model-level --scenes "${SCENES:-$WORK/wheels/scenes_A}" \
-    --concurrency 1,2,4,8,16 --duration "${DURATION:-15}" --out "$OUT/bench" --json > "$OUT/bench.json" 2> "$OUT/bench.log"
+    --concurrency 1,2,4,8,16 --duration "${DURATION:-20}" --out "$OUT/bench" --json > "$OUT/bench.json" 2> "$OUT/bench.log"
 echo "bench rc $?" >> "$OUT/steps.log"
 kill "$SAMPLER" 2>/dev/null
+
+step "bench (model level, GPU runtimes, real weights)"
+cli bench --no-pipeline --models craft,crnn-en --runtimes torch-cuda,torch-cuda-fp16,ort-cuda --chain ort-cuda \
+    --square-canvas --scenes "${SCENES:-$WORK/wheels/scenes_A}" --out "$OUT/model-level" --json > "$OUT/model-level.json" 2> "$OUT/model-level.log"
+echo "model-level rc $?" >> "$OUT/steps.log"
 step "done"
 # one archive: the device tool brings back only a few files per call
 tar czf /tmp/stdr-result.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/stdr-result.tgz "$OUT/result.tgz"

@@ -38,6 +38,8 @@ export STDR_DEPLOY_CACHE="$WORK/cache"
 NVLIBS=$("$PY" -c "import glob, os, torch; print(':'.join(sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', '*', 'lib')))))")
 export LD_LIBRARY_PATH="$NVLIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cli() { "$PY" -m stdr_deploy.cli "$@"; }
+# `SETUP_ONLY=1 source benchmarks/gpu_served.sh` stops here, with $PY and the environment set
+if [ "${SETUP_ONLY:-0}" = 1 ]; then return 0; fi
 
 "$PY" - > "$OUT/versions.txt" 2>&1 <<'EOF'
 import numpy, cv2, onnx, onnxruntime, torch, tritonclient, sys

@@ -7,7 +7,7 @@ choice is written to `Plan.reasons` in plain words, so `stdr-deploy plan` can sh
 
 Memory model (bytes, per model instance; see the constants below for where numbers come from):
   GPU, TensorRT:     CUDA context + weights + activations at the max shape + builder workspace
-  GPU, ONNX Runtime: CUDA context + weights + activations at the max shape + cuDNN/cuBLAS allowance
+  GPU, ONNX Runtime: CUDA context + weights + 2 x activations at the max shape + cuDNN/cuBLAS allowance
   CPU, ONNX Runtime: process + weights x 2.5 (initializers and pre-packed copies) + activations
 plus, on CPU, the server process and the pipeline instances (which hold the decoded image).
 The budget is the free memory (GPU: the smallest free memory of the GPUs used; CPU: the
@@ -93,6 +93,10 @@ SAFETY_MARGIN = 0.10
 CUDA_CONTEXT_BYTES = 512 * MIB  # per process: each model instance is its own process on the
 # embedded tritonserver (Python-backend stubs), so every instance is counted with one
 ORT_CUDA_EXTRA_BYTES = 1024 * MIB  # cuDNN/cuBLAS handles and conv workspace (max workspace on)
+# The CUDA EP holds about twice the activation memory the CPU measurements give: served on the
+# H100 (4 CRAFT + 2 CRNN instances, traffic up to 2560x2048) nvidia-smi peaked at 39.8 GB where
+# the CPU-derived estimate said 31.5 GB, i.e. ~1650 B/px per CRAFT instance against 800.
+ORT_CUDA_ACTIVATION_FACTOR = 2.0
 ORT_CPU_PROCESS_BYTES = 128 * MIB  # Python + onnxruntime, measured 90-110 MB
 ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights: measured 2.2-2.6x
 SERVER_BYTES = 256 * MIB  # tritonserver itself
@@ -306,8 +310,9 @@ def instance_bytes(
     activations = activation_bytes(model, max_shape, precision)
     if target.device == "cpu":
         return ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
-    extra = workspace if target.backend == "tensorrt" else ORT_CUDA_EXTRA_BYTES
-    return CUDA_CONTEXT_BYTES + weights + activations + extra
+    if target.backend == "tensorrt":
+        return CUDA_CONTEXT_BYTES + weights + activations + workspace
+    return CUDA_CONTEXT_BYTES + weights + int(activations * ORT_CUDA_ACTIVATION_FACTOR) + ORT_CUDA_EXTRA_BYTES
 
 
 def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:

@@ -71,9 +71,9 @@ EXPECTED = {
         profile=None,
         variant="onnxruntime",
         device="gpu",
-        det=(1, "fp32", 2048, 736, 0, 1),
+        det=(1, "fp32", 1536, 736, 0, 1),
         rec=(1, "fp32", 1, 1, 0, 1),
-        pipeline=(2, 2048),
+        pipeline=(2, 1536),
     ),
     "t4-16g.vendor": dict(
         profile="t4-16g",

@@ -29,6 +29,7 @@ class AutoOptions:
     weights: dict[str, str] = field(default_factory=dict)  # family -> path or registry name
     profile: str | None = None
     variant: str | None = None
+    detector_precision: str = "fp32"  # "int8": the quantized detector (CPU plans only)
     host: str = "127.0.0.1"
     http_port: int | None = None
     grpc_port: int | None = None
@@ -84,18 +85,27 @@ def run_auto(
     def plan() -> dict[str, Any]:
         profile = profiles.resolve_profile(state["host"], options.profile)
         result.plan = planner.make_plan(
-            state["host"], profile, recognizer=options.recognizer, variant=options.variant
+            state["host"],
+            profile,
+            recognizer=options.recognizer,
+            variant=options.variant,
+            detector_precision=options.detector_precision,
         )
         write_json_atomic(ws / "plan.json", result.plan.to_dict())
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
 
     def export() -> dict[str, Any]:
-        from stdr_deploy.export import export_model
+        from stdr_deploy.export import export_model, onnx_precision
 
         state["onnx"] = {}
         outputs = {}
         for model in result.plan.models():
-            exported = export_model(model.family, weights=options.weights.get(model.family), progress=False)
+            exported = export_model(
+                model.family,
+                weights=options.weights.get(model.family),
+                precision=onnx_precision(model.precision),
+                progress=False,
+            )
             state["onnx"][model.triton_name] = exported.onnx_path
             outputs[model.triton_name] = {
                 "onnx": str(exported.onnx_path),
@@ -140,6 +150,7 @@ def run_auto(
         return {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url, "pid": server.pid}
 
     def smoke() -> dict[str, Any]:
+        from stdr_deploy.export import onnx_precision
         from stdr_deploy.runners import make_pipeline
         from stdr_deploy.smoke import run_smoke
 
@@ -149,6 +160,7 @@ def run_auto(
             recognizer=recognizer.family,
             weights=options.weights,
             settings=_settings(result.plan),
+            detector_precision=onnx_precision(result.plan.detector.precision),
         )
         report = run_smoke(
             [result.server.http_url, result.server.grpc_url],

@@ -37,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -62,6 +62,7 @@ MIN_OPSET = 7
 MAX_OPSET = 20
 PARITY_THREADS = 2  # fixed, so parity figures do not depend on the host's core count
 SIMPLIFIERS = ("onnxsim", "onnxslim")
+PRECISIONS = ("fp32", "int8")  # int8: the craft detector only (static QDQ, see stdr_deploy.quantize)
 # Source files whose content changes what an export produces (hashed into the cache key).
 _RECIPE_FILES = ("export.py", "weights.py", "models/*.py")
 
@@ -81,6 +82,7 @@ def export_model(
     out: Path | None = None,
     opset: int | None = None,
     with_features: bool = False,
+    precision: str = "fp32",
     force: bool = False,
     progress: bool = True,
 ) -> ExportResult:
@@ -88,6 +90,7 @@ def export_model(
 
     `weights` is a file or a weights registry name (default: the spec's). `with_features` adds
     CRAFT's 32-channel feature map as a second output `output1` (unused by the pipeline).
+    `precision` "int8" then quantizes the fp32 export (craft only, see `stdr_deploy.quantize`).
     `out` also copies the model there, with its report beside it as `<out>.json`.
     """
     from stdr_deploy import weights as weights_registry
@@ -97,17 +100,20 @@ def export_model(
     opset = resolve_opset(spec, opset)
     if with_features and not spec.optional_outputs:
         raise UserInputError(f"{name} has no optional feature output", hint="--with-features only applies to craft")
+    check_precision(name, precision, with_features)
     weights_path = weights_registry.resolve_weights(
         weights if weights is not None else spec.default_weights, progress=progress
     )
     weights_sha256 = sha256_file(weights_path)
     key = cache_key(spec, weights_sha256, opset, with_features)
     entry = cache_dir() / "onnx" / key
-    with _progress(progress) as bar, _locked(entry):
-        result = None if force else cached_export(entry)
-        if result is None:
-            job = _Job(spec, Path(weights_path), weights_sha256, opset, with_features, key, _Stages(bar))
-            result = _export_into(entry, job)
+    with _progress(progress) as bar:
+        job = _Job(spec, Path(weights_path), weights_sha256, opset, with_features, key, Stages(bar))
+        result = cached_or_built(entry, lambda folder: _build(job, folder), force=force)
+        if precision == "int8":
+            from stdr_deploy.quantize import quantize_detector
+
+            result = quantize_detector(result, stages=Stages(bar), force=force)
     return _copy_to(result, Path(out)) if out is not None else result
 
 
@@ -115,6 +121,23 @@ def ensure_onnx(name: str, weights: str | Path | None = None, **options: Any) ->
     """The ONNX file for `name`: cached if possible, exported otherwise (no progress output)."""
     options.setdefault("progress", False)
     return export_model(name, weights=weights, **options).onnx_path
+
+
+def onnx_precision(plan_precision: str) -> str:
+    """The ONNX precision a plan's model is made from: int8 is its own file; TensorRT fp16/fp32
+    engines and ONNX Runtime fp32 models all start from the fp32 export."""
+    return "int8" if plan_precision == "int8" else "fp32"
+
+
+def check_precision(name: str, precision: str, with_features: bool = False) -> None:
+    """fp32 for every model; int8 only for the detector's standard export (its two outputs)."""
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(PRECISIONS)}")
+    if precision == "int8" and (name != "craft" or with_features):
+        raise UserInputError(
+            f"int8 is not available for {name}{' with --with-features' if with_features else ''}",
+            hint="int8 quantization applies to the craft detector without --with-features; use --precision fp32",
+        )
 
 
 def resolve_opset(spec: ModelSpec, opset: int | None) -> int:
@@ -197,7 +220,7 @@ class _Job:
     opset: int
     with_features: bool
     key: str
-    stages: _Stages
+    stages: Stages
 
     @property
     def output_names(self) -> list[str]:
@@ -222,18 +245,28 @@ class _Candidate:
         return len(self.model.graph.node)
 
 
-def _export_into(entry: Path, job: _Job) -> ExportResult:
-    """Build the cache entry in a staging folder beside it, then swap it in whole."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    for stale in entry.parent.glob(f".{job.key}.*.staging"):  # left by a killed export; we hold the lock
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{job.key}.", suffix=".staging", dir=entry.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache may be read by a server's user
-    try:
-        report = _build(job, staging)
-        replace_dir_atomic(staging, entry)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def cached_or_built(
+    entry: Path, build: Callable[[Path], dict[str, Any]], *, force: bool = False
+) -> ExportResult:
+    """The complete model in cache folder `entry`, or `build(staging)`'s, swapped in whole.
+
+    `build` writes `model.onnx` and `report.json` (with `onnx.sha256`) into the folder it is
+    given and returns the report. The key's lock is held throughout, so concurrent callers
+    of one key wait and then reuse the first one's result.
+    """
+    with _locked(entry):
+        result = None if force else cached_export(entry)
+        if result is not None:
+            return result
+        for stale in entry.parent.glob(f".{entry.name}.*.staging"):  # left by a killed build; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".staging", dir=entry.parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache may be read by a server's user
+        try:
+            report = build(staging)
+            replace_dir_atomic(staging, entry)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(entry / "model.onnx", entry / "report.json", report, cached=False)
 
 
@@ -350,7 +383,7 @@ def _full_check(path: Path, job: _Job) -> None:
         ) from exc
 
 
-def _simplify(raw: onnx.ModelProto, stages: _Stages) -> list[_Candidate]:
+def _simplify(raw: onnx.ModelProto, stages: Stages) -> list[_Candidate]:
     """Raw export plus each installed simplifier's output, smallest graph first (raw last)."""
     candidates = []
     with stages.stage("simplify", total=len(SIMPLIFIERS)) as task:
@@ -601,7 +634,7 @@ def _progress(enabled: bool) -> Iterator[Progress | None]:
         yield bar
 
 
-class _Stages:
+class Stages:
     """Times each stage and, with a progress display, shows one line per stage."""
 
     def __init__(self, bar: Progress | None) -> None:

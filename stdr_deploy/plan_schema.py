@@ -38,7 +38,7 @@ class ModelPlan:
     family: str  # models registry name: "craft" | "crnn-en" | "parseq" | "parseq-tiny"
     role: str  # "detector" | "recognizer"
     backend: str  # "onnxruntime" | "tensorrt"
-    precision: str  # "fp32" | "fp16"
+    precision: str  # "fp32" | "fp16" (TensorRT) | "int8" (the ONNX Runtime CPU detector only)
     max_batch_size: int  # Triton max_batch_size
     profile: dict[str, ShapeProfile]  # input name -> min/opt/max
     instance_count: int

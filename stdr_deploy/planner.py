@@ -133,6 +133,8 @@ GPU_QUEUE_DELAY_US = 100
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
+# ONNX Runtime CPU detector precisions: int8 is static QDQ CRAFT (stdr_deploy.quantize), opt-in.
+DETECTOR_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -434,15 +436,27 @@ def make_plan(
     *,
     recognizer: str = "crnn-en",
     variant: str | None = None,
+    detector_precision: str = "fp32",
 ) -> Plan:
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
-    (`profiles.resolve_profile` picks the matching one); `variant` forces one."""
+    (`profiles.resolve_profile` picks the matching one); `variant` forces one.
+    `detector_precision` "int8" asks for the quantized detector: CPU plans only."""
     if recognizer not in RECOGNIZERS:
         raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZERS)}")
+    if detector_precision not in DETECTOR_PRECISIONS:
+        raise UserInputError(
+            f"unknown detector precision {detector_precision!r}", hint=f"use one of {', '.join(DETECTOR_PRECISIONS)}"
+        )
     reasons: list[str] = []
     target = choose_target(host, variant, reasons)
+    if detector_precision == "int8" and target.device != "cpu":
+        raise UserInputError(
+            f"the int8 detector runs on ONNX Runtime's CPU provider only, and this plan is {target.variant} "
+            "on the GPU",
+            hint="drop --detector-precision int8 on GPU hosts (their plans run fp32/fp16)",
+        )
     try:
-        return _plan_on(target, host, profile, MODELS[recognizer], reasons)
+        return _plan_on(target, host, profile, MODELS[recognizer], reasons, detector_precision)
     except HostUnsupported:
         if target.device == "cpu" or variant is not None:
             raise
@@ -451,7 +465,12 @@ def make_plan(
 
 
 def _plan_on(
-    target: Target, host: HostFacts, profile: Profile | None, recognizer: ModelFacts, reasons: list[str]
+    target: Target,
+    host: HostFacts,
+    profile: Profile | None,
+    recognizer: ModelFacts,
+    reasons: list[str],
+    detector_precision: str = "fp32",
 ) -> Plan:
     reasons = list(reasons)
     settings = merged_settings(target, profile, host, reasons)
@@ -486,7 +505,7 @@ def _plan_on(
     return Plan(
         variant=target.variant,
         device=target.device,
-        detector=_detector_plan(target, settings, knobs, sizing, host, reasons),
+        detector=_detector_plan(target, settings, knobs, sizing, host, reasons, detector_precision),
         recognizer=_recognizer_plan(target, settings, knobs, sizing, recognizer, host, reasons),
         pipeline=_pipeline_plan(target, knobs, host, reasons),
         memory_budget_bytes=budget,
@@ -526,7 +545,13 @@ def _instance_kind(target: Target) -> tuple[str, tuple[int, ...]]:
 
 
 def _detector_plan(
-    target: Target, settings: ProfileSettings, knobs: Knobs, sizing: Sizing, host: HostFacts, reasons: list[str]
+    target: Target,
+    settings: ProfileSettings,
+    knobs: Knobs,
+    sizing: Sizing,
+    host: HostFacts,
+    reasons: list[str],
+    requested_precision: str = "fp32",
 ) -> ModelPlan:
     facts = MODELS["craft"]
     side = sizing.detector_max[-1]
@@ -541,6 +566,12 @@ def _detector_plan(
     det_precision, _ = precisions(target, settings)
     if target.backend == "tensorrt":
         reasons.append(f"detector TensorRT {det_precision}, workspace {settings.detector_workspace_mib} MiB")
+    if requested_precision == "int8":
+        det_precision = "int8"
+        reasons.append(
+            "detector int8 (requested): static QDQ quantization runs CRAFT 2.5-4x faster on CPUs with int8 units "
+            "(VNNI/AMX) for ~0.6 % fewer words read correctly; the memory estimate stays the fp32 one (conservative)"
+        )
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.detector_instances)
     return ModelPlan(
@@ -601,7 +632,7 @@ def _recognizer_plan(
     if target.backend == "tensorrt":
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")
     else:
-        reasons.append("ONNX Runtime runs both models in fp32")
+        reasons.append("ONNX Runtime runs the recognizer in fp32")
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.recognizer_instances)
     return ModelPlan(

@@ -142,6 +142,13 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             hint="re-run `stdr-deploy plan` instead of editing model names",
         )
     platform = platform_of(model)
+    if model.precision == "int8" and not (
+        spec.role == "detector" and model.backend == "onnxruntime" and model.instance_kind == "KIND_CPU"
+    ):
+        raise UserInputError(
+            f"plan: {model.triton_name} is int8 on {model.backend} {model.instance_kind}",
+            hint="int8 is for the detector on ONNX Runtime's CPU provider only: re-run `stdr-deploy plan`",
+        )
     inputs = [_tensor(t) for t in spec.inputs]
     fixed_shape = all(isinstance(d, int) for t in spec.inputs for d in t.dims[1:])
     warmup_batches = sorted({1, model.max_batch_size})

@@ -62,13 +62,16 @@ class OrtRunner:
         return dict(zip(self.output_names, self.session.run(None, feeds)))
 
 
-def make_runner(runtime: str, family: str, weights: str | Path | None = None):
+def make_runner(runtime: str, family: str, weights: str | Path | None = None, precision: str = "fp32"):
+    """`precision` "int8" (craft on onnxruntime only) runs the quantized export."""
     if runtime == "torch":
+        if precision != "fp32":
+            raise UserInputError(f"the torch runtime runs {family} in fp32 only", hint="use --runtime onnxruntime")
         return TorchRunner(family, weights)
     if runtime == "onnxruntime":
         from stdr_deploy.export import ensure_onnx
 
-        return OrtRunner(ensure_onnx(family, weights))
+        return OrtRunner(ensure_onnx(family, weights, precision=precision))
     raise UserInputError(f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
 
 
@@ -77,8 +80,12 @@ def make_pipeline(
     recognizer: str = "crnn-en",
     weights: Mapping[str, str | Path] | None = None,
     settings: PipelineSettings | None = None,
+    detector_precision: str = "fp32",
 ) -> OcrPipeline:
-    """CRAFT + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name."""
+    """CRAFT + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name.
+
+    `detector_precision` "int8" runs the quantized CRAFT (as an int8 plan serves it).
+    """
     weights = dict(weights or {})
     unknown = sorted(set(weights) - {DETECTOR, recognizer})
     if unknown:
@@ -87,7 +94,7 @@ def make_pipeline(
             hint=f"the pipeline runs {DETECTOR} and {recognizer}",
         )
     return OcrPipeline(
-        make_runner(runtime, DETECTOR, weights.get(DETECTOR)),
+        make_runner(runtime, DETECTOR, weights.get(DETECTOR), detector_precision),
         make_runner(runtime, recognizer, weights.get(recognizer)),
         recognizer,
         settings or PipelineSettings(),

@@ -43,6 +43,14 @@ def craft_onnx(session_cache: Path):
 
 
 @pytest.fixture(scope="session")
+def craft_int8_onnx(craft_onnx, crnn_onnx):
+    """The int8 CRAFT quantized from `craft_onnx` (its validation reads with `crnn_onnx`)."""
+    from stdr_deploy.export import export_model
+
+    return export_model("craft", precision="int8", progress=False)
+
+
+@pytest.fixture(scope="session")
 def crnn_onnx(session_cache: Path):
     from stdr_deploy.export import export_model
 

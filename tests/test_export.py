@@ -272,3 +272,45 @@ def test_cli_json_reports_a_cached_export(crnn_onnx):
     assert data["cached"] is True
     assert data["onnx_path"] == str(crnn_onnx.onnx_path)
     assert data["report"]["cache_key"] == crnn_onnx.report["cache_key"]
+
+
+def test_calibration_images_are_deterministic_and_varied():
+    from stdr_deploy.calibration import SIDE_RANGE, calibration_images
+
+    images = calibration_images(count=6)
+    again = calibration_images(count=6)
+    assert all(np.array_equal(a, b) for a, b in zip(images, again))
+    assert not np.array_equal(images[0], calibration_images(count=1, seed=1)[0])
+    assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] == 3 for im in images)
+    assert all(SIDE_RANGE[0] <= side <= SIDE_RANGE[1] for im in images for side in im.shape[:2])
+    assert len({im.shape for im in images}) == len(images)  # varied sizes
+    assert all(im.std() > 10 for im in images)  # words and backgrounds, not flat images
+
+
+@pytest.mark.slow
+def test_int8_craft_reads_the_smoke_image_like_fp32_and_is_cached(craft_int8_onnx, craft_onnx):
+    from stdr_deploy.runners import make_pipeline
+    from stdr_deploy.smoke import SMOKE_WORDS, smoke_image
+
+    report = craft_int8_onnx.report
+    assert report["precision"] == "int8" and report["fp32"]["onnx_sha256"] == craft_onnx.report["onnx"]["sha256"]
+    assert report["validation"]["smoke_words"] == list(SMOKE_WORDS)
+    assert 0 < report["validation"]["score_map_max_abs"] < 0.5
+    assert craft_int8_onnx.onnx_path.parent.name.startswith("craft-int8-")
+    ops = [n.op_type for n in onnx.load(str(craft_int8_onnx.onnx_path)).graph.node]
+    assert ops.count("QuantizeLinear") > 10 and "DequantizeLinear" in ops
+    assert sha256_file(craft_int8_onnx.onnx_path) == report["onnx"]["sha256"]
+
+    again = export_model("craft", precision="int8", progress=False)
+    assert again.cached and again.onnx_path == craft_int8_onnx.onnx_path
+    words = make_pipeline(detector_precision="int8").read(smoke_image())
+    assert [w.text for w in words] == list(SMOKE_WORDS)
+
+
+def test_int8_only_for_the_craft_detector():
+    with pytest.raises(UserInputError, match="int8"):
+        export_model("crnn-en", precision="int8", progress=False)
+    with pytest.raises(UserInputError, match="int8"):
+        export_model("craft", precision="int8", with_features=True, progress=False)
+    with pytest.raises(UserInputError, match="precision"):
+        export_model("craft", precision="fp16", progress=False)

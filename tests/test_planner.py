@@ -524,3 +524,34 @@ def test_cli_exit_code_when_the_host_cannot_run_the_variant():
     )
     assert done.returncode == 4 and done.stdout == ""
     assert "tensorrt_plan" in done.stderr and "hint:" in done.stderr
+
+
+def test_int8_detector_on_the_cpu_host_changes_only_the_detector_precision():
+    host = host_of("cpu-xeon-2core")
+    fp32, int8 = default_plan(host), default_plan(host, detector_precision="int8")
+    assert (int8.detector.precision, int8.detector.backend, int8.recognizer.precision) == ("int8", "onnxruntime", "fp32")
+    assert dataclasses.replace(int8.detector, precision="fp32") == fp32.detector  # memory estimate stays fp32's
+    assert int8.recognizer == fp32.recognizer and int8.pipeline == fp32.pipeline
+    assert any("int8" in r and "0.6 %" in r for r in int8.reasons)
+    assert Plan.from_dict(json.loads(json.dumps(int8.to_dict()))) == int8
+
+
+@pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])
+def test_int8_detector_is_refused_on_gpu_plans(stem, variant):
+    with pytest.raises(UserInputError, match="int8") as refused:
+        default_plan(host_of(stem), variant=variant, detector_precision="int8")
+    assert refused.value.exit_code == 2 and "--detector-precision" in refused.value.hint
+    with pytest.raises(UserInputError, match="detector precision"):
+        default_plan(host_of("cpu-xeon-2core"), detector_precision="fp16")
+
+
+def test_cli_plan_detector_precision():
+    cpu = CliRunner().invoke(
+        cli, ["plan", "--host", str(HOSTS / "cpu-xeon-2core.json"), "--detector-precision", "int8", "--json"]
+    )
+    assert cpu.exit_code == 0, cpu.output
+    assert Plan.from_dict(json.loads(cpu.stdout)) == default_plan(host_of("cpu-xeon-2core"), detector_precision="int8")
+    gpu = CliRunner().invoke(
+        cli, ["plan", "--host", str(HOSTS / "t4-16g.vendor.json"), "--detector-precision", "int8"]
+    )
+    assert isinstance(gpu.exception, UserInputError) and "int8" in str(gpu.exception) and gpu.stdout == ""

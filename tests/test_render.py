@@ -456,3 +456,32 @@ def test_cli_needs_engines_for_a_tensorrt_plan(tmp_path):
     assert isinstance(result.exception, UserInputError)
     assert "TensorRT engines" in str(result.exception)
     assert "--artifact" in result.exception.hint
+
+
+def test_int8_plan_renders_the_quantized_detector(craft_int8_onnx, crnn_onnx, tmp_path):
+    from stdr_deploy.cli import cli
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.workspace import sha256_file
+
+    plan = make_plan(load_host(HOSTS / "cpu-xeon-2core.json"), detector_precision="int8")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan.to_dict()))
+    out = tmp_path / "repo"
+    done = CliRunner().invoke(cli, ["render", "--plan", str(plan_file), "--out", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    assert sha256_file(out / "craft" / "1" / "model.onnx") == craft_int8_onnx.report["onnx"]["sha256"]
+    assert sha256_file(out / "crnn_en" / "1" / "model.onnx") == crnn_onnx.report["onnx"]["sha256"]
+    text = (out / "craft" / "config.pbtxt").read_text()
+    assert text.splitlines()[0].endswith("onnxruntime_onnx, int8.")
+    check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
+
+
+def test_int8_outside_the_cpu_detector_is_refused(tmp_path):
+    gpu = PLANS["hand-gpu-onnxruntime"]
+    for plan in (
+        dataclasses.replace(gpu, detector=dataclasses.replace(gpu.detector, precision="int8")),
+        dataclasses.replace(CPU_PLAN, recognizer=dataclasses.replace(CPU_PLAN.recognizer, precision="int8")),
+    ):
+        with pytest.raises(UserInputError, match="int8"):
+            render(plan, tmp_path / "repo", stand_in_artifacts(plan, tmp_path / "artifacts"))

@@ -48,6 +48,7 @@ class BenchOptions:
     url: str | None = None  # a running server; None starts one (from `repo`, else `auto`)
     repo: Path | None = None
     recognizer: str = "crnn-en"
+    detector_precision: str = "fp32"  # of the deployment `auto` makes when no url or repo is given
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     duration_s: float = 30.0
     max_requests: int | None = None
@@ -189,7 +190,13 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
         served_weights = {m: w for m, w in options.weights.items() if m in ("craft", options.recognizer)}
         reporter.phase("deploy (stdr-deploy auto)", 7)
         deployed = run_auto(
-            AutoOptions(workspace=workspace, repo=workspace / "repo", recognizer=options.recognizer, weights=served_weights),
+            AutoOptions(
+                workspace=workspace,
+                repo=workspace / "repo",
+                recognizer=options.recognizer,
+                weights=served_weights,
+                detector_precision=options.detector_precision,
+            ),
             on_start=lambda step: reporter.step(step.name),
         )
         server = deployed.server
@@ -199,6 +206,7 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
             "started_here": True,
             "variant": plan.variant,
             "device": plan.device,
+            "detector_precision": plan.detector.precision,
             "recognizer": plan.recognizer.family,
             "pipeline": plan.to_dict()["pipeline"],
             "instances": {m.triton_name: m.instance_count for m in plan.models()},

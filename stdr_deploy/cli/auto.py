@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.options import detector_precision_option, parse_weights, recognizer_option, weights_option
 from stdr_deploy.cli.output import console, print_json
 
 
@@ -18,6 +18,7 @@ from stdr_deploy.cli.output import console, print_json
 @weights_option
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
 @click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
+@detector_precision_option
 @click.option("--workspace", type=click.Path(path_type=Path), default=Path("workspace"), show_default=True,
               help="Folder for host.json, plan.json, status.json, logs and deploy.json.")
 @click.option("--repo", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
@@ -28,7 +29,7 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
 @click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
-def command(recognizer, weights, profile, variant, workspace, repo, host, http_port, grpc_port, metrics_port,
+def command(recognizer, weights, profile, variant, detector_precision, workspace, repo, host, http_port, grpc_port, metrics_port,
             exit_after_smoke, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
 
@@ -48,6 +49,7 @@ def command(recognizer, weights, profile, variant, workspace, repo, host, http_p
         weights=parse_weights(weights, recognizer),
         profile=profile,
         variant=variant,
+        detector_precision=detector_precision,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,

@@ -24,6 +24,15 @@ from stdr_deploy.cli.output import console, print_json
     help="craft only: also export the 32-channel feature map as a second output `output1` "
     "([N,32,H/2,W/2]). Inference does not use it and it costs memory, so it is off by default.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(("fp32", "int8")),
+    default="fp32",
+    show_default=True,
+    help="craft only: int8 also quantizes the fp32 export (static QDQ, calibrated on generated images) "
+    "and checks it reads the smoke image like fp32; cached beside it. For CPU plans with "
+    "--detector-precision int8.",
+)
 @click.option("--force", is_flag=True, help="Export again even if the cache holds this export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result and report as JSON on stdout.")
 def command(
@@ -32,6 +41,7 @@ def command(
     out: Path | None,
     opset: int | None,
     with_features: bool,
+    precision: str,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -47,7 +57,14 @@ def command(
     from stdr_deploy.export import export_model
 
     result = export_model(
-        model, weights=weights, out=out, opset=opset, with_features=with_features, force=force, progress=True
+        model,
+        weights=weights,
+        out=out,
+        opset=opset,
+        with_features=with_features,
+        precision=precision,
+        force=force,
+        progress=True,
     )
     if as_json:
         print_json(
@@ -60,9 +77,17 @@ def command(
         )
         return
     report = result.report
-    nodes = report["nodes"]
     size_mb = report["onnx"]["bytes"] / 1e6
     origin = "cached" if result.cached else f"exported in {report['seconds']['total']:.1f} s"
+    if report.get("precision") == "int8":
+        check = report["validation"]
+        console.print(
+            f"[bold]{report['model']} int8[/] -> {result.onnx_path} ({size_mb:.1f} MB, opset {report['onnx']['opset']}), "
+            f"smoke image read as {' '.join(check['smoke_words'])} (like fp32), score-map max abs diff "
+            f"{check['score_map_max_abs']:.2g} vs fp32, {origin}"
+        )
+        return
+    nodes = report["nodes"]
     console.print(
         f"[bold]{report['model']}[/] -> {result.onnx_path} ({size_mb:.1f} MB, opset {report['opset']}), "
         f"nodes {nodes['exported']} -> {nodes['final']} ({report['simplifier']['chosen']}), "

@@ -24,6 +24,18 @@ def recognizer_option(fn: Callable) -> Callable:
     )(fn)
 
 
+def detector_precision_option(fn: Callable) -> Callable:
+    return click.option(
+        "--detector-precision",
+        type=click.Choice(("fp32", "int8")),
+        default="fp32",
+        show_default=True,
+        help="CPU plans only: int8 serves a statically quantized CRAFT (exported once, then cached), "
+        "2.5-4x faster on CPUs with VNNI/AMX int8 units for ~0.6 % fewer words read correctly. "
+        "Refused on GPU plans.",
+    )(fn)
+
+
 def runtime_option(fn: Callable) -> Callable:
     return click.option(
         "--runtime",

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import recognizer_option
+from stdr_deploy.cli.options import detector_precision_option, recognizer_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.plan_schema import VARIANTS
 
@@ -33,6 +33,7 @@ MIB = 1 << 20
     type=click.Choice(VARIANTS),
     help="Force a variant; fails (exit 4) when the host cannot run it. Default: the best the host can run.",
 )
+@detector_precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (JSON) on stdout.")
 @click.option(
     "--out",
@@ -40,7 +41,13 @@ MIB = 1 << 20
     help="Write the plan here (atomically), e.g. workspace/plan.json, which `render` reads.",
 )
 def command(
-    host_path: Path | None, profile: str | None, recognizer: str, variant: str | None, as_json: bool, out: Path | None
+    host_path: Path | None,
+    profile: str | None,
+    recognizer: str,
+    variant: str | None,
+    detector_precision: str,
+    as_json: bool,
+    out: Path | None,
 ) -> None:
     """Plan variant, shapes, batch sizes, instances, threads and memory for a host.
 
@@ -56,7 +63,7 @@ def command(
 
     host = load_host(host_path) if host_path else probe_host()
     chosen = None if profile == "none" else resolve_profile(host, profile)
-    plan = make_plan(host, chosen, recognizer=recognizer, variant=variant)
+    plan = make_plan(host, chosen, recognizer=recognizer, variant=variant, detector_precision=detector_precision)
     if out is not None:
         write_json_atomic(out, plan.to_dict())
         console.print(f"plan written to {out}")

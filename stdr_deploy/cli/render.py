@@ -81,6 +81,11 @@ def _exported_models(plan, given: dict[str, Path], weights: dict[str, str]) -> d
     to_export = [m for m in plan.models() if m.triton_name not in given]
     if not to_export:
         return {}
-    from stdr_deploy.export import export_model
+    from stdr_deploy.export import export_model, onnx_precision
 
-    return {m.triton_name: export_model(m.family, weights=weights.get(m.family)).onnx_path for m in to_export}
+    return {
+        m.triton_name: export_model(
+            m.family, weights=weights.get(m.family), precision=onnx_precision(m.precision)
+        ).onnx_path
+        for m in to_export
+    }

@@ -44,6 +44,7 @@ import numpy as np
 from stdr_deploy import __version__
 from stdr_deploy.compare import Comparison, compare_outputs
 from stdr_deploy.errors import UserInputError, ValidationError
+from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
 from stdr_deploy.workspace import atomic_path, cache_dir, replace_dir_atomic, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ MIN_OPSET = 7
 MAX_OPSET = 20
 PARITY_THREADS = 2  # fixed, so parity figures do not depend on the host's core count
 SIMPLIFIERS = ("onnxsim", "onnxslim")
-PRECISIONS = ("fp32", "int8")  # int8: the craft detector only (static QDQ, see stdr_deploy.quantize)
 # Source files whose content changes what an export produces (hashed into the cache key).
 _RECIPE_FILES = ("export.py", "weights.py", "models/*.py")
 
@@ -131,8 +131,8 @@ def onnx_precision(plan_precision: str) -> str:
 
 def check_precision(name: str, precision: str, with_features: bool = False) -> None:
     """fp32 for every model; int8 only for the detector's standard export (its two outputs)."""
-    if precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(PRECISIONS)}")
+    if precision not in DETECTOR_PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(DETECTOR_PRECISIONS)}")
     if precision == "int8" and (name != "craft" or with_features):
         raise UserInputError(
             f"int8 is not available for {name}{' with --with-features' if with_features else ''}",

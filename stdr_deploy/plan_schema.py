@@ -13,6 +13,9 @@ from typing import Any
 
 FORMAT_VERSION = 1
 VARIANTS = ("onnxruntime", "tensorrt_plan")
+# ONNX models the detector can be served from; int8 (static QDQ CRAFT, stdr_deploy.quantize)
+# only on ONNX Runtime's CPU provider, and only when asked for.
+DETECTOR_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from typing import Iterator
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts
 from stdr_deploy.plan_schema import (
+    DETECTOR_PRECISIONS,
     VARIANTS,
     DynamicBatching,
     ModelPlan,
@@ -133,8 +134,6 @@ GPU_QUEUE_DELAY_US = 100
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
-# ONNX Runtime CPU detector precisions: int8 is static QDQ CRAFT (stdr_deploy.quantize), opt-in.
-DETECTOR_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

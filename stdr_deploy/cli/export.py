@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
 
 
 @click.command("export")
@@ -26,7 +27,7 @@ from stdr_deploy.cli.output import console, print_json
 )
 @click.option(
     "--precision",
-    type=click.Choice(("fp32", "int8")),
+    type=click.Choice(DETECTOR_PRECISIONS),
     default="fp32",
     show_default=True,
     help="craft only: int8 also quantizes the fp32 export (static QDQ, calibrated on generated images) "

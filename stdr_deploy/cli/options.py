@@ -9,6 +9,7 @@ from typing import Callable
 import click
 
 from stdr_deploy.errors import UserInputError
+from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
 
 RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
 RUNTIMES = ("onnxruntime", "torch")
@@ -27,7 +28,7 @@ def recognizer_option(fn: Callable) -> Callable:
 def detector_precision_option(fn: Callable) -> Callable:
     return click.option(
         "--detector-precision",
-        type=click.Choice(("fp32", "int8")),
+        type=click.Choice(DETECTOR_PRECISIONS),
         default="fp32",
         show_default=True,
         help="CPU plans only: int8 serves a statically quantized CRAFT (exported once, then cached), "

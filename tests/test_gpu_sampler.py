@@ -1,0 +1,63 @@
+"""The bench's GPU sampler: silent without a GPU, correct aggregation with one.
+
+This machine has no NVIDIA driver, so the real NVML fails to initialise: that path is tested
+for real. The aggregation needs readings from a GPU at run time, so it is fed by `_SteppedNvml`,
+a minimal stand-in for the five pynvml calls the sampler makes (the one fake in this file).
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from stdr_deploy.bench.gpu_sampler import GpuSampler
+
+
+def test_without_a_driver_the_sampler_records_nothing_and_says_why():
+    with GpuSampler(period_s=0.01) as sampler:
+        time.sleep(0.05)
+    assert sampler.levels() == []
+    assert sampler.note and sampler.note.startswith("GPU not sampled")
+
+
+class _SteppedNvml:
+    """Stand-in for pynvml on a host with one GPU whose utilisation steps 0, 50, 100, 100, ..."""
+
+    def __init__(self):
+        self.readings = iter([0, 50, 100])
+        self.shut_down = False
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shut_down = True
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Stand-in GPU"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=next(self.readings, 100))
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=(1000 + 10 * len(str(handle))) << 20)
+
+
+def test_levels_report_mean_and_peak_of_every_reading():
+    nvml = _SteppedNvml()
+    with GpuSampler(period_s=0.005, nvml=nvml) as sampler:
+        time.sleep(0.1)
+    (level,) = sampler.levels()
+    assert nvml.shut_down
+    assert level.name == "Stand-in GPU" and level.samples >= 4
+    # readings were 0, 50, then 100 for every later sample
+    expected_mean = (0 + 50 + 100 * (level.samples - 2)) / level.samples
+    assert abs(level.utilization_mean_pct - round(expected_mean, 1)) < 1e-9
+    assert level.utilization_max_pct == 100.0
+    assert level.memory_used_max_mib == 1010

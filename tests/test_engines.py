@@ -476,9 +476,7 @@ def test_a_corrupt_engine_is_detected_and_rebuilt(standins, host, cache):
 def test_a_stale_engine_that_no_longer_loads_is_rebuilt(standins, host, cache):
     first = build(make_plan(), standins, host, cache, GpuStandIn())
     # Same fingerprint and an intact file, but this TensorRT refuses it (e.g. a patched library).
-    refusing = GpuStandIn()
-    refusing.loads = lambda engine: False
-    again = build(make_plan(), standins, host, cache, refusing)
+    again = build(make_plan(), standins, host, cache, GpuStandIn(stale=True))
     assert not again["craft"].cached and "stale" in again["craft"].report["rebuilt_because"]
     assert again["craft"].engine_path == first["craft"].engine_path
 

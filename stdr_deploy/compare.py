@@ -99,3 +99,16 @@ def compare_outputs(
         if name not in expected:
             results.append(OutputComparison(name, None, tuple(np.shape(got[name])), None, None, False))
     return Comparison(tuple(results), atol, rtol)
+
+
+def argmax_flips(expected: np.ndarray, got: np.ndarray, margin: float) -> dict[str, int]:
+    """Positions whose greedy class (argmax over the last axis) differs, split by whether the
+    reference was decisive there (its top-1 beats its top-2 by more than `margin`)."""
+    top2 = np.sort(expected, axis=-1)[..., -2:]
+    decisive = (top2[..., 1] - top2[..., 0]) > margin
+    flipped = np.argmax(expected, axis=-1) != np.argmax(got, axis=-1)
+    return {
+        "positions": int(flipped.size),
+        "decisive_flips": int(np.sum(flipped & decisive)),
+        "close_call_flips": int(np.sum(flipped & ~decisive)),
+    }

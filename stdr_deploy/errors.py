@@ -55,6 +55,3 @@ class SmokeFailed(StdrError):
     """The deployed server answered, but a smoke check failed."""
 
     exit_code = 8
-
-
-EXIT_CODES = {cls.__name__: cls.exit_code for cls in StdrError.__subclasses__()}

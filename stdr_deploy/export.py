@@ -44,7 +44,7 @@ import numpy as np
 from stdr_deploy import __version__
 from stdr_deploy.compare import Comparison, compare_outputs
 from stdr_deploy.errors import UserInputError, ValidationError
-from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
+from stdr_deploy.plan_schema import ONNX_PRECISIONS, PRECISIONS
 from stdr_deploy.workspace import atomic_path, cache_dir, replace_dir_atomic, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ def export_model(
 
     `weights` is a file or a weights registry name (default: the spec's). `with_features` adds
     CRAFT's 32-channel feature map as a second output `output1` (unused by the pipeline).
-    `precision` "int8" then quantizes the fp32 export (craft only, see `stdr_deploy.quantize`).
+    `precision` "fp16" then converts the fp32 export to mixed precision (`stdr_deploy.precision`),
+    "int8" quantizes it (craft only, `stdr_deploy.quantize`); both are cached beside it.
     `out` also copies the model there, with its report beside it as `<out>.json`.
     """
     from stdr_deploy import weights as weights_registry
@@ -110,7 +111,11 @@ def export_model(
     with _progress(progress) as bar:
         job = _Job(spec, Path(weights_path), weights_sha256, opset, with_features, key, Stages(bar))
         result = cached_or_built(entry, lambda folder: _build(job, folder), force=force)
-        if precision == "int8":
+        if precision == "fp16":
+            from stdr_deploy.precision import half_precision
+
+            result = half_precision(result, stages=Stages(bar), force=force)
+        elif precision == "int8":
             from stdr_deploy.quantize import quantize_detector
 
             result = quantize_detector(result, stages=Stages(bar), force=force)
@@ -124,19 +129,22 @@ def ensure_onnx(name: str, weights: str | Path | None = None, **options: Any) ->
 
 
 def onnx_precision(plan_precision: str) -> str:
-    """The ONNX precision a plan's model is made from: int8 is its own file; TensorRT fp16/fp32
-    engines and ONNX Runtime fp32 models all start from the fp32 export."""
-    return "int8" if plan_precision == "int8" else "fp32"
+    """The ONNX file a plan's model is served from: each precision is its own graph (fp16 mixed
+    precision, int8 QDQ), consumed unchanged by ONNX Runtime and by strongly typed TensorRT."""
+    if plan_precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {plan_precision!r}", hint=f"precisions: {', '.join(PRECISIONS)}")
+    return plan_precision
 
 
 def check_precision(name: str, precision: str, with_features: bool = False) -> None:
-    """fp32 for every model; int8 only for the detector's standard export (its two outputs)."""
-    if precision not in DETECTOR_PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(DETECTOR_PRECISIONS)}")
-    if precision == "int8" and (name != "craft" or with_features):
+    """The precisions of `ONNX_PRECISIONS[name]`; fp16 and int8 only for the standard outputs."""
+    available = ONNX_PRECISIONS.get(name, ("fp32",))
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}", hint=f"precisions: {', '.join(PRECISIONS)}")
+    if precision not in available or (precision != "fp32" and with_features):
         raise UserInputError(
-            f"int8 is not available for {name}{' with --with-features' if with_features else ''}",
-            hint="int8 quantization applies to the craft detector without --with-features; use --precision fp32",
+            f"{precision} is not available for {name}{' with --with-features' if with_features else ''}",
+            hint=f"{name} is made in {', '.join(available)}" + (" (without --with-features)" if with_features else ""),
         )
 
 
@@ -287,7 +295,7 @@ def _build(job: _Job, folder: Path) -> dict[str, Any]:
         raw = onnx.load(str(raw_path))
         _runtime_check(raw, job)
     candidates = _simplify(raw, stages)
-    inputs = _parity_inputs(spec)
+    inputs = parity_inputs(spec)
     with stages.stage("parity", total=2 * len(inputs)) as task:
         expected = []
         for x in inputs:
@@ -419,7 +427,7 @@ def _run_simplifier(name: str, raw: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
 
 
-def _parity_inputs(spec: ModelSpec) -> list[np.ndarray]:
+def parity_inputs(spec: ModelSpec) -> list[np.ndarray]:
     """Seeded inputs at the spec's validation shapes (each unlike the export example)."""
     return [
         spec.example_input(batch=shape[0], height=shape[2], width=shape[3], seed=1 + i)

@@ -13,9 +13,17 @@ from typing import Any
 
 FORMAT_VERSION = 1
 VARIANTS = ("onnxruntime", "tensorrt_plan")
-# ONNX models the detector can be served from; int8 (static QDQ CRAFT, stdr_deploy.quantize)
-# only on ONNX Runtime's CPU provider, and only when asked for.
-DETECTOR_PRECISIONS = ("fp32", "int8")
+# ModelPlan.precision values; each is its own ONNX graph (`export.onnx_precision`).
+PRECISIONS = ("fp32", "fp16", "int8")
+# The ONNX graphs each model family is made in: fp16 mixed precision (stdr_deploy.precision)
+# for GPU instances (ONNX Runtime CUDA, TensorRT); int8 static QDQ CRAFT (stdr_deploy.quantize).
+ONNX_PRECISIONS = {
+    "craft": ("fp32", "fp16", "int8"),
+    "crnn-en": ("fp32", "fp16"),
+    "parseq": ("fp32", "fp16"),
+    "parseq-tiny": ("fp32", "fp16"),
+}
+DETECTOR_PRECISIONS = ONNX_PRECISIONS["craft"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class ModelPlan:
     family: str  # models registry name: "craft" | "crnn-en" | "parseq" | "parseq-tiny"
     role: str  # "detector" | "recognizer"
     backend: str  # "onnxruntime" | "tensorrt"
-    precision: str  # "fp32" | "fp16" (TensorRT) | "int8" (the ONNX Runtime CPU detector only)
+    precision: str  # one of PRECISIONS: "fp16" on GPU instances, "int8" the ONNX Runtime CPU detector only
     max_batch_size: int  # Triton max_batch_size
     profile: dict[str, ShapeProfile]  # input name -> min/opt/max
     instance_count: int

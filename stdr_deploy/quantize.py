@@ -8,11 +8,16 @@ Recipe (measured on the 2-core Xeon; every value is in the cache key):
 1. opset 11 -> 13 with `onnx.version_converter` (per-channel DequantizeLinear needs opset 13);
 2. `quant_pre_process` (shape inference and graph clean-up; the symbolic pass is skipped, as
    it fails on CRAFT's dynamic height and width);
-3. `quantize_static`: QDQ format, weights int8 per channel, activations uint8, MinMax ranges
+3. `quantize_static`: QDQ format, weights int8 per channel, activations int8 symmetric (zero
+   point 0), MinMax ranges
    from `stdr_deploy.calibration` images (MinMax takes inputs of any size; Percentile needs one
    shape and ran out of memory). The first convolution (raw image statistics) and the score
    head (`conv_cls`, whose outputs are the thresholded maps) stay fp32: quantizing them cost
    the most accuracy.
+TensorRT builds this same graph (strongly typed), so it is QDQ that TensorRT's ONNX parser
+accepts (checked with TensorRT-RTX 1.7's): biases stay float (`QuantizeBias: False`; the
+parser rejects an int32 input to DequantizeLinear) and activations are symmetric int8 (it
+rejects a non-zero zero point, which uint8 activations have).
 
 Validation: the int8 pipeline must read the smoke image with the same words as fp32 (else the
 export fails); the largest score-map difference on a calibration image is recorded, not judged.
@@ -42,11 +47,13 @@ RECIPE = {
     "opset": QUANT_OPSET,
     "quant_format": "QDQ",
     "per_channel": True,
-    "activation_type": "QUInt8",
+    "activation_type": "QInt8",
+    "activation_symmetric": True,
     "weight_type": "QInt8",
     "calibrate_method": "MinMax",
     "excluded_convs": list(EXCLUDED_CONVS),
     "calibration_canvas": CALIBRATION_CANVAS,
+    "quantize_bias": False,
 }
 _SOURCES = ("quantize.py", "calibration.py")  # code hashed into the key
 
@@ -120,12 +127,12 @@ def _quantize(fp32_path: Path, out: Path, folder: Path, images: list[np.ndarray]
         _CalibrationFeeds(images, task),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        activation_type=QuantType.QUInt8,
+        activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=excluded,
         # One image per range update: holding every activation of every image would need ~1 GB per MP.
-        extra_options={"CalibStridedMinMax": 1},
+        extra_options={"CalibStridedMinMax": 1, "QuantizeBias": False, "ActivationSymmetric": True},
     )
     converted.unlink()
     prepared.unlink()

@@ -149,6 +149,12 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             f"plan: {model.triton_name} is int8 on {model.backend} {model.instance_kind}",
             hint="int8 is for the detector on ONNX Runtime's CPU provider only: re-run `stdr-deploy plan`",
         )
+    if model.precision == "fp16" and model.instance_kind != "KIND_GPU":
+        raise UserInputError(
+            f"plan: {model.triton_name} is fp16 on {model.backend} {model.instance_kind}",
+            hint="fp16 is for GPU instances (ONNX Runtime CUDA, TensorRT); ONNX Runtime runs fp16 slowly "
+            "on CPUs: re-run `stdr-deploy plan`",
+        )
     inputs = [_tensor(t) for t in spec.inputs]
     fixed_shape = all(isinstance(d, int) for t in spec.inputs for d in t.dims[1:])
     warmup_batches = sorted({1, model.max_batch_size})

@@ -66,6 +66,29 @@ def parseq_tiny_onnx(session_cache: Path, shared: Path):
 
 
 @pytest.fixture(scope="session")
+def craft_fp16_onnx(craft_onnx, crnn_onnx):
+    """The fp16 mixed-precision CRAFT made from `craft_onnx` (its validation reads with `crnn_onnx`)."""
+    from stdr_deploy.export import export_model
+
+    return export_model("craft", precision="fp16", progress=False)
+
+
+@pytest.fixture(scope="session")
+def crnn_fp16_onnx(craft_onnx, crnn_onnx):
+    from stdr_deploy.export import export_model
+
+    return export_model("crnn-en", precision="fp16", progress=False)
+
+
+@pytest.fixture(scope="session")
+def parseq_tiny_fp16_onnx(craft_onnx, parseq_tiny_onnx, shared: Path):
+    from stdr_deploy.export import export_model
+
+    weights = shared / "oracles/parseq/parseq_tiny_random_A.pt"
+    return export_model("parseq-tiny", weights=weights, precision="fp16", progress=False)
+
+
+@pytest.fixture(scope="session")
 def scenes_a_predictions(shared: Path) -> dict:
     """The default pipeline's predictions on scenes_A through `stdr-deploy ocr --json` (in-process,
     ONNX Runtime): CRAFT at a 2560 canvas is the most expensive thing the suite does, so once."""

@@ -313,4 +313,130 @@ def test_int8_only_for_the_craft_detector():
     with pytest.raises(UserInputError, match="int8"):
         export_model("craft", precision="int8", with_features=True, progress=False)
     with pytest.raises(UserInputError, match="precision"):
-        export_model("craft", precision="fp16", progress=False)
+        export_model("craft", precision="bf16", progress=False)
+    with pytest.raises(UserInputError, match="fp16"):
+        export_model("craft", precision="fp16", with_features=True, progress=False)
+
+
+# --- fp16 mixed precision (stdr_deploy.precision) -----------------------------------------------
+
+
+def _fp32_inputs_of(model: onnx.ModelProto, op_types: set[str]) -> dict[str, bool]:
+    """Per op type in `op_types`: whether every node of it reads float32 (not float16) tensors."""
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
+    types.update({init.name: init.data_type for init in graph.initializer})
+    seen: dict[str, bool] = {}
+    for node in graph.node:
+        if node.op_type in op_types:
+            first = types.get(node.input[0])
+            seen[node.op_type] = seen.get(node.op_type, True) and first == onnx.TensorProto.FLOAT
+    return seen
+
+
+def _check_fp16_export(result, fp32, kept: set[str]) -> None:
+    from stdr_deploy.precision import FP16_TOLERANCE
+    from stdr_deploy.smoke import SMOKE_WORDS
+
+    report = result.report
+    assert report["precision"] == "fp16" and report["fp32"]["onnx_sha256"] == fp32.report["onnx"]["sha256"]
+    assert result.onnx_path.parent.name.startswith(f"{report['model']}-fp16-")
+    assert sha256_file(result.onnx_path) == report["onnx"]["sha256"]
+    model = onnx.load(str(result.onnx_path))
+    # fp32 in and out, fp16 compute (half the weight bytes), the sensitive ops fed fp32
+    assert {v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)} == {onnx.TensorProto.FLOAT}
+    assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) > 5
+    assert report["onnx"]["bytes"] < 0.6 * fp32.report["onnx"]["bytes"]
+    assert _fp32_inputs_of(model, kept) == {op: True for op in kept}
+    parity = report["parity"]
+    assert parity["tolerance"] == FP16_TOLERANCE and 0 < parity["max_scaled"] <= FP16_TOLERANCE
+    assert len(parity["shapes"]) == len(get_spec(report["model"]).validation_shapes) >= 3
+    if report["model"] == "crnn-en":  # the smoke image's words are only meaningful with real weights
+        assert report["validation"]["smoke_words"] == list(SMOKE_WORDS)
+    again = export_model(report["model"], weights=fp32.report["weights"]["path"], precision="fp16", progress=False)
+    assert again.cached and again.onnx_path == result.onnx_path
+
+
+@pytest.mark.slow
+def test_fp16_crnn_keeps_the_lstm_and_reductions_fp32_and_matches_fp32(crnn_fp16_onnx, crnn_onnx):
+    _check_fp16_export(crnn_fp16_onnx, crnn_onnx, {"LSTM", "ReduceMean"})
+    recognizer_parity = crnn_fp16_onnx.report["parity"]["shapes"][0]["outputs"]["output"]
+    assert recognizer_parity["argmax"]["decisive_flips"] == 0
+
+
+@pytest.mark.slow
+def test_fp16_parseq_keeps_layernorm_softmax_and_reductions_fp32(parseq_tiny_fp16_onnx, parseq_tiny_onnx):
+    _check_fp16_export(parseq_tiny_fp16_onnx, parseq_tiny_onnx, {"Softmax", "ReduceMean", "Pow", "Sqrt"})
+    # every decomposed LayerNorm (30 in parseq-tiny) keeps its Sub, Add(eps) and Div in fp32 too
+    assert parseq_tiny_fp16_onnx.report["kept_fp32"]["layernorm_nodes"] == 90
+
+
+@pytest.mark.slow
+def test_fp16_crnn_reads_the_crops_like_fp32(shared, crnn_fp16_onnx, crnn_onnx):
+    """Real data: the 20 word crops of crops_A through the pipeline's own crop input and decoder."""
+    from PIL import Image
+
+    from stdr_deploy.ocr.recognizers import get_family
+    from stdr_deploy.precision import CpuRunner
+
+    family = get_family("crnn-en")
+    runners = {"fp32": CpuRunner(crnn_onnx.onnx_path), "fp16": CpuRunner(crnn_fp16_onnx.onnx_path)}
+    labels = json.loads((shared / "testdata/crops_A/labels.json").read_text())
+    read = {name: [] for name in runners}
+    for file in sorted(labels):
+        x = family.make_input(np.asarray(Image.open(shared / "testdata/crops_A" / file).convert("RGB")))[None]
+        for name, runner in runners.items():
+            read[name].append(family.decode(runner.infer({"input": x})["output"][0]).text)
+    assert len(read["fp16"]) == 20 and read["fp16"] == read["fp32"]
+    assert sum(a == b for a, b in zip(read["fp16"], (labels[f] for f in sorted(labels)))) >= 10
+
+
+@pytest.mark.slow
+def test_fp16_craft_matches_fp32_on_a_scene_and_keeps_its_words(shared, craft_fp16_onnx, craft_onnx, crnn_onnx):
+    """Real data: a scenes_A image; the score maps within the fp16 tolerance, the same words read."""
+    from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+    from stdr_deploy.ocr.detector_input import detector_input
+    from stdr_deploy.ocr.image_io import read_image
+    from stdr_deploy.precision import FP16_TOLERANCE, CpuRunner, half_vs_full
+
+    report = craft_fp16_onnx.report
+    assert report["precision"] == "fp16" and 0 < report["parity"]["max_scaled"] <= FP16_TOLERANCE
+    image = read_image(shared / "testdata/scenes_A/img03.png")
+    settings = PipelineSettings(canvas_size=1280)
+    runners = {"fp32": CpuRunner(craft_onnx.onnx_path), "fp16": CpuRunner(craft_fp16_onnx.onnx_path)}
+    feeds = {"input": detector_input(image, settings.canvas_size, settings.mag_ratio).tensor}
+    maps = {name: runner.infer(feeds)["output"] for name, runner in runners.items()}
+    row = half_vs_full(maps["fp32"], maps["fp16"], argmax=False)
+    assert row["passed"], row
+    recognizer = CpuRunner(crnn_onnx.onnx_path)
+    words = {
+        name: [w.text for w in OcrPipeline(runner, recognizer, "crnn-en", settings).read(image)]
+        for name, runner in runners.items()
+    }
+    assert len(words["fp32"]) >= 5 and words["fp16"] == words["fp32"]
+
+
+def test_each_plan_precision_is_served_from_its_own_graph():
+    from stdr_deploy.export import onnx_precision
+
+    assert [onnx_precision(p) for p in ("fp32", "fp16", "int8")] == ["fp32", "fp16", "int8"]
+    with pytest.raises(UserInputError, match="precision"):
+        onnx_precision("tf32")
+
+
+def test_fp16_is_rendered_for_gpu_instances_only():
+    import dataclasses
+
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.render import model_context
+
+    hosts = Path(__file__).resolve().parent / "hosts"
+    gpu = make_plan(load_host(hosts / "a5000-24g.vendor.json"), variant="onnxruntime").recognizer
+    assert gpu.instance_kind == "KIND_GPU"
+    assert model_context(dataclasses.replace(gpu, precision="fp16"), "model.onnx")["precision"] == "fp16"
+    cpu = make_plan(load_host(hosts / "cpu-xeon-2core.json")).recognizer
+    with pytest.raises(UserInputError, match="crnn_en is fp16 on onnxruntime KIND_CPU") as info:
+        model_context(dataclasses.replace(cpu, precision="fp16"), "model.onnx")
+    assert "fp16 is for GPU instances" in info.value.hint

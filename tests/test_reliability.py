@@ -35,7 +35,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from test_engines import make_plan as engine_plan
 from test_engines import ort_as_engine, recognizer_plan, standins  # noqa: F401 - standins is a fixture
-from trt_double import TrtDouble
+from trt_double import GpuStandIn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
@@ -454,7 +454,7 @@ KILLED_BUILD = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from trt_double import TrtDouble
+from trt_double import GpuStandIn
 from stdr_deploy.engines import EngineCache, build_engines
 from stdr_deploy.hardware import load_host
 from stdr_deploy.plan_schema import Plan
@@ -467,7 +467,7 @@ def stall(engine_path, spec, gpu):
     time.sleep(600)
 
 build_engines(Plan.from_dict(args["plan"]), {k: Path(v) for k, v in args["onnx"].items()}, load_host(args["host"]),
-              trt=TrtDouble(), cache=EngineCache(Path(args["cache"])), make_runner=stall)
+              builder=GpuStandIn(), cache=EngineCache(Path(args["cache"])), make_runner=stall)
 """
 
 
@@ -477,10 +477,10 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_a_build_killed_mid_way_leaves_the_cached_engines_intact(tmp_path, standins):
-    """TensorRT cannot run here: the build runs against the recording TensorRT stand-in (see
-    tests/trt_double.py) in a real subprocess, killed by SIGKILL once its engine is staged."""
+    """Real TensorRT-RTX builds (only the GPU-time answers stood in, see tests/trt_double.py) in a
+    real subprocess, killed by SIGKILL once its engine is staged."""
     cache, host = EngineCache(tmp_path / "engines"), load_host(H100)
-    first = build_engines(engine_plan(), standins, host, trt=TrtDouble(), cache=cache, make_runner=ort_as_engine)
+    first = build_engines(engine_plan(), standins, host, builder=GpuStandIn(), cache=cache, make_runner=ort_as_engine)
     kept = {name: files_under(result.engine_path.parent) for name, result in first.items()}
     larger = engine_plan(recognizer=recognizer_plan(batch=32))  # a new recognizer engine, the same detector
     staged = tmp_path / "staged"
@@ -509,7 +509,7 @@ def test_a_build_killed_mid_way_leaves_the_cached_engines_intact(tmp_path, stand
     for result in first.values():
         assert cache.lookup(fingerprint, result.key)[1] == "cached"
 
-    again = build_engines(larger, standins, host, trt=TrtDouble(), cache=cache, make_runner=ort_as_engine)
+    again = build_engines(larger, standins, host, builder=GpuStandIn(), cache=cache, make_runner=ort_as_engine)
     assert again["craft"].cached and not again["parseq"].cached
     assert again["parseq"].key == new_key and again["parseq"].report["rebuilt_because"] == "not built yet"
     assert not orphan.exists()  # the next build of that engine removed the killed build's leftovers

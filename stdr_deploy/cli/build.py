@@ -1,8 +1,9 @@
-"""`stdr-deploy build`: build (or reuse) the TensorRT engines of a tensorrt_plan plan."""
+"""`stdr-deploy build`: build (or reuse) the TensorRT engines of a tensorrt_plan plan, or check them."""
 
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -25,9 +26,13 @@ from stdr_deploy.workspace import default_workspace, write_json_atomic
               "Models not given are exported from their weights (cached).")
 @weights_option
 @click.option("--dry-run", is_flag=True,
-              help="Show each build spec and its equivalent trtexec command; needs no TensorRT.")
-@click.option("--json", "as_json", is_flag=True, help="Print the specs (or results) as JSON on stdout.")
-def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
+              help="Print each build's trtexec command on stdout (the specs as a table on stderr); needs no TensorRT.")
+@click.option("--check", is_flag=True,
+              help="Build every engine ahead of time with TensorRT-RTX for the plan's GPU, with the plan's "
+              "min/opt/max profiles, and keep none: checks the graphs and profiles on hosts without TensorRT "
+              "or GPU (pip install '.[tensorrt-rtx]').")
+@click.option("--json", "as_json", is_flag=True, help="Print the specs, checks or results as JSON on stdout.")
+def command(plan_path, host_path, onnx_args, weights, dry_run, check, as_json):
     """Build the plan's TensorRT engines, sized to the GPU, and keep them in the engine cache.
 
     Engines are cached per host fingerprint (GPU, compute capability, TensorRT version, driver
@@ -36,12 +41,19 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
     stepped down); the plan file is then updated to match the engines. Each engine is checked
     against ONNX Runtime before it is kept.
 
+    Builds are strongly typed: each model's precision is that of its ONNX graph (the plan's
+    precision picks the fp32, fp16 mixed-precision or int8 QDQ export).
+
     \b
-    Exit codes: 0 built, 2 bad input (e.g. the plan is not tensorrt_plan), 3 TensorRT missing,
-    4 out of GPU memory even at the smallest shape, 5 build or accuracy check failed.
+    Exit codes: 0 built (or checked), 2 bad input (e.g. the plan is not tensorrt_plan),
+    3 TensorRT (or, with --check, TensorRT-RTX) missing, 4 out of GPU memory even at the
+    smallest shape, 5 a build, check or accuracy check failed (the message names the model,
+    the ONNX node and the profile).
     """
     from stdr_deploy import engines
 
+    if dry_run and check:
+        raise UserInputError("--dry-run and --check exclude each other", hint="pass one of them")
     plan_path = plan_path or default_workspace() / "plan.json"
     plan = read_plan(plan_path)
     if plan.variant != "tensorrt_plan":
@@ -65,10 +77,18 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, as_json):
         else:
             _show_planned(planned)
         return
+    if check:
+        with console.status("building the engines ahead of time with TensorRT-RTX") as status:
+            checks = engines.check_engines(plan, onnx_paths, host, progress=status.update)
+        if as_json:
+            print_json({"check": True, "engines": [c.to_dict() for c in checks]})
+        else:
+            _show_checks(checks)
+        return
 
-    trt = engines.import_tensorrt()
+    builder = engines.Builder.tensorrt()
     with console.status("building TensorRT engines") as status:
-        results = engines.build_engines(plan, onnx_paths, host, trt=trt, progress=status.update)
+        results = engines.build_engines(plan, onnx_paths, host, builder=builder, progress=status.update)
     adjusted = engines.apply_build_results(plan, results)
     if adjusted != plan:
         write_json_atomic(plan_path, adjusted.to_dict())
@@ -114,17 +134,24 @@ def _shapes(spec) -> str:
 def _show_planned(planned) -> None:
     from stdr_deploy.engines.spec import shell_line
 
-    table = Table("model", "precision", "profile min / opt / max", "workspace", "fp32 layers")
+    table = Table("model", "precision", "profile min / opt / max", "workspace", "engine")
     for p in planned:
         spec = p.spec
         table.add_row(spec.triton_name, spec.precision, _shapes(spec), f"{spec.workspace_bytes >> 20} MiB",
-                      str(len(spec.fp32_layers)))
+                      str(p.engine_path))
     console.print(table)
-    console.print(f"host fingerprint {planned[0].fingerprint.slug}", soft_wrap=True)
-    for p in planned:
-        console.print(f"\n[bold]{p.spec.triton_name}[/] with trtexec (engine: {p.engine_path}):", soft_wrap=True)
-        line = f"mkdir -p {shlex.quote(str(p.engine_path.parent))} && {shell_line(p.trtexec)}"
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"host fingerprint {planned[0].fingerprint.slug}; trtexec lines on stdout", soft_wrap=True)
+    for p in planned:  # the commands are the output: stdout, one line each, ready for a shell
+        sys.stdout.write(f"mkdir -p {shlex.quote(str(p.engine_path.parent))} && {shell_line(p.trtexec)}\n")
+
+
+def _show_checks(checks) -> None:
+    table = Table("model", "precision", "profile min / opt / max", "builder", "target", "engine", "seconds")
+    for c in checks:
+        table.add_row(c.spec.triton_name, c.spec.precision, _shapes(c.spec), c.builder, c.target,
+                      f"{c.engine_bytes / 1e6:.1f} MB", f"{c.seconds:.2f}")
+    console.print(table)
+    console.print("every engine builds; none was kept (TensorRT-RTX checks, full TensorRT serves)")
 
 
 def _show_results(results) -> None:

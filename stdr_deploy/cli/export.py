@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
+from stdr_deploy.plan_schema import PRECISIONS
 
 
 @click.command("export")
@@ -27,12 +27,13 @@ from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
 )
 @click.option(
     "--precision",
-    type=click.Choice(DETECTOR_PRECISIONS),
+    type=click.Choice(PRECISIONS),
     default="fp32",
     show_default=True,
-    help="craft only: int8 also quantizes the fp32 export (static QDQ, calibrated on generated images) "
-    "and checks it reads the smoke image like fp32; cached beside it. For CPU plans with "
-    "--detector-precision int8.",
+    help="fp16: also convert the fp32 export to mixed precision (fp16 compute, fp32 inputs/outputs, "
+    "LayerNorm/Softmax/reductions/LSTM in fp32) for GPU plans and TensorRT. int8 (craft only): also "
+    "quantize it (static QDQ, calibrated on generated images) for CPU plans with --detector-precision "
+    "int8. Both are checked against fp32 (parity figures and the smoke image's words) and cached beside it.",
 )
 @click.option("--force", is_flag=True, help="Export again even if the cache holds this export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result and report as JSON on stdout.")
@@ -86,6 +87,14 @@ def command(
             f"[bold]{report['model']} int8[/] -> {result.onnx_path} ({size_mb:.1f} MB, opset {report['onnx']['opset']}), "
             f"smoke image read as {' '.join(check['smoke_words'])} (like fp32), score-map max abs diff "
             f"{check['score_map_max_abs']:.2g} vs fp32, {origin}"
+        )
+        return
+    if report.get("precision") == "fp16":
+        console.print(
+            f"[bold]{report['model']} fp16[/] -> {result.onnx_path} ({size_mb:.1f} MB, opset {report['onnx']['opset']}), "
+            f"{', '.join(report['kept_fp32']['ops']) or 'no op'} kept fp32, max diff {report['parity']['max_scaled']:.2g} "
+            f"of the fp32 output scale (tolerance {report['parity']['tolerance']:g}), smoke image read as "
+            f"{' '.join(report['validation']['smoke_words'])} (like fp32), {origin}"
         )
         return
     nodes = report["nodes"]

@@ -1,10 +1,15 @@
-"""Build (or reuse) the TensorRT engines a plan asks for: cache lookup, retries, accuracy check.
+"""Build (or reuse) the TensorRT engines a plan asks for; check them ahead of time with TensorRT-RTX.
 
-For each model: derive its `BuildSpec`, look it up in the engine cache (a stale or corrupt
-engine is rebuilt), otherwise build it, shrinking the spec on out-of-memory failures in the
-documented order (`stdr_deploy.engines.spec`), check the engine against ONNX Runtime, and only
-then move it into the cache together with a `build.json` report that lists every attempt.
+`build_engines`, for each model: derive its `BuildSpec`, look it up in the engine cache (a stale
+or corrupt engine is rebuilt), otherwise build it, shrinking the spec on out-of-memory failures
+in the documented order (`stdr_deploy.engines.spec`), check the engine against ONNX Runtime, and
+only then move it into the cache together with a `build.json` report that lists every attempt.
 A failed build leaves its report (and no engine) in the cache folder for inspection.
+
+`check_engines` builds the same specs with TensorRT-RTX ahead of time for the plan's GPU (its
+compute capability, or sm86 where TensorRT-RTX has no such target), on any host: the ONNX
+parser, the strongly typed builder and the plan's exact min/opt/max profiles are checked. The
+engines are not kept: TensorRT-RTX engines are not what full TensorRT serves.
 """
 
 from __future__ import annotations
@@ -13,11 +18,10 @@ import datetime
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Mapping
 
 from stdr_deploy.engines.accuracy import OnnxRunner, Runner, check_engine_accuracy, engine_tolerance, validation_feeds
-from stdr_deploy.engines.adapter import BuildOutcome, build_engine, engine_loads, import_tensorrt
+from stdr_deploy.engines.adapter import BuildOutcome, Builder
 from stdr_deploy.engines.cache import (
     ENGINE_FILE,
     REPORT_FILE,
@@ -32,7 +36,7 @@ from stdr_deploy.engines.spec import BuildSpec, apply_specs, build_spec, retry_s
 from stdr_deploy.errors import HostUnsupported, UserInputError, ValidationError
 from stdr_deploy.hardware import HostFacts
 from stdr_deploy.plan_schema import ModelPlan, Plan
-from stdr_deploy.workspace import atomic_path, replace_dir_atomic, sha256_file, staging_dir, write_json_atomic
+from stdr_deploy.workspace import replace_dir_atomic, sha256_file, staging_dir, write_json_atomic
 
 MakeRunner = Callable[[Path, BuildSpec, int], Runner]
 Progress = Callable[[str], None]
@@ -78,6 +82,33 @@ class PlannedBuild:
         }
 
 
+@dataclass(frozen=True)
+class EngineCheck:
+    """One engine built ahead of time by TensorRT-RTX (`check_engines`)."""
+
+    spec: BuildSpec
+    builder: str  # e.g. "TensorRT-RTX 1.7.1.116"
+    target: str  # e.g. "sm86"
+    ok: bool
+    seconds: float
+    engine_bytes: int
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.triton_name,
+            "precision": self.spec.precision,
+            "onnx_path": self.spec.onnx_path,
+            "profile": profile_text(self.spec),
+            "builder": self.builder,
+            "target": self.target,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "engine_bytes": self.engine_bytes,
+            "error": self.error,
+        }
+
+
 def plan_builds(
     plan: Plan, onnx_paths: Mapping[str, Path], host: HostFacts, trt_version: str, cache: EngineCache | None = None
 ) -> list[PlannedBuild]:
@@ -99,37 +130,74 @@ def build_engines(
     onnx_paths: Mapping[str, Path],
     host: HostFacts,
     *,
-    trt: ModuleType | None = None,
+    builder: Builder | None = None,
     cache: EngineCache | None = None,
     make_runner: MakeRunner | None = None,
     progress: Progress = lambda message: None,
 ) -> dict[str, BuildResult]:
     """Engines for the plan's detector and recognizer, keyed by Triton model name.
 
-    `trt` is the `tensorrt` module (imported when None: MissingDependency if absent);
-    `make_runner(engine_path, spec, gpu)` runs an engine for the accuracy check (TrtRunner).
+    `builder` defaults to full TensorRT (MissingDependency if absent); `make_runner(engine_path,
+    spec, gpu)` runs an engine for the accuracy check (default: Polygraphy's TrtRunner, a GPU).
     """
     _require_tensorrt_plan(plan)
-    trt = trt or import_tensorrt()
+    builder = builder or Builder.tensorrt()
     cache = cache or EngineCache.default()
-    make_runner = make_runner or _trt_runner(trt)
+    make_runner = make_runner or _trt_runner
     results = {}
     for model in plan.models():
-        fingerprint = host_fingerprint(host, trt.__version__, _gpu_index(model))
+        fingerprint = host_fingerprint(host, builder.version, _gpu_index(model))
         spec = _spec_for(model, onnx_paths, cache, fingerprint)
-        results[model.triton_name] = _build_one(spec, fingerprint, _gpu_index(model), trt, cache, make_runner, progress)
+        results[model.triton_name] = _build_one(
+            spec, fingerprint, _gpu_index(model), builder, cache, make_runner, progress
+        )
     return results
 
 
-def build_engines_for_plan(
+def check_engines(
     plan: Plan,
+    onnx_paths: Mapping[str, Path],
     host: HostFacts,
     *,
-    weights: Mapping[str, str] | None = None,
-    **options: Any,
-) -> dict[str, BuildResult]:
-    """Export (or reuse) the plan's ONNX models, then `build_engines` with `options`."""
-    return build_engines(plan, export_onnx(plan, weights), host, **options)
+    builder: Builder | None = None,
+    progress: Progress = lambda message: None,
+) -> list[EngineCheck]:
+    """Build every engine of the plan with TensorRT-RTX ahead of time (see the module docstring).
+
+    Returns one check per model; after trying them all, raises ValidationError naming the
+    model, the node (for parser errors) and the profile of every failure.
+    """
+    _require_tensorrt_plan(plan)
+    checks = []
+    for model in plan.models():
+        gpu = next((g for g in host.gpus if g.index == _gpu_index(model)), None)
+        if gpu is None:
+            raise HostUnsupported(
+                f"{model.triton_name} is planned on GPU {_gpu_index(model)}, which the host file does not have",
+                hint="pass the host file the plan was made for (--host)",
+            )
+        rtx = builder or Builder.rtx(tuple(gpu.compute_capability))
+        spec = build_spec(model, inspect_onnx(_onnx_path(model, onnx_paths)), timing_cache="")
+        target = f"sm{rtx.target[0]}{rtx.target[1]}" if rtx.target else "this GPU"
+        progress(f"{spec.triton_name}: {rtx.name} build for {target}, profile {profile_text(spec)}")
+        try:
+            outcome = rtx.build(spec)
+            error = None if outcome.engine is not None else "\n".join(outcome.messages[-5:]) or "no engine"
+        except ValidationError as exc:
+            outcome, error = BuildOutcome(None, (), 0.0), str(exc)
+        size = len(outcome.engine) if outcome.engine is not None else 0
+        checks.append(EngineCheck(spec, f"{rtx.name} {rtx.version}", target, error is None, outcome.seconds, size, error))
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise ValidationError(
+            "\n".join(
+                f"{c.spec.triton_name} ({c.spec.precision}, profile {profile_text(c.spec)}) does not build with "
+                f"{c.builder} for {c.target}:\n  " + (c.error or "").replace("\n", "\n  ")
+                for c in failed
+            ),
+            hint="re-export the model (`stdr-deploy export MODEL --precision P --force`) or re-run `stdr-deploy plan`",
+        )
+    return checks
 
 
 def apply_build_results(plan: Plan, results: Mapping[str, BuildResult]) -> Plan:
@@ -138,11 +206,22 @@ def apply_build_results(plan: Plan, results: Mapping[str, BuildResult]) -> Plan:
 
 
 def export_onnx(plan: Plan, weights: Mapping[str, str] | None = None) -> dict[str, Path]:
-    """ONNX file per Triton model name, from the export cache (exported when missing)."""
-    from stdr_deploy.export import ensure_onnx
+    """ONNX file per Triton model name in the plan's precision, from the export cache (exported when missing)."""
+    from stdr_deploy.export import ensure_onnx, onnx_precision
 
     weights = weights or {}
-    return {m.triton_name: ensure_onnx(m.family, weights.get(m.family)) for m in plan.models()}
+    return {
+        m.triton_name: ensure_onnx(m.family, weights.get(m.family), precision=onnx_precision(m.precision))
+        for m in plan.models()
+    }
+
+
+def profile_text(spec: BuildSpec) -> str:
+    """`input 1x3x32x32 / 1x3x736x736 / 1x3x2560x2560`: min / opt / max per input."""
+    return "; ".join(
+        f"{p.name} {'x'.join(map(str, p.min))} / {'x'.join(map(str, p.opt))} / {'x'.join(map(str, p.max))}"
+        for p in spec.profiles
+    )
 
 
 def _require_tensorrt_plan(plan: Plan) -> None:
@@ -158,28 +237,32 @@ def _gpu_index(model: ModelPlan) -> int:
     return model.gpus[0] if model.gpus else 0
 
 
-def _spec_for(
-    model: ModelPlan, onnx_paths: Mapping[str, Path], cache: EngineCache, fingerprint: HostFingerprint
-) -> BuildSpec:
+def _onnx_path(model: ModelPlan, onnx_paths: Mapping[str, Path]) -> Path:
     if model.triton_name not in onnx_paths:
         raise UserInputError(
             f"no ONNX model given for {model.triton_name!r}", hint="export it with `stdr-deploy export`"
         )
-    graph = inspect_onnx(onnx_paths[model.triton_name])
+    return Path(onnx_paths[model.triton_name])
+
+
+def _spec_for(
+    model: ModelPlan, onnx_paths: Mapping[str, Path], cache: EngineCache, fingerprint: HostFingerprint
+) -> BuildSpec:
+    graph = inspect_onnx(_onnx_path(model, onnx_paths))
     return build_spec(model, graph, timing_cache=cache.timing_cache_path(fingerprint))
 
 
-def _trt_runner(trt: ModuleType) -> MakeRunner:
+def _trt_runner(path: Path, spec: BuildSpec, gpu: int) -> Runner:
     from stdr_deploy.engines.runner import TrtRunner
 
-    return lambda path, spec, gpu: TrtRunner(path, device=gpu, trt=trt)
+    return TrtRunner(path, device=gpu)
 
 
 def _build_one(
     spec: BuildSpec,
     fingerprint: HostFingerprint,
     gpu: int,
-    trt: ModuleType,
+    builder: Builder,
     cache: EngineCache,
     make_runner: MakeRunner,
     progress: Progress,
@@ -188,12 +271,12 @@ def _build_one(
     folder = cache.entry(fingerprint, key)
     cached, reason = cache.lookup(fingerprint, key)
     if cached is not None:
-        if engine_loads(cached.engine_path.read_bytes(), trt):
+        if builder.loads(cached.engine_path.read_bytes()):
             progress(f"{spec.triton_name}: cached engine {cached.engine_path}")
             return _result(spec, fingerprint, key, folder, cached.report, cached=True)
-        reason = f"engine does not load with TensorRT {trt.__version__} (stale)"
+        reason = f"engine does not load with {builder.name} {builder.version} (stale)"
     progress(f"{spec.triton_name}: building ({reason})")
-    built, outcome, attempts = _build_with_retries(spec, trt, cache.timing_cache_path(fingerprint), progress)
+    built, outcome, attempts = _build_with_retries(spec, builder, cache.timing_cache_path(fingerprint), progress)
     report = {
         "format_version": REPORT_FORMAT,
         "key": key,
@@ -230,22 +313,19 @@ def _build_one(
 
 
 def _build_with_retries(
-    spec: BuildSpec, trt: ModuleType, timing_path: Path, progress: Progress
+    spec: BuildSpec, builder: Builder, timing_path: Path, progress: Progress
 ) -> tuple[BuildSpec, BuildOutcome, list[dict[str, Any]]]:
     """Build `spec`, then its smaller retry specs while the builder runs out of memory.
 
-    Returns the last spec tried, its outcome and every attempt's record. The timing cache is
-    read once and written after each attempt (it is valid even when the build failed).
+    Returns the last spec tried, its outcome and every attempt's record. The builder reads the
+    timing cache and writes it back after each attempt (it is valid even when a build failed).
     """
-    timing = timing_path.read_bytes() if timing_path.is_file() else b""
+    timing_path.parent.mkdir(parents=True, exist_ok=True)
     attempts = []
     for number, candidate in enumerate((spec, *retry_specs(spec)), start=1):
         progress(f"{spec.triton_name}: attempt {number}, max shape {_max_shapes(candidate)}")
-        outcome = build_engine(candidate, trt, timing)
+        outcome = builder.build(candidate, timing_path)
         attempts.append(_attempt(number, candidate, outcome))
-        if outcome.timing_cache:
-            timing = outcome.timing_cache
-            _write_bytes(timing_path, timing)
         if outcome.engine is not None or not outcome.out_of_memory:
             break
     return candidate, outcome, attempts
@@ -285,7 +365,6 @@ def _attempt(number: int, spec: BuildSpec, outcome: BuildOutcome) -> dict[str, A
         "ok": outcome.engine is not None,
         "out_of_memory": outcome.out_of_memory,
         "seconds": round(outcome.seconds, 3),
-        "pinned_fp32_layers": len(outcome.pinned_layers),
         "messages": list(outcome.messages[-MESSAGES_KEPT:]),
     }
 
@@ -311,8 +390,3 @@ def _raise_build_failure(spec: BuildSpec, attempts: list[dict[str, Any]], folder
             hint=f"free GPU memory (other processes?) or plan a smaller profile; {where}",
         )
     raise ValidationError(f"{spec.triton_name}: TensorRT could not build the engine:\n{detail}", hint=where)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)

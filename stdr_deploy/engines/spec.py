@@ -25,7 +25,6 @@ from stdr_deploy.engines.graph import OnnxGraph
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.plan_schema import ModelPlan, Plan, ShapeProfile
 
-PRECISIONS = ("fp32", "fp16")
 DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default: good engines at a moderate build time
 DETECTOR_SIZE_MULTIPLE = 32  # CRAFT inputs are padded to multiples of 32
 MIB = 1 << 20
@@ -50,12 +49,11 @@ class BuildSpec:
     role: str  # "detector" | "recognizer"
     onnx_path: str
     onnx_sha256: str
-    precision: str  # "fp32" | "fp16"
+    precision: str  # the graph's: "fp32" | "fp16" | "int8" (strongly typed builds)
     profiles: tuple[InputProfile, ...]
     workspace_bytes: int  # builder memory-pool limit (WORKSPACE); 0 = TensorRT's default
     optimization_level: int
     timing_cache_path: str
-    fp32_layers: tuple[str, ...]  # layers pinned to FP32 in an FP16 build
 
     @property
     def max_batch_size(self) -> int:
@@ -66,7 +64,6 @@ class BuildSpec:
         data["profiles"] = [
             {"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in self.profiles
         ]
-        data["fp32_layers"] = list(self.fp32_layers)
         return data
 
     @classmethod
@@ -77,7 +74,6 @@ class BuildSpec:
                 "profiles": tuple(
                     InputProfile(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"])) for p in data["profiles"]
                 ),
-                "fp32_layers": tuple(data["fp32_layers"]),
             }
         )
 
@@ -95,8 +91,11 @@ def build_spec(
             f"{model.triton_name} is planned for {model.backend}, not TensorRT",
             hint="plan with `--variant tensorrt_plan` to build engines",
         )
-    if model.precision not in PRECISIONS:
-        raise UserInputError(f"{model.triton_name}: precision {model.precision!r} is not one of {PRECISIONS}")
+    if model.precision != graph.precision:
+        raise UserInputError(
+            f"{model.triton_name}: the plan asks for {model.precision} but {graph.path} is an {graph.precision} graph",
+            hint=f"export it with `stdr-deploy export {model.family} --precision {model.precision}`",
+        )
     if set(model.profile) != set(graph.inputs):
         raise UserInputError(
             f"{model.triton_name}: the plan profiles inputs {sorted(model.profile)} "
@@ -115,7 +114,6 @@ def build_spec(
         workspace_bytes=int(model.workspace_bytes),
         optimization_level=optimization_level,
         timing_cache_path=str(timing_cache),
-        fp32_layers=graph.fp32_nodes if model.precision == "fp16" else (),
     )
 
 
@@ -163,7 +161,7 @@ def _step_detector_down(profiles: tuple[InputProfile, ...]) -> tuple[InputProfil
 
 
 def trtexec_command(spec: BuildSpec, engine_path: str | Path) -> list[str]:
-    """The trtexec (TensorRT 10) command line that builds the same engine as the Python adapter."""
+    """The trtexec command line (TensorRT 10.x and 11.x) that builds the same engine as the adapter."""
 
     def shapes(pick: str) -> str:
         return ",".join(f"{p.name}:{'x'.join(map(str, getattr(p, pick)))}" for p in spec.profiles)
@@ -182,15 +180,8 @@ def trtexec_command(spec: BuildSpec, engine_path: str | Path) -> list[str]:
         f"--builderOptimizationLevel={spec.optimization_level}",
         f"--timingCacheFile={spec.timing_cache_path}",
         "--noTF32",
+        "--stronglyTyped",
     ]
-    if spec.precision == "fp16":
-        command.append("--fp16")
-    if spec.fp32_layers:
-        command += [
-            "--precisionConstraints=obey",
-            "--layerPrecisions=" + ",".join(f"{name}:fp32" for name in spec.fp32_layers),
-            "--layerOutputTypes=" + ",".join(f"{name}:fp32" for name in spec.fp32_layers),
-        ]
     command.append("--skipInference")
     return command
 

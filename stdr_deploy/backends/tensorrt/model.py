@@ -27,7 +27,7 @@ import os
 import triton_python_backend_utils as pb_utils
 
 DEFAULT_MODEL_FILENAME = "model.plan"
-INSTALL_HINT = "install TensorRT 10 and torch with CUDA in the server's Python (pip install 'stdr-deploy[tensorrt]')"
+INSTALL_HINT = "install TensorRT 10 or 11 and torch with CUDA in the server's Python (pip install 'stdr-deploy[tensorrt]')"
 
 # Triton config data types and TensorRT DataType names -> torch dtype attribute names.
 TRITON_DTYPES = {

@@ -166,7 +166,7 @@ def main() -> None:
         "host": host_words(),
         "versions": versions(),
         "command": "python benchmarks/measure_memory.py " + " ".join(
-            Path(a).name if "/" in a else a for a in sys.argv[1:]
+            Path(a).name if "/" in a else a for a in sys.argv[1:] if a != "--out" and a != str(args.out)
         ),
         "threads": args.threads,
         "runs": args.runs,

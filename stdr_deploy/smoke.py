@@ -246,24 +246,24 @@ def process_status(pid: int) -> dict[str, int]:
     return {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in lines) if k in ("VmRSS", "VmHWM")}
 
 
-def process_label(pid: int) -> str:
-    """The model a Python-backend stub serves (its model path names it), else the program name."""
+def process_label(pid: int, models: tuple[str, ...]) -> str:
+    """The model a Python-backend stub serves (its arguments hold the model path and the instance
+    name, `<model>_<n>_<n>`), else the program's name (tritonserver)."""
     try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return "?"
-    words = [a.decode(errors="replace") for a in args if a]
-    for word in words[1:]:
-        if word.endswith("model.py"):
-            return Path(word).parent.parent.name
-    return Path(words[0]).name if words else "?"
+    for name in models:
+        if any(a == name or a.startswith(name + "_") or f"/{name}/" in a for a in args[1:]):
+            return name
+    return Path(args[0]).name if args else "?"
 
 
 class TreeSampler:
     """Samples the summed VmRSS of a process tree in a thread; at the end reads each VmHWM."""
 
-    def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+    def __init__(self, pid: int, models: tuple[str, ...] = ()):
+        self.pid, self.models, self.peak, self._stop = pid, models, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -283,7 +283,7 @@ class TreeSampler:
         """Summed VmHWM per label (model name, tritonserver, ...): each process's own peak."""
         marks: dict[str, int] = {}
         for pid in process_tree(self.pid):
-            label = process_label(pid)
+            label = process_label(pid, self.models)
             marks[label] = marks.get(label, 0) + process_status(pid).get("VmHWM", 0)
         return marks
 
@@ -353,7 +353,7 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
 
     sampler_thread = threading.Thread(target=sample_gpu, daemon=True) if gpu else None
     t0 = time.perf_counter()
-    with TreeSampler(server_pid) as tree:
+    with TreeSampler(server_pid, (*(m.triton_name for m in plan.models()), "pipeline")) as tree:
         if sampler_thread:
             sampler_thread.start()
         results = drive_max_shapes(url, plan, progress)

@@ -382,7 +382,19 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
                 f"planner bug: {what} estimate {estimate // mib} MiB is below the measured peak {peak // mib} MiB "
                 f"at the max shapes (per process: {per_model})"
             )
+    per_model_estimates = {}
+    if not gpu:  # on the CPU each model's instances are its stub processes: compare them one by one
+        for model in plan.models():
+            measured = marks.get(model.triton_name, 0)
+            per_model_estimates[model.triton_name] = {"estimate_bytes": model.memory_estimate_bytes, "peak_bytes": measured}
+            if model.memory_estimate_bytes < measured:
+                report.warnings.append(
+                    f"planner bug: {model.triton_name} ({model.family} {model.precision}, {model.instance_count} "
+                    f"instance(s)) estimate {model.memory_estimate_bytes // mib} MiB is below its measured peak "
+                    f"{measured // mib} MiB at max shape {list(next(iter(model.profile.values())).max)}"
+                )
     report.memory = {
+        "models": per_model_estimates,
         "host_peak_bytes": host_peak,
         "host_sampled_peak_bytes": tree.peak,
         "host_high_water_marks_bytes": marks,

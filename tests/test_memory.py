@@ -79,6 +79,32 @@ def test_cpu_plans_use_measured_models_and_render_the_arena_off():
         assert (params["enable_mem_arena"], params["enable_mem_pattern"]) == (0, 0)
 
 
+def test_tree_sampler_sees_a_grandchilds_memory():
+    """Real processes: a parent whose child holds 200 MB; the tree's peak and high-water marks see it."""
+    import subprocess
+    import sys
+    import time
+
+    from stdr_deploy.smoke import TreeSampler, process_tree
+
+    child = "import time; b = bytearray(200 << 20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}, 'craft_0_0'])"]
+    )
+    try:
+        with TreeSampler(parent.pid, ("craft",)) as tree:
+            deadline = time.monotonic() + 60
+            while tree.high_water_marks().get("craft", 0) < 200 << 20 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.3)  # a few samples while the child holds its memory
+            marks = tree.high_water_marks()
+            assert len(process_tree(parent.pid)) == 2
+    finally:
+        parent.wait(timeout=60)
+    assert marks["craft"] >= 200 << 20 and tree.peak >= 200 << 20
+    assert set(marks) == {"craft", Path(sys.executable).name}  # the child by model, the parent by program
+
+
 # --- served: the estimate against the real peak ---------------------------------------------
 
 

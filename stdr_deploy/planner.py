@@ -113,9 +113,15 @@ ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights
 # 13.8 s, so pixels per second per core (ORT's conv kernels scale with cores up to ~8).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units
 DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / 13.8 / 2}
+# int8 over fp32 on a CPU with AVX2 but no int8 dot-product units: 2-core AMD EPYC (AVX2 only,
+# shared and busy), CRAFT at 1280x1024, three alternating pairs: int8 took 37.7/26.9/33.3 s and
+# fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
+# AVX2 CPUs default to int8 too, counted at this median. Re-measure on a quiet host.
+AVX2_INT8_SPEEDUP = 1.65
 LATENCY_BUDGET_S = 1.5  # detector time for the largest image a CPU plan serves
 CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
-ACCURACY_FLOOR_CANVAS = 1280  # latency never pushes the canvas below this (accuracy, see CANVAS_COST)
+ACCURACY_FLOOR_CANVAS = 1600  # latency never pushes the canvas below this: scenes_A reads the same
+# words at 1600 as at 2560 (only memory may, at the cost stated in CANVAS_COST)
 
 # What each shrink step costs, as the fraction of throughput or of words read it may lose
 # (both count alike). The planner takes the step with the least cost per byte saved first.
@@ -355,18 +361,33 @@ def choose_precisions(
             f"2.4x faster than fp32 (2-core AMX Xeon, img01 at 2560x2048: 5.7 s against 13.8 s) for ~0.6 % fewer "
             "words read (served, scenes_A); recognizer fp32; --detector-precision fp32 overrides"
         )
+    elif "avx2" in host.cpu.features:
+        det = "int8"
+        reasons.append(
+            "detector int8: the CPU has AVX2 but no int8 dot-product units (VNNI/AMX); measured on such a CPU "
+            f"(2-core AMD EPYC, busy), int8 CRAFT was faster than fp32 in every pair (1.07x to 2.0x, median "
+            f"{AVX2_INT8_SPEEDUP}x) for ~0.6 % fewer words read; recognizer fp32; --detector-precision fp32 overrides"
+        )
     else:
         det = "fp32"
         reasons.append(
-            "detector fp32: the CPU has no int8 dot-product units (VNNI/AMX); int8 on AVX2 alone is not measured "
-            "yet, so fp32 is kept (--detector-precision int8 overrides); recognizer fp32"
+            "detector fp32: the CPU has neither int8 dot-product units nor AVX2, where int8 is not measured "
+            "(--detector-precision int8 overrides); recognizer fp32"
         )
     return det, rec
 
 
+def detector_pixels_per_second(host: HostFacts, precision: str) -> float:
+    """Detector speed on this host: the measured rate per core, int8 without int8 units at the AVX2 ratio."""
+    rate = DETECTOR_PIXELS_PER_CORE_S[precision]
+    if precision == "int8" and not has_int8_units(host):
+        rate = DETECTOR_PIXELS_PER_CORE_S["fp32"] * AVX2_INT8_SPEEDUP
+    return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE)
+
+
 def latency_canvas(host: HostFacts, precision: str) -> int:
     """The largest canvas whose detector time stays within LATENCY_BUDGET_S on this host."""
-    rate = DETECTOR_PIXELS_PER_CORE_S[precision] * min(host.usable_cores, CPU_THREADS_PER_INSTANCE)
+    rate = detector_pixels_per_second(host, precision)
     side = int(math.sqrt(LATENCY_BUDGET_S * rate / CANVAS_ASPECT)) // SIZE_MULTIPLE * SIZE_MULTIPLE
     return max(ACCURACY_FLOOR_CANVAS, min(DEFAULT_CANVAS, side))
 
@@ -381,7 +402,7 @@ def choose_canvas(
     if settings.canvas_size is not None:
         return settings.canvas_size
     canvas = latency_canvas(host, det_precision)
-    rate = DETECTOR_PIXELS_PER_CORE_S[det_precision] * min(host.usable_cores, CPU_THREADS_PER_INSTANCE)
+    rate = detector_pixels_per_second(host, det_precision)
     reasons.append(
         f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget at ~{rate / 1e6:.2f} M pixels/s "
         f"({det_precision}, {min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s)) for a 4:5 image, within "

@@ -29,7 +29,8 @@ class AutoOptions:
     weights: dict[str, str] = field(default_factory=dict)  # family -> path or registry name
     profile: str | None = None
     variant: str | None = None
-    detector_precision: str = "fp32"  # "int8": the quantized detector (CPU plans only)
+    detector_precision: str | None = None  # None: the planner decides from the host
+    canvas: int | None = None  # None: the planner decides
     host: str = "127.0.0.1"
     http_port: int | None = None
     grpc_port: int | None = None
@@ -90,6 +91,7 @@ def run_auto(
             recognizer=options.recognizer,
             variant=options.variant,
             detector_precision=options.detector_precision,
+            canvas=options.canvas,
         )
         write_json_atomic(ws / "plan.json", result.plan.to_dict())
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
@@ -169,11 +171,12 @@ def run_auto(
             reference=reference.read if result.plan.variant == "onnxruntime" else None,
             expect_text=trained_weights(recognizer.family, options.weights.get(recognizer.family)),
             progress=progress,
+            server_pid=result.server.pid,
         )
         result.smoke = report
         write_json_atomic(ws / "smoke.json", report.to_dict())
         report.raise_for_failures()
-        return {"checks": len(report.checks), "ok": report.ok}
+        return {"checks": len(report.checks), "ok": report.ok, "memory": report.memory, "warnings": report.warnings}
 
     steps = [
         Step("probe", probe, "probe the host (NVML, CPU, runtimes)"),

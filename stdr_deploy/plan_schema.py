@@ -23,7 +23,6 @@ ONNX_PRECISIONS = {
     "parseq": ("fp32", "fp16"),
     "parseq-tiny": ("fp32", "fp16"),
 }
-DETECTOR_PRECISIONS = ONNX_PRECISIONS["craft"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,8 @@ class ModelPlan:
     workspace_bytes: int  # TensorRT builder memory-pool limit; 0 for ONNX Runtime
     dynamic_batching: DynamicBatching | None
     memory_estimate_bytes: int  # per instance x instance_count, bytes
+    memory_arena: bool = True  # ONNX Runtime CPU arena and memory pattern (off on CPU plans: the
+    # arena grows in powers of two, so it held up to 1.8x the memory; the memory data is measured off)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class Plan:
     host: dict[str, Any] = field(default_factory=dict)  # summary of the host file it came from
     profile_name: str | None = None
     reasons: tuple[str, ...] = ()
+    host_memory_budget_bytes: int = 0  # host RAM: on a CPU plan the same as memory_budget_bytes
+    host_memory_estimate_bytes: int = 0  # the whole deployment's host RAM at the max shapes
     format_version: int = FORMAT_VERSION
 
     def models(self) -> tuple[ModelPlan, ModelPlan]:
@@ -115,6 +118,8 @@ class Plan:
             host=dict(data.get("host", {})),
             profile_name=data.get("profile_name"),
             reasons=tuple(data.get("reasons", ())),
+            host_memory_budget_bytes=int(data.get("host_memory_budget_bytes", 0)),
+            host_memory_estimate_bytes=int(data.get("host_memory_estimate_bytes", 0)),
         )
 
 

@@ -1,33 +1,32 @@
 """Host facts (+ optional profile) -> deployment plan. Pure: no I/O, every decision explained.
 
-`make_plan` picks the variant and device, sizes the detector canvas and TensorRT profiles,
-the recognizer batch, workspaces, instances and threads, then checks a memory budget model
-against the device's free memory and shrinks the plan in a fixed order until it fits. Each
-choice is written to `Plan.reasons` in plain words, so `stdr-deploy plan` can show why.
+`make_plan` picks the variant and device, the precisions (GPU: fp16; CPU: an int8 detector where
+the CPU has int8 dot-product units), the detector canvas (CPU: from a latency budget at the
+host's detector speed), TensorRT profiles, the recognizer batch, workspaces, instances and
+threads, then fits the plan's memory into a budget. Each choice is written to `Plan.reasons`
+in plain words, so `stdr-deploy plan` can show why.
 
-Memory model (bytes, per model instance; see the constants below for where numbers come from):
-  GPU, TensorRT:     CUDA context + weights + activations at the max shape + builder workspace
-  GPU, ONNX Runtime: CUDA context + weights + 2 x activations at the max shape + cuDNN/cuBLAS allowance
-  CPU, ONNX Runtime: process + weights x 2.5 (initializers and pre-packed copies) + activations
-plus, on CPU, the server process and the pipeline instances (which hold the decoded image).
-The budget is the free memory (GPU: the smallest free memory of the GPUs used; CPU: the
-usable host memory) less a 10 % safety margin. When the estimate exceeds it, the plan shrinks
-in this order, stopping at the first configuration that fits: detector instances down to 1,
-recognizer instances down to 1, recognizer max batch halved down to 1, detector canvas in
-256 px steps down to 640. A GPU plan that still does not fit falls back to the CPU (unless a
+Memory: each model instance is a process whose peak at the max shape comes from measurements
+(`stdr_deploy.memory`, data in `memory_data/`); the server and pipeline instances are added on
+the host. The budget is total memory (or the cgroup limit; on a GPU plan, each GPU's total
+memory, and host RAM too) less MEMORY_RESERVE_BYTES, so a host always gets the same plan. When
+the estimate exceeds it, the plan shrinks one step at a time, each time taking the step with
+the least stated cost (throughput or words read) per byte saved (`shrink_options`); a step that
+saves nothing is never taken. A GPU plan that still does not fit falls back to the CPU (unless a
 variant was forced); a CPU plan that does not fit raises HostUnsupported.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Iterator
 
+from stdr_deploy import memory
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts
 from stdr_deploy.plan_schema import (
-    DETECTOR_PRECISIONS,
+    PRECISIONS,
     VARIANTS,
     DynamicBatching,
     ModelPlan,
@@ -80,6 +79,7 @@ DETECTOR_MIN_SIDE = 32
 DEFAULT_CANVAS = 2560  # EasyOCR's canvas_size: the accuracy baseline uses it
 DEFAULT_DETECTOR_OPT_SIDE = 736  # the blog's images average ~720 px: padded, 736
 MIN_CANVAS = 640
+MAX_CANVAS = 4096  # --canvas: larger inputs exceed what the memory data covers by too much
 CANVAS_STEP = 256
 # CRNN takes [N, 1, 64, W]; W = ceil(w/h) * 64 per crop (EasyOCR). 1024 covers words up to
 # 16:1; the pipeline resizes wider crops down to it.
@@ -89,27 +89,57 @@ CRNN_OPT_WIDTH = 256
 CRNN_MAX_WIDTH = 1024
 PARSEQ_SHAPE = (3, 32, 128)
 
-# Memory constants (bytes).
-SAFETY_MARGIN = 0.10
-CUDA_CONTEXT_BYTES = 512 * MIB  # per process: each model instance is its own process on the
-# embedded tritonserver (Python-backend stubs), so every instance is counted with one
-ORT_CUDA_EXTRA_BYTES = 1024 * MIB  # cuDNN/cuBLAS handles and conv workspace (max workspace on)
-# The CUDA EP holds about twice the activation memory the CPU measurements give: served on the
-# H100 (4 CRAFT + 2 CRNN instances, traffic up to 2560x2048) nvidia-smi peaked at 39.8 GB where
-# the CPU-derived estimate said 31.5 GB, i.e. ~1650 B/px per CRAFT instance against 800.
-ORT_CUDA_ACTIVATION_FACTOR = 2.0
-ORT_CPU_PROCESS_BYTES = 128 * MIB  # Python + onnxruntime, measured 90-110 MB
-ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights: measured 2.2-2.6x
+# Memory constants (bytes). Model instances come from the measured data (stdr_deploy.memory);
+# these cover what is not a model session, and the hosts with no measurement yet.
+MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU: the OS and its
+# page cache (model files are read while sessions load), the client, the driver's own reservation
+# on a GPU (~0.5 GiB on the H100 at idle) and a display. Taken from total memory (or the cgroup
+# limit), never from momentary free memory, so the same host always gets the same plan.
 SERVER_BYTES = 256 * MIB  # tritonserver itself
 PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
 PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
 PIPELINE_BYTES_PER_CANVAS_PIXEL = 16  # float32 detector input (12) + score maps (quarter size)
+# Used only where memory_data has no measurement (say TensorRT, or the CUDA EP before
+# `benchmarks/measure_memory.py --providers CUDAExecutionProvider` ran); the plan says so.
+CUDA_CONTEXT_BYTES = 512 * MIB  # per process (each model instance is its own stub process)
+ORT_CUDA_EXTRA_BYTES = 1024 * MIB  # cuDNN/cuBLAS handles and conv workspace (max workspace on)
+ORT_CUDA_ACTIVATION_FACTOR = 2.0  # the CUDA EP's arena over the CPU-measured activations
+CUDA_PROCESS_HOST_BYTES = 1536 * MIB  # host RAM of one CUDA stub process (CUDA libraries mapped)
+ORT_CPU_PROCESS_BYTES = 128 * MIB  # Python + onnxruntime
+ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights
+
+# Host-derived CPU settings (issue 16). Detector speed of the CRAFT ONNX on ONNX Runtime 1.32,
+# 2-core Xeon with AMX/VNNI, scenes_A img01: int8 at 1600x1280 in 1.49 s, fp32 at 2560x2048 in
+# 13.8 s, so pixels per second per core (ORT's conv kernels scale with cores up to ~8).
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units
+DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / 13.8 / 2}
+# int8 over fp32 on a CPU with AVX2 but no int8 dot-product units: 2-core AMD EPYC (AVX2 only,
+# shared and busy), CRAFT at 1280x1024, three alternating pairs: int8 took 37.7/26.9/33.3 s and
+# fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
+# AVX2 CPUs default to int8 too, counted at this median. Re-measure on a quiet host.
+AVX2_INT8_SPEEDUP = 1.65
+LATENCY_BUDGET_S = 1.5  # detector time for the largest image a CPU plan serves
+CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
+ACCURACY_FLOOR_CANVAS = 1600  # latency never pushes the canvas below this: scenes_A reads the same
+# words at 1600 as at 2560 (only memory may, at the cost stated in CANVAS_COST)
+
+# What each shrink step costs, as the fraction of throughput or of words read it may lose
+# (both count alike). The planner takes the step with the least cost per byte saved first.
+INSTANCE_COST = 0.5  # one instance of n: the others keep the device busy, so at most half of its
+# 1/n share of concurrent throughput is lost (a guess, stated: not measured per host)
+RECOGNIZER_TIME_SHARE = 0.3  # recognizer share of a request's model time (CPU bench, scenes_A)
+BATCH_HALVING_COST = 0.05  # more recognizer calls on crowded images (a guess, stated)
+# Words read lost per 256 px canvas step, by the canvas the step ends at: scenes_A reads the
+# same words at 1600 as at 2560; 80 -> 76 words from 1600 to 1280 (5 % over 320 px); below 1280
+# small text falls under CRAFT's reliable size fast (not measured: counted three times as dear).
+CANVAS_COST = ((1600, 0.01), (1280, 0.04), (0, 0.12))
+INT8_ACCURACY_COST = 0.006  # int8 CRAFT reads ~0.6 % fewer words (served, scenes_A)
 
 # Defaults when no profile says otherwise.
 GPU_DEFAULTS = ProfileSettings(
     canvas_size=DEFAULT_CANVAS,
     detector_opt_side=DEFAULT_DETECTOR_OPT_SIDE,
-    detector_precision="fp32",
+    detector_precision="fp16",
     recognizer_precision="fp16",
     recognizer_batch=(1, 16, 64),
     detector_workspace_mib=2048,
@@ -118,9 +148,9 @@ GPU_DEFAULTS = ProfileSettings(
     recognizer_instances=2,
 )
 CPU_DEFAULTS = ProfileSettings(
-    canvas_size=DEFAULT_CANVAS,
+    canvas_size=None,  # from the host's speed, see latency_canvas
     detector_opt_side=DEFAULT_DETECTOR_OPT_SIDE,
-    detector_precision="fp32",
+    detector_precision=None,  # from the host's int8 units, see choose_precisions
     recognizer_precision="fp32",
     recognizer_batch=(1, 4, 16),
     detector_workspace_mib=0,
@@ -131,6 +161,8 @@ CPU_DEFAULTS = ProfileSettings(
 CPU_THREADS_PER_INSTANCE = 8  # ORT's conv kernels scale to about this; more cores -> more instances
 MAX_CPU_INSTANCES = 8
 GPU_QUEUE_DELAY_US = 100
+# Why GPU plans default to fp16. Filled in from the fp16 graph's parity measurement (branch trt18).
+FP16_PARITY = "accuracy parity of the fp16 graph with fp32: see the fp16 export's report (branch trt18)"
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
@@ -151,12 +183,24 @@ class Target:
 
 @dataclass(frozen=True)
 class Knobs:
-    """The settings the memory fit may shrink, in the order it shrinks them."""
+    """The settings the memory fit may change (each shrink step changes one)."""
 
     detector_instances: int
     recognizer_instances: int
     recognizer_batch: int
     canvas: int
+    detector_precision: str
+    recognizer_precision: str
+
+
+@dataclass(frozen=True)
+class Requested:
+    """What the caller fixed (CLI overrides); None leaves the choice to the host. The fit never
+    changes a fixed canvas or precision."""
+
+    detector_precision: str | None = None
+    recognizer_precision: str | None = None
+    canvas: int | None = None
 
 
 def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -250,7 +294,7 @@ def _gpu_words(gpus: tuple[GpuFacts, ...]) -> str:
     return f"{gpus[0].name} (GPU {indices})"
 
 
-# --- settings: defaults, then the profile ---------------------------------------------------
+# --- settings: defaults, then the profile, then the host ------------------------------------
 
 
 def merged_settings(target: Target, profile: Profile | None, host: HostFacts, reasons: list[str]) -> ProfileSettings:
@@ -276,44 +320,168 @@ def _cpu_instances(cores: int) -> int:
     return max(1, min(MAX_CPU_INSTANCES, cores // CPU_THREADS_PER_INSTANCE))
 
 
-def initial_knobs(target: Target, settings: ProfileSettings, host: HostFacts) -> Knobs:
+def has_int8_units(host: HostFacts) -> bool:
+    return any(flag in host.cpu.features for flag in INT8_CPU_FLAGS)
+
+
+def choose_precisions(
+    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str]
+) -> tuple[str, str]:
+    """(detector, recognizer) precision: GPU fp16, CPU int8 detector where int8 units exist."""
+    det, rec = requested.detector_precision, requested.recognizer_precision
+    if target.device == "gpu":
+        if "int8" in (det, rec):
+            raise UserInputError(
+                f"int8 runs on ONNX Runtime's CPU provider only, and this plan is {target.variant} on the GPU",
+                hint="drop the int8 precision on GPU hosts (their plans run fp16 or fp32)",
+            )
+        det, rec = det or settings.detector_precision, rec or settings.recognizer_precision
+        chosen = [f"{role} {p}" + (" (requested)" if asked else "") for role, p, asked in (
+            ("detector", det, requested.detector_precision), ("recognizer", rec, requested.recognizer_precision))]
+        words = f"precision on the GPU: {' and '.join(chosen)}"
+        if "fp16" in (det, rec):
+            words += f": fp16 halves weights and activations and runs on the tensor cores; {FP16_PARITY}"
+        reasons.append(words)
+        return det, rec
+    if "fp16" in (det, rec):
+        raise UserInputError(
+            "fp16 runs on the GPU only: ONNX Runtime's CPU provider has no fast fp16 kernels",
+            hint="use fp32 or (detector) int8 on CPU plans",
+        )
+    if rec == "int8":
+        raise UserInputError("int8 is available for the detector only", hint="use fp32 for the recognizer")
+    rec = "fp32"
+    units = [f for f in INT8_CPU_FLAGS if f in host.cpu.features]
+    if det:
+        reasons.append(f"detector {det} (requested); recognizer fp32")
+    elif units:
+        det = "int8"
+        reasons.append(
+            f"detector int8: the CPU has int8 dot-product units ({', '.join(units)}), where static QDQ CRAFT runs "
+            f"2.4x faster than fp32 (2-core AMX Xeon, img01 at 2560x2048: 5.7 s against 13.8 s) for ~0.6 % fewer "
+            "words read (served, scenes_A); recognizer fp32; --detector-precision fp32 overrides"
+        )
+    elif "avx2" in host.cpu.features:
+        det = "int8"
+        reasons.append(
+            "detector int8: the CPU has AVX2 but no int8 dot-product units (VNNI/AMX); measured on such a CPU "
+            f"(2-core AMD EPYC, busy), int8 CRAFT was faster than fp32 in every pair (1.07x to 2.0x, median "
+            f"{AVX2_INT8_SPEEDUP}x) for ~0.6 % fewer words read; recognizer fp32; --detector-precision fp32 overrides"
+        )
+    else:
+        det = "fp32"
+        reasons.append(
+            "detector fp32: the CPU has neither int8 dot-product units nor AVX2, where int8 is not measured "
+            "(--detector-precision int8 overrides); recognizer fp32"
+        )
+    return det, rec
+
+
+def detector_pixels_per_second(host: HostFacts, precision: str) -> float:
+    """Detector speed on this host: the measured rate per core, int8 without int8 units at the AVX2 ratio."""
+    rate = DETECTOR_PIXELS_PER_CORE_S[precision]
+    if precision == "int8" and not has_int8_units(host):
+        rate = DETECTOR_PIXELS_PER_CORE_S["fp32"] * AVX2_INT8_SPEEDUP
+    return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE)
+
+
+def latency_canvas(host: HostFacts, precision: str) -> int:
+    """The largest canvas whose detector time stays within LATENCY_BUDGET_S on this host."""
+    rate = detector_pixels_per_second(host, precision)
+    side = int(math.sqrt(LATENCY_BUDGET_S * rate / CANVAS_ASPECT)) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return max(ACCURACY_FLOOR_CANVAS, min(DEFAULT_CANVAS, side))
+
+
+def choose_canvas(
+    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, det_precision: str,
+    reasons: list[str],
+) -> int:
+    if requested.canvas is not None:
+        reasons.append(f"canvas {requested.canvas} (requested)")
+        return requested.canvas
+    if settings.canvas_size is not None:
+        return settings.canvas_size
+    canvas = latency_canvas(host, det_precision)
+    rate = detector_pixels_per_second(host, det_precision)
+    reasons.append(
+        f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget at ~{rate / 1e6:.2f} M pixels/s "
+        f"({det_precision}, {min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s)) for a 4:5 image, within "
+        f"{ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}; accuracy cost: scenes_A reads the same words at 1600 as at "
+        f"EasyOCR's {DEFAULT_CANVAS} and 5 % fewer at 1280 (80 -> 76); larger images are scaled down to it; "
+        "--canvas overrides"
+    )
+    return canvas
+
+
+def initial_knobs(
+    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str]
+) -> Knobs:
     """The preferred settings; CPU instances default to one per 8 usable cores."""
     det, rec = settings.detector_instances, settings.recognizer_instances
     if target.device == "cpu":
         cores = host.usable_cores
         det = min(det or _cpu_instances(cores), cores)
         rec = min(rec or _cpu_instances(cores), cores)
-    return Knobs(det, rec, settings.recognizer_batch[2], settings.canvas_size)
+    det_precision, rec_precision = choose_precisions(target, settings, host, requested, reasons)
+    canvas = choose_canvas(target, settings, host, requested, det_precision, reasons)
+    return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision)
 
 
 # --- memory ---------------------------------------------------------------------------------
 
 
 def bytes_per_value(precision: str) -> int:
-    return 2 if precision == "fp16" else 4
+    return {"fp16": 2, "int8": 1}.get(precision, 4)
 
 
 def activation_bytes(model: ModelFacts, max_shape: tuple[int, ...], precision: str) -> int:
-    """Activation memory at one full input shape (batch included)."""
+    """Activation memory at one full input shape (batch included): the unmeasured fallback."""
     batch = max_shape[0]
-    if model.family.startswith("parseq"):
-        units = batch
-    else:
-        units = batch * max_shape[-2] * max_shape[-1]
-    return int(units * model.activation_bytes * bytes_per_value(precision) / 4)
+    units = batch if model.family.startswith("parseq") else batch * max_shape[-2] * max_shape[-1]
+    return int(units * model.activation_bytes * min(bytes_per_value(precision), 4) / 4)
 
 
-def instance_bytes(
-    target: Target, model: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int
-) -> int:
-    """Memory one instance of a model takes on its device at the given max shape."""
-    weights = model.params * bytes_per_value(precision)
-    activations = activation_bytes(model, max_shape, precision)
+@dataclass(frozen=True)
+class InstanceMemory:
+    """One model instance: bytes on its device, bytes of host RAM, and where the numbers come from."""
+
+    device_bytes: int
+    host_bytes: int
+    source: str
+
+
+def _measured(device: str, facts: ModelFacts, precision: str, what: str) -> memory.Envelope | None:
+    """The measurement for this precision, else the fp32 one (fp16 and int8 hold less)."""
+    for p in dict.fromkeys((precision, "fp32")):
+        if found := memory.envelope(device, facts.family, p, memory.ARENA_OFF, what):
+            return found
+    return None
+
+
+def instance_memory(
+    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int
+) -> InstanceMemory:
+    """Memory one instance of a model takes at its max shape: measured where memory_data has it."""
+    elements = memory.elements(max_shape)
+    weights = facts.params * bytes_per_value(precision)
+    activations = activation_bytes(facts, max_shape, precision)
     if target.device == "cpu":
-        return ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
+        if env := _measured("cpu", facts, precision, "host"):
+            used = env.bytes_at(elements)
+            return InstanceMemory(used, used, env.source)
+        used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
+        return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
+    host_env = _measured("cuda", facts, precision, "host")
+    host_bytes = host_env.bytes_at(elements) if host_env else CUDA_PROCESS_HOST_BYTES + weights
+    if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
+        return InstanceMemory(env.bytes_at(elements), host_bytes, env.source)
     if target.backend == "tensorrt":
-        return CUDA_CONTEXT_BYTES + weights + activations + workspace
-    return CUDA_CONTEXT_BYTES + weights + int(activations * ORT_CUDA_ACTIVATION_FACTOR) + ORT_CUDA_EXTRA_BYTES
+        used = CUDA_CONTEXT_BYTES + weights + activations + workspace
+    else:
+        used = CUDA_CONTEXT_BYTES + weights + int(activations * ORT_CUDA_ACTIVATION_FACTOR) + ORT_CUDA_EXTRA_BYTES
+    return InstanceMemory(
+        used, host_bytes, f"{facts.family} {precision} not measured on the GPU ({target.backend}): allowances"
+    )
 
 
 def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:
@@ -343,6 +511,8 @@ class Sizing:
     detector_bytes: int  # all instances (per GPU on a GPU plan)
     recognizer_bytes: int
     fixed_bytes: int  # server and pipeline on CPU; 0 on GPU
+    host_bytes: int  # host RAM of the whole deployment (the total, on a CPU plan)
+    sources: tuple[str, ...]  # where the model figures come from
 
     @property
     def total(self) -> int:
@@ -353,13 +523,24 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     side = detector_max_side(knobs.canvas)
     det_max = (1, 3, side, side)
     rec_max = recognizer_max_shape(recognizer, knobs.recognizer_batch)
-    det_precision, rec_precision = precisions(target, settings)
-    det = instance_bytes(target, MODELS["craft"], det_max, det_precision, settings.detector_workspace_mib * MIB)
-    rec = instance_bytes(target, recognizer, rec_max, rec_precision, settings.recognizer_workspace_mib * MIB)
-    fixed = 0
+    det = instance_memory(
+        target, MODELS["craft"], det_max, knobs.detector_precision, settings.detector_workspace_mib * MIB
+    )
+    rec = instance_memory(
+        target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
+    )
+    det_n, rec_n = knobs.detector_instances, knobs.recognizer_instances
+    around = SERVER_BYTES + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
     if target.device == "cpu":
-        fixed = SERVER_BYTES + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
-    return Sizing(knobs, det_max, rec_max, det * knobs.detector_instances, rec * knobs.recognizer_instances, fixed)
+        fixed = around
+        host_bytes = det.host_bytes * det_n + rec.host_bytes * rec_n + around
+    else:
+        fixed = 0
+        host_bytes = (det.host_bytes * det_n + rec.host_bytes * rec_n) * len(target.gpus) + around
+    return Sizing(
+        knobs, det_max, rec_max, det.device_bytes * det_n, rec.device_bytes * rec_n, fixed, host_bytes,
+        (det.source, rec.source),
+    )
 
 
 def recognizer_max_shape(recognizer: ModelFacts, batch: int) -> tuple[int, ...]:
@@ -368,62 +549,100 @@ def recognizer_max_shape(recognizer: ModelFacts, batch: int) -> tuple[int, ...]:
     return (batch, *PARSEQ_SHAPE)
 
 
-def precisions(target: Target, settings: ProfileSettings) -> tuple[str, str]:
-    if target.backend == "onnxruntime":
-        return "fp32", "fp32"
-    return settings.detector_precision, settings.recognizer_precision
+# --- budget and the fit ---------------------------------------------------------------------
 
 
-def shrink_steps(knobs: Knobs) -> Iterator[Knobs]:
-    """The fixed path the fit walks, from the preferred settings down to the smallest plan."""
-    yield knobs
-    while knobs.detector_instances > 1:
-        knobs = dataclasses.replace(knobs, detector_instances=knobs.detector_instances - 1)
-        yield knobs
-    while knobs.recognizer_instances > 1:
-        knobs = dataclasses.replace(knobs, recognizer_instances=knobs.recognizer_instances - 1)
-        yield knobs
-    while knobs.recognizer_batch > 1:
-        knobs = dataclasses.replace(knobs, recognizer_batch=knobs.recognizer_batch // 2)
-        yield knobs
-    while knobs.canvas > MIN_CANVAS:
-        knobs = dataclasses.replace(knobs, canvas=max(MIN_CANVAS, knobs.canvas - CANVAS_STEP))
-        yield knobs
+@dataclass(frozen=True)
+class Budget:
+    device: int  # bytes for the models on each GPU used (the host budget on a CPU plan)
+    host: int  # bytes of host RAM
+    words: str
+
+    def over(self, sizing: Sizing) -> bool:
+        return sizing.total > self.device or sizing.host_bytes > self.host
+
+    def saving(self, before: Sizing, after: Sizing) -> int:
+        """Bytes a step saves where `before` is over budget (device, host or both). Not capped at
+        the overshoot, so the path the fit walks does not depend on the budget's size."""
+        saved = 0
+        if before.total > self.device:
+            saved += before.total - after.total
+        if before.host_bytes > self.host:
+            saved += before.host_bytes - after.host_bytes
+        return saved
 
 
-def describe_shrink(before: Knobs, after: Knobs) -> str:
-    names = {
-        "detector_instances": "detector instances",
-        "recognizer_instances": "recognizer instances",
-        "recognizer_batch": "recognizer max batch",
-        "canvas": "canvas",
-    }
-    return ", ".join(
-        f"{words} {getattr(before, key)} -> {getattr(after, key)}"
-        for key, words in names.items()
-        if getattr(before, key) != getattr(after, key)
+def memory_budget(target: Target, host: HostFacts) -> Budget:
+    """Total memory (or the cgroup limit) less MEMORY_RESERVE_BYTES: never momentary free memory."""
+    total = host.memory_total_mib
+    limited = host.cgroup_memory_limit_mib is not None and host.cgroup_memory_limit_mib < total
+    total = min(total, host.cgroup_memory_limit_mib) if limited else total
+    reserve = MEMORY_RESERVE_BYTES // MIB
+    host_words = f"host memory {total} MiB ({'cgroup limit' if limited else 'total'}) less a {reserve} MiB reserve"
+    host_budget = max(0, total * MIB - MEMORY_RESERVE_BYTES)
+    if target.device == "cpu":
+        return Budget(host_budget, host_budget, host_words)
+    gpu_total = min(g.memory_total_mib for g in target.gpus)
+    device_budget = max(0, gpu_total * MIB - MEMORY_RESERVE_BYTES)
+    return Budget(
+        device_budget, host_budget,
+        f"GPU memory {gpu_total} MiB (total of each GPU used) less a {reserve} MiB reserve; {host_words}",
     )
 
 
-def memory_budget(target: Target, host: HostFacts) -> tuple[int, str]:
-    if target.device == "gpu":
-        free = min(g.memory_free_mib for g in target.gpus)
-        where = f"free memory of each GPU used ({free} MiB)"
-    else:
-        free = host.usable_memory_mib
-        where = f"usable host memory ({free} MiB" + (", cgroup limit applied)" if host.cgroup_memory_limit_mib else ")")
-    return int(free * MIB * (1 - SAFETY_MARGIN)), f"{where} less a {SAFETY_MARGIN:.0%} safety margin"
+def shrink_options(knobs: Knobs, target: Target, requested: Requested) -> list[tuple[Knobs, float, str]]:
+    """Every single step from `knobs`, with its stated cost (fraction of throughput or words lost)."""
+    options = []
+    if (n := knobs.detector_instances) > 1:
+        cost = INSTANCE_COST / n
+        options.append((dataclasses.replace(knobs, detector_instances=n - 1), cost,
+                        f"detector instances {n} -> {n - 1} (up to {cost:.0%} of concurrent throughput)"))
+    if (n := knobs.recognizer_instances) > 1:
+        cost = INSTANCE_COST * RECOGNIZER_TIME_SHARE / n
+        options.append((dataclasses.replace(knobs, recognizer_instances=n - 1), cost,
+                        f"recognizer instances {n} -> {n - 1} (the recognizer is ~{RECOGNIZER_TIME_SHARE:.0%} of "
+                        f"the model time: up to {cost:.0%} of throughput)"))
+    if (b := knobs.recognizer_batch) > 1:
+        options.append((dataclasses.replace(knobs, recognizer_batch=b // 2), BATCH_HALVING_COST,
+                        f"recognizer max batch {b} -> {b // 2} (more recognizer calls on crowded images)"))
+    if requested.canvas is None and (c := knobs.canvas) > MIN_CANVAS:
+        new = max(MIN_CANVAS, c - CANVAS_STEP)
+        per_step = next(cost for floor, cost in CANVAS_COST if new >= floor)
+        cost = per_step * (c - new) / CANVAS_STEP
+        options.append((dataclasses.replace(knobs, canvas=new), cost,
+                        f"canvas {c} -> {new} (~{cost:.0%} of words read on images larger than it)"))
+    if target.device == "cpu" and requested.detector_precision is None and knobs.detector_precision == "fp32":
+        options.append((dataclasses.replace(knobs, detector_precision="int8"), INT8_ACCURACY_COST,
+                        f"detector fp32 -> int8 (~{INT8_ACCURACY_COST:.1%} of words read)"))
+    return options
+
+
+@dataclass(frozen=True)
+class Fit:
+    sizing: Sizing
+    steps: tuple[str, ...]  # the shrink steps taken, in order, with saving and cost
 
 
 def fit(
-    target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: ModelFacts, host: HostFacts, budget: int
-) -> Sizing | None:
-    """Walk the shrink path; the first sizing within budget wins. None when even the last misses."""
-    for step in shrink_steps(knobs):
-        sizing = size(target, step, settings, recognizer, host)
-        if sizing.total <= budget:
-            return sizing
-    return None
+    target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: ModelFacts, host: HostFacts,
+    budget: Budget, requested: Requested = Requested(),
+) -> Fit | None:
+    """Shrink greedily until the plan fits: each time the step of least cost per byte saved,
+    among the steps that save anything. None when no step is left and it still does not fit."""
+    sizing = size(target, knobs, settings, recognizer, host)
+    steps: list[str] = []
+    while budget.over(sizing):
+        best = None
+        for option, cost, words in shrink_options(sizing.knobs, target, requested):
+            after = size(target, option, settings, recognizer, host)
+            saving = budget.saving(sizing, after)
+            if saving > 0 and (best is None or cost / saving < best[0]):
+                best = (cost / saving, after, f"{words}, saves {saving // MIB} MiB")
+        if best is None:
+            return None
+        sizing = best[1]
+        steps.append(best[2])
+    return Fit(sizing, tuple(steps))
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -435,32 +654,33 @@ def make_plan(
     *,
     recognizer: str = "crnn-en",
     variant: str | None = None,
-    detector_precision: str = "fp32",
+    detector_precision: str | None = None,
+    recognizer_precision: str | None = None,
+    canvas: int | None = None,
 ) -> Plan:
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
-    (`profiles.resolve_profile` picks the matching one); `variant` forces one.
-    `detector_precision` "int8" asks for the quantized detector: CPU plans only."""
+    (`profiles.resolve_profile` picks the matching one); `variant` forces one. Precisions
+    (None: the host decides, see `choose_precisions`) and `canvas` fix those settings."""
     if recognizer not in RECOGNIZERS:
         raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZERS)}")
-    if detector_precision not in DETECTOR_PRECISIONS:
-        raise UserInputError(
-            f"unknown detector precision {detector_precision!r}", hint=f"use one of {', '.join(DETECTOR_PRECISIONS)}"
-        )
+    for role, precision in (("detector", detector_precision), ("recognizer", recognizer_precision)):
+        if precision not in (None, *PRECISIONS):
+            raise UserInputError(
+                f"unknown {role} precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
+            )
+    if canvas is not None and not MIN_CANVAS <= canvas <= MAX_CANVAS:
+        raise UserInputError(f"canvas {canvas} is out of range", hint=f"use {MIN_CANVAS}..{MAX_CANVAS} pixels")
+    requested = Requested(detector_precision, recognizer_precision, canvas)
     reasons: list[str] = []
     target = choose_target(host, variant, reasons)
-    if detector_precision == "int8" and target.device != "cpu":
-        raise UserInputError(
-            f"the int8 detector runs on ONNX Runtime's CPU provider only, and this plan is {target.variant} "
-            "on the GPU",
-            hint="drop --detector-precision int8 on GPU hosts (their plans run fp32/fp16)",
-        )
     try:
-        return _plan_on(target, host, profile, MODELS[recognizer], reasons, detector_precision)
+        return _plan_on(target, host, profile, MODELS[recognizer], reasons, requested)
     except HostUnsupported:
         if target.device == "cpu" or variant is not None:
             raise
-    reasons.append("even the smallest GPU plan exceeds the GPU's free memory: falling back to the CPU")
-    return _plan_on(Target("onnxruntime", "cpu"), host, profile, MODELS[recognizer], reasons)
+    reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
+    on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
+    return _plan_on(Target("onnxruntime", "cpu"), host, profile, MODELS[recognizer], reasons, on_cpu)
 
 
 def _plan_on(
@@ -469,32 +689,37 @@ def _plan_on(
     profile: Profile | None,
     recognizer: ModelFacts,
     reasons: list[str],
-    detector_precision: str = "fp32",
+    requested: Requested = Requested(),
 ) -> Plan:
     reasons = list(reasons)
     settings = merged_settings(target, profile, host, reasons)
-    budget, budget_words = memory_budget(target, host)
-    preferred = initial_knobs(target, settings, host)
-    sizing = fit(target, preferred, settings, recognizer, host, budget)
-    if sizing is None:
-        need = size(target, Knobs(1, 1, 1, MIN_CANVAS), settings, recognizer, host).total
+    budget = memory_budget(target, host)
+    preferred = initial_knobs(target, settings, host, requested, reasons)
+    fitted = fit(target, preferred, settings, recognizer, host, budget, requested)
+    if fitted is None:
+        smallest = Knobs(1, 1, 1, requested.canvas or MIN_CANVAS, preferred.detector_precision,
+                         preferred.recognizer_precision)
+        need = size(target, smallest, settings, recognizer, host)
         raise HostUnsupported(
-            f"not enough memory on the {target.device}: the budget is {budget // MIB} MiB ({budget_words}) "
-            f"but even the smallest plan needs about {need // MIB} MiB",
-            hint="free memory on the host, or plan for another host with --host FILE",
+            f"not enough memory on the {target.device}: the budget is {budget.device // MIB} MiB "
+            f"(host {budget.host // MIB} MiB; {budget.words}) but even the smallest plan needs about "
+            f"{need.total // MIB} MiB (host {need.host_bytes // MIB} MiB)",
+            hint="plan for a host with more memory (--host FILE), or a smaller canvas",
         )
-    knobs = sizing.knobs
-    reasons.append(f"memory budget {budget // MIB} MiB: {budget_words}")
-    if knobs != preferred:
+    sizing, knobs = fitted.sizing, fitted.sizing.knobs
+    reasons.append(f"memory budget {budget.device // MIB} MiB: {budget.words}")
+    if fitted.steps:
         reasons.append(
-            "the preferred plan exceeded the budget, so it shrank in the documented order "
-            f"(instances, recognizer max batch, detector max shape): {describe_shrink(preferred, knobs)}"
+            "the preferred plan exceeded the budget, so it shrank, cheapest cost per byte saved first: "
+            + "; ".join(fitted.steps)
         )
     reasons.append(
         f"memory estimate {sizing.total // MIB} MiB"
         + (" per GPU" if target.device == "gpu" else "")
         + f": detector {sizing.detector_bytes // MIB} MiB, recognizer {sizing.recognizer_bytes // MIB} MiB"
         + (f", server and pipeline {sizing.fixed_bytes // MIB} MiB" if sizing.fixed_bytes else "")
+        + (f"; host RAM {sizing.host_bytes // MIB} MiB of {budget.host // MIB}" if target.device == "gpu" else "")
+        + f" (at the max shapes; from {'; '.join(dict.fromkeys(sizing.sources))})"
     )
     reasons.append(_instances_words(target, knobs, host))
     if knobs.canvas < DEFAULT_CANVAS:
@@ -504,14 +729,16 @@ def _plan_on(
     return Plan(
         variant=target.variant,
         device=target.device,
-        detector=_detector_plan(target, settings, knobs, sizing, host, reasons, detector_precision),
+        detector=_detector_plan(target, settings, knobs, sizing, host, reasons),
         recognizer=_recognizer_plan(target, settings, knobs, sizing, recognizer, host, reasons),
         pipeline=_pipeline_plan(target, knobs, host, reasons),
-        memory_budget_bytes=budget,
+        memory_budget_bytes=budget.device,
         memory_estimate_bytes=sizing.total,
         host=host_summary(host),
         profile_name=profile.name if profile is not None and profile.device == target.device else None,
         reasons=tuple(reasons),
+        host_memory_budget_bytes=budget.host,
+        host_memory_estimate_bytes=sizing.host_bytes,
     )
 
 
@@ -550,7 +777,6 @@ def _detector_plan(
     sizing: Sizing,
     host: HostFacts,
     reasons: list[str],
-    requested_precision: str = "fp32",
 ) -> ModelPlan:
     facts = MODELS["craft"]
     side = sizing.detector_max[-1]
@@ -562,15 +788,9 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
-    det_precision, _ = precisions(target, settings)
+    det_precision = knobs.detector_precision
     if target.backend == "tensorrt":
         reasons.append(f"detector TensorRT {det_precision}, workspace {settings.detector_workspace_mib} MiB")
-    if requested_precision == "int8":
-        det_precision = "int8"
-        reasons.append(
-            "detector int8 (requested): static QDQ quantization runs CRAFT 2.5-4x faster on CPUs with int8 units "
-            "(VNNI/AMX) for ~0.6 % fewer words read correctly; the memory estimate stays the fp32 one (conservative)"
-        )
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.detector_instances)
     return ModelPlan(
@@ -593,6 +813,7 @@ def _detector_plan(
         workspace_bytes=settings.detector_workspace_mib * MIB if target.backend == "tensorrt" else 0,
         dynamic_batching=None,
         memory_estimate_bytes=sizing.detector_bytes,
+        memory_arena=target.device == "gpu",
     )
 
 
@@ -627,11 +848,9 @@ def _recognizer_plan(
         f"{', '.join(map(str, preferred))} with a {delay} us queue delay"
         + (" (on the CPU a wait buys no speed)" if delay == 0 else "")
     )
-    _, rec_precision = precisions(target, settings)
+    rec_precision = knobs.recognizer_precision
     if target.backend == "tensorrt":
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")
-    else:
-        reasons.append("ONNX Runtime runs the recognizer in fp32")
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.recognizer_instances)
     return ModelPlan(
@@ -650,6 +869,7 @@ def _recognizer_plan(
         workspace_bytes=settings.recognizer_workspace_mib * MIB if target.backend == "tensorrt" else 0,
         dynamic_batching=DynamicBatching(preferred, delay),
         memory_estimate_bytes=sizing.recognizer_bytes,
+        memory_arena=target.device == "gpu",
     )
 
 

@@ -188,6 +188,9 @@ def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
         "intra_op_thread_count": model.intra_op_threads,
         "inter_op_thread_count": model.inter_op_threads,
     }
+    if not model.memory_arena:
+        parameters["enable_mem_arena"] = 0
+        parameters["enable_mem_pattern"] = 0
     cuda = None
     if model.instance_kind == "KIND_GPU":
         parameters["cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH_HEURISTIC

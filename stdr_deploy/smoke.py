@@ -6,7 +6,9 @@ broke; `run_smoke` collects them all instead of stopping at the first.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +37,8 @@ class Check:
 @dataclass
 class SmokeReport:
     checks: list[Check] = field(default_factory=list)
+    memory: dict[str, Any] | None = None  # the max-shape drive: estimate beside the measured peak
+    warnings: list[str] = field(default_factory=list)  # planner bugs: an estimate below the peak
 
     @property
     def ok(self) -> bool:
@@ -44,7 +48,12 @@ class SmokeReport:
         return [c for c in self.checks if not c.ok]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+            "memory": self.memory,
+            "warnings": self.warnings,
+        }
 
     def raise_for_failures(self) -> None:
         bad = self.failures()
@@ -140,10 +149,12 @@ def run_smoke(
     reference: Callable[[np.ndarray], list] | None = None,
     expect_text: bool = True,
     progress: Callable[[str], None] = lambda message: None,
+    server_pid: int | None = None,
 ) -> SmokeReport:
     """All checks against every URL (e.g. the HTTP and the gRPC endpoint of one server).
 
-    The per-model min/opt/max inferences run against the first URL only.
+    The per-model min/opt/max inferences run against the first URL only. With `server_pid`
+    (the tritonserver process), the checks end with `check_memory` on the first URL.
 
     `reference` is the in-process pipeline's `read`: served words and boxes must equal its own on
     the smoke image. `expect_text=False` skips the exact-text check (random-weight recognizers).
@@ -191,6 +202,8 @@ def run_smoke(
                 texts == [w.text for w in expected_ref], [w.text for w in expected_ref], texts)
             gap = _max_polygon_gap(words, expected_ref)
             add("pipeline", "served boxes equal in-process boxes (<= 1 px)", gap <= 1.0, "<= 1.0 px", f"{gap:.3f} px")
+    if server_pid is not None and urls:
+        check_memory(report, urls[0], plan, server_pid, progress)
     return report
 
 
@@ -203,3 +216,193 @@ def _max_polygon_gap(served: list, reference: list) -> float:
         float(np.abs(np.asarray(a.polygon, float) - np.asarray(b.polygon, float)).max())
         for a, b in zip(served, reference)
     )
+
+
+# --- memory under load: every instance busy at its max shape at once -------------------------
+
+SAMPLE_S = 0.05
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (from /proc/<pid>/task/<tid>/children), those still alive."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in task.read_text().split())
+            except OSError:  # the task ended meanwhile
+                pass
+    return found
+
+
+def process_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM in bytes (empty when the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in lines) if k in ("VmRSS", "VmHWM")}
+
+
+def process_label(pid: int, models: tuple[str, ...]) -> str:
+    """The model a Python-backend stub serves (its arguments hold the model path and the instance
+    name, `<model>_<n>_<n>`), else the program's name (tritonserver)."""
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return "?"
+    for name in models:
+        if any(a == name or a.startswith(name + "_") or f"/{name}/" in a for a in args[1:]):
+            return name
+    return Path(args[0]).name if args else "?"
+
+
+class TreeSampler:
+    """Samples the summed VmRSS of a process tree in a thread; at the end reads each VmHWM."""
+
+    def __init__(self, pid: int, models: tuple[str, ...] = ()):
+        self.pid, self.models, self.peak, self._stop = pid, models, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(process_status(p).get("VmRSS", 0) for p in process_tree(self.pid)))
+            time.sleep(SAMPLE_S)
+
+    def __enter__(self) -> "TreeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def high_water_marks(self) -> dict[str, int]:
+        """Summed VmHWM per label (model name, tritonserver, ...): each process's own peak."""
+        marks: dict[str, int] = {}
+        for pid in process_tree(self.pid):
+            label = process_label(pid, self.models)
+            marks[label] = marks.get(label, 0) + process_status(pid).get("VmHWM", 0)
+        return marks
+
+
+def max_shape_feeds(model: ModelPlan, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape.max, dtype=np.float32) for name, shape in model.profile.items()}
+
+
+def max_canvas_image(plan: Plan) -> np.ndarray:
+    """The smoke image scaled to a square of the canvas: the pipeline feeds the detector its max."""
+    from PIL import Image
+
+    side = plan.pipeline.canvas_size
+    return np.asarray(Image.fromarray(smoke_image()).resize((side, side)))
+
+
+def drive_max_shapes(url: str, plan: Plan, progress: Callable[[str], None]) -> list[tuple[str, Exception | None]]:
+    """Every model instance busy at once: as many concurrent max-shape requests per model as it
+    has instances, and one canvas-sized image per pipeline instance. Returns (model, error)."""
+    endpoint = Endpoint.parse(url)
+    jobs: list[tuple[str, Callable[[], Any]]] = []
+    for model in plan.models():
+        feeds = max_shape_feeds(model)
+        for _ in range(model.instance_count):
+            jobs.append((model.triton_name, lambda m=model.triton_name, f=feeds: infer(connect(endpoint), endpoint, m, f, ["output"])))
+    image = max_canvas_image(plan)
+    for _ in range(plan.pipeline.instance_count):
+        jobs.append(("pipeline", lambda: TritonPipelineClient(endpoint.url).read(image)))
+    progress(f"{url}: {len(jobs)} concurrent max-shape requests ({', '.join(sorted({n for n, _ in jobs}))})")
+
+    def run(job: tuple[str, Callable[[], Any]]) -> tuple[str, Exception | None]:
+        _, _, exc = _timed(job[1])
+        return job[0], exc
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(run, jobs))
+
+
+def gpu_memory_used(indices: tuple[int, ...]) -> int:
+    """Memory used on the plan's GPUs (NVML), summed: the whole GPU, as other tenants count too."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        return sum(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used for i in indices)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, progress: Callable[[str], None]) -> None:
+    """Drive every instance at its max shape at once and compare the peak with the plan.
+
+    CPU: the server's process tree, as the larger of the sampled summed VmRSS and the sum of
+    each process's VmHWM. GPU: NVML memory used on the plan's GPUs, sampled (not testable on a
+    machine without a GPU). A peak above the budget fails the smoke; an estimate below the
+    peak is a planner bug, reported as a warning.
+    """
+    gpu = plan.device == "gpu"
+    gpu_peak = [0]
+    stop = threading.Event()
+
+    def sample_gpu() -> None:
+        while not stop.is_set():
+            gpu_peak[0] = max(gpu_peak[0], gpu_memory_used(plan.detector.gpus))
+            time.sleep(SAMPLE_S)
+
+    sampler_thread = threading.Thread(target=sample_gpu, daemon=True) if gpu else None
+    t0 = time.perf_counter()
+    with TreeSampler(server_pid, (*(m.triton_name for m in plan.models()), "pipeline")) as tree:
+        if sampler_thread:
+            sampler_thread.start()
+        results = drive_max_shapes(url, plan, progress)
+        stop.set()
+        if sampler_thread:
+            sampler_thread.join()
+    seconds = time.perf_counter() - t0
+    marks = tree.high_water_marks()
+    host_peak = max(tree.peak, sum(marks.values()))
+    for name, exc in results:
+        report.checks.append(Check(name, "infer at max shape, every instance busy", exc is None, "an answer",
+                                   "ok" if exc is None else str(exc), Endpoint.parse(url).protocol, round(seconds, 4)))
+    host_estimate = plan.host_memory_estimate_bytes or plan.memory_estimate_bytes
+    host_budget = plan.host_memory_budget_bytes or plan.memory_budget_bytes
+    rows = [("host RAM (server process tree)", host_peak, host_estimate, host_budget)]
+    if gpu:
+        rows.append(("GPU memory (NVML)", gpu_peak[0], plan.memory_estimate_bytes, plan.memory_budget_bytes))
+    mib = 1 << 20
+    per_model = ", ".join(f"{k} {v // mib} MiB" for k, v in sorted(marks.items(), key=lambda kv: -kv[1]))
+    for what, peak, estimate, budget in rows:
+        report.checks.append(Check(
+            "deployment", f"{what} peak within the budget", peak <= budget, f"<= {budget // mib} MiB",
+            f"{peak // mib} MiB (estimate {estimate // mib} MiB; per process: {per_model})", "", round(seconds, 4)))
+        if estimate < peak:
+            report.warnings.append(
+                f"planner bug: {what} estimate {estimate // mib} MiB is below the measured peak {peak // mib} MiB "
+                f"at the max shapes (per process: {per_model})"
+            )
+    per_model_estimates = {}
+    if not gpu:  # on the CPU each model's instances are its stub processes: compare them one by one
+        for model in plan.models():
+            measured = marks.get(model.triton_name, 0)
+            per_model_estimates[model.triton_name] = {"estimate_bytes": model.memory_estimate_bytes, "peak_bytes": measured}
+            if model.memory_estimate_bytes < measured:
+                report.warnings.append(
+                    f"planner bug: {model.triton_name} ({model.family} {model.precision}, {model.instance_count} "
+                    f"instance(s)) estimate {model.memory_estimate_bytes // mib} MiB is below its measured peak "
+                    f"{measured // mib} MiB at max shape {list(next(iter(model.profile.values())).max)}"
+                )
+    report.memory = {
+        "models": per_model_estimates,
+        "host_peak_bytes": host_peak,
+        "host_sampled_peak_bytes": tree.peak,
+        "host_high_water_marks_bytes": marks,
+        "host_estimate_bytes": host_estimate,
+        "host_budget_bytes": host_budget,
+        "gpu_peak_bytes": gpu_peak[0] if gpu else None,
+        "gpu_estimate_bytes": plan.memory_estimate_bytes if gpu else None,
+        "gpu_budget_bytes": plan.memory_budget_bytes if gpu else None,
+        "estimate_over_peak": round(host_estimate / host_peak, 3) if host_peak else None,
+        "seconds": round(seconds, 3),
+    }

@@ -52,6 +52,13 @@ def test_auto_default_deploys_and_reads_text(default_deploy):
     assert {c["check"].split(" shape")[0] for c in checks if c["model"] == "craft"} >= {
         "infer at min", "infer at opt", "infer at max"
     }
+    # every instance driven at its max shape at once: the whole server tree's peak RSS beside the plan
+    memory = manifest["smoke"]["memory"]
+    assert 0 < memory["host_peak_bytes"] <= memory["host_budget_bytes"] == manifest["plan"]["memory_budget_bytes"]
+    assert memory["host_estimate_bytes"] >= memory["host_peak_bytes"], manifest["smoke"]["warnings"]
+    assert ("deployment", "host RAM (server process tree) peak within the budget") in {
+        (c["model"], c["check"]) for c in checks
+    }
     for name in ("host.json", "plan.json", "status.json", "smoke.json", "server.log"):
         assert (ws / name).is_file(), name
     status = json.loads((ws / "status.json").read_text())

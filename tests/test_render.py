@@ -175,6 +175,8 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
             "intra_op_thread_count": str(model.intra_op_threads),
             "inter_op_thread_count": str(model.inter_op_threads),
         }
+        if not model.memory_arena:  # CPU plans: the memory data is measured with both off
+            expected["enable_mem_arena"] = expected["enable_mem_pattern"] = "0"
         if model.instance_kind == "KIND_GPU":
             expected["cudnn_conv_algo_search"] = "1"  # HEURISTIC: no exhaustive re-tune per shape
             expected["arena_extend_strategy"] = "1"  # kSameAsRequested: GPU memory near the estimate

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import detector_precision_option, parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.options import canvas_option, detector_precision_option, parse_weights, recognizer_option, weights_option
 from stdr_deploy.cli.output import console, print_json
 
 
@@ -19,6 +19,7 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
 @click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
 @detector_precision_option
+@canvas_option
 @click.option("--workspace", type=click.Path(path_type=Path), default=Path("workspace"), show_default=True,
               help="Folder for host.json, plan.json, status.json, logs and deploy.json.")
 @click.option("--repo", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
@@ -29,7 +30,7 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
 @click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
-def command(recognizer, weights, profile, variant, detector_precision, workspace, repo, host, http_port, grpc_port, metrics_port,
+def command(recognizer, weights, profile, variant, detector_precision, canvas, workspace, repo, host, http_port, grpc_port, metrics_port,
             exit_after_smoke, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
 
@@ -50,6 +51,7 @@ def command(recognizer, weights, profile, variant, detector_precision, workspace
         profile=profile,
         variant=variant,
         detector_precision=detector_precision,
+        canvas=canvas,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
@@ -103,6 +105,13 @@ def summary_table(result) -> Table:
     table.add_row("pipeline", f"canvas {plan.pipeline.canvas_size} | {plan.pipeline.instance_count} x {plan.pipeline.instance_kind}")
     table.add_row("memory", f"{plan.memory_estimate_bytes / 2**20:,.0f} MiB estimated of {plan.memory_budget_bytes / 2**20:,.0f} MiB budget")
     smoke = result.smoke
+    if smoke.memory:
+        m = smoke.memory
+        table.add_row("memory measured", f"host peak {m['host_peak_bytes'] / 2**20:,.0f} MiB under max-shape load "
+                      f"(estimate {m['host_estimate_bytes'] / 2**20:,.0f}, budget {m['host_budget_bytes'] / 2**20:,.0f})"
+                      + (f"; GPU peak {m['gpu_peak_bytes'] / 2**20:,.0f} MiB" if m["gpu_peak_bytes"] is not None else ""))
+    for warning in smoke.warnings:
+        table.add_row("warning", warning)
     table.add_row("smoke", f"{'passed' if smoke.ok else 'FAILED'} ({len(smoke.checks)} checks)")
     urls = result.manifest.get("urls") or {}
     table.add_row("urls", "  ".join(f"{k}: {v}" for k, v in urls.items()))

@@ -9,7 +9,7 @@ from typing import Callable
 import click
 
 from stdr_deploy.errors import UserInputError
-from stdr_deploy.plan_schema import DETECTOR_PRECISIONS
+from stdr_deploy.plan_schema import PRECISIONS
 
 RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
 RUNTIMES = ("onnxruntime", "torch")
@@ -28,12 +28,21 @@ def recognizer_option(fn: Callable) -> Callable:
 def detector_precision_option(fn: Callable) -> Callable:
     return click.option(
         "--detector-precision",
-        type=click.Choice(DETECTOR_PRECISIONS),
-        default="fp32",
-        show_default=True,
-        help="CPU plans only: int8 serves a statically quantized CRAFT (exported once, then cached), "
-        "2.5-4x faster on CPUs with VNNI/AMX int8 units for ~0.6 % fewer words read correctly. "
-        "Refused on GPU plans.",
+        type=click.Choice(PRECISIONS),
+        default=None,
+        help="Detector precision (default: from the host; GPU fp16, CPU int8 where the CPU has "
+        "VNNI/AMX int8 units, else fp32). int8 is CPU-only (a statically quantized CRAFT, ~0.6 % "
+        "fewer words read), fp16 GPU-only.",
+    )(fn)
+
+
+def canvas_option(fn: Callable) -> Callable:
+    return click.option(
+        "--canvas",
+        type=click.IntRange(640, 4096),
+        default=None,
+        help="Detector canvas: long side of the detector input (default: from the host; CPU plans "
+        "size it from a latency budget, GPU plans use EasyOCR's 2560). The memory fit keeps it.",
     )(fn)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import detector_precision_option, recognizer_option
+from stdr_deploy.cli.options import canvas_option, detector_precision_option, recognizer_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.plan_schema import VARIANTS
 
@@ -34,6 +34,7 @@ MIB = 1 << 20
     help="Force a variant; fails (exit 4) when the host cannot run it. Default: the best the host can run.",
 )
 @detector_precision_option
+@canvas_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (JSON) on stdout.")
 @click.option(
     "--out",
@@ -45,7 +46,8 @@ def command(
     profile: str | None,
     recognizer: str,
     variant: str | None,
-    detector_precision: str,
+    detector_precision: str | None,
+    canvas: int | None,
     as_json: bool,
     out: Path | None,
 ) -> None:
@@ -53,8 +55,9 @@ def command(
 
     The plan is computed from the host file alone (no I/O): TensorRT when it is importable
     and the GPU supports it, else ONNX Runtime on the GPU (CUDA EP) or the CPU. The memory
-    estimate never exceeds the budget: the plan shrinks in a fixed order until it fits, and
-    the reasons say so.
+    estimate (measured per model, see stdr_deploy.memory) never exceeds the budget (total
+    memory less a reserve): the plan shrinks, cheapest cost per byte saved first, until it
+    fits, and the reasons say so.
     """
     from stdr_deploy.hardware import load_host, probe_host
     from stdr_deploy.planner import make_plan
@@ -63,7 +66,9 @@ def command(
 
     host = load_host(host_path) if host_path else probe_host()
     chosen = None if profile == "none" else resolve_profile(host, profile)
-    plan = make_plan(host, chosen, recognizer=recognizer, variant=variant, detector_precision=detector_precision)
+    plan = make_plan(
+        host, chosen, recognizer=recognizer, variant=variant, detector_precision=detector_precision, canvas=canvas
+    )
     if out is not None:
         write_json_atomic(out, plan.to_dict())
         console.print(f"plan written to {out}")

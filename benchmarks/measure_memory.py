@@ -1,0 +1,181 @@
+"""Re-measure the planner's memory data: peak memory of one served model instance per shape.
+
+Each point runs in a fresh subprocess (as Triton runs each model instance in its own stub
+process): import onnxruntime and numpy, open a real session of the real exported model with the
+settings the plan renders, run the shape twice, then read
+  host:   VmHWM (peak resident set) of the process, from /proc/self/status;
+  device: with --providers CUDAExecutionProvider, the GPU memory NVML charges to the process,
+          sampled every 2 ms during the runs (the CUDA arena keeps its peak, so the last sample
+          is the peak too; the maximum is taken).
+Results merge into `stdr_deploy/memory_data/<device>-onnxruntime.json` under
+family -> precision -> arena setting, with the host, versions, date and the command, so the
+planner reads them as package data.
+
+Needs only onnxruntime (or onnxruntime-gpu), numpy and, on a GPU, nvidia-ml-py, plus the ONNX
+files given by path, so it runs on a bare device machine:
+
+  python benchmarks/measure_memory.py --family craft --precision fp32 --onnx craft.onnx \
+      --shapes 1x3x640x640,1x3x1280x1280,1x3x2560x2560
+  python benchmarks/measure_memory.py --family crnn-en --precision fp32 --onnx crnn.onnx \
+      --shapes 1x1x64x1024,8x1x64x1024,16x1x64x1024 --providers CUDAExecutionProvider
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "stdr_deploy" / "memory_data"
+FORMAT_VERSION = 1
+
+
+def vm_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def gpu_used_bytes(pid: int) -> int:
+    import pynvml
+
+    used = 0
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == pid and proc.usedGpuMemory:
+                used += proc.usedGpuMemory
+    return used
+
+
+def one_point(args: argparse.Namespace) -> dict:
+    """Runs inside the child: one session, one shape, the peaks."""
+    import numpy as np
+    import onnxruntime as ort
+
+    shape = tuple(int(v) for v in args.one.split("x"))
+    cuda = args.providers == "CUDAExecutionProvider"
+    gpu_peak = [0]
+    stop = threading.Event()
+    if cuda:
+        import pynvml
+
+        pynvml.nvmlInit()
+
+        def sample() -> None:
+            while not stop.is_set():
+                gpu_peak[0] = max(gpu_peak[0], gpu_used_bytes(os.getpid()))
+                time.sleep(0.002)
+
+        threading.Thread(target=sample, daemon=True).start()
+    baseline_kib = vm_kib("VmRSS")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.enable_cpu_mem_arena = args.arena == "on"
+    options.enable_mem_pattern = args.arena == "on"
+    providers = [args.providers] if cuda else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(args.onnx, options, providers=providers)
+    loaded_kib = vm_kib("VmRSS")
+    name = session.get_inputs()[0].name
+    feed = {name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    for _ in range(args.runs):
+        session.run(None, feed)
+    if cuda:
+        time.sleep(0.05)
+        stop.set()
+        gpu_peak[0] = max(gpu_peak[0], gpu_used_bytes(os.getpid()))
+    return {
+        "shape": list(shape),
+        "elements": int(np.prod(shape)),
+        "host_peak_bytes": vm_kib("VmHWM") * 1024,
+        "host_baseline_bytes": baseline_kib * 1024,
+        "host_loaded_bytes": loaded_kib * 1024,
+        "device_peak_bytes": gpu_peak[0] if cuda else None,
+    }
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    found = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "numpy", "nvidia-ml-py"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def host_words() -> dict:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )
+    info = {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        name = pynvml.nvmlDeviceGetName(handle)
+        info["gpu"] = name.decode() if isinstance(name, bytes) else name
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # no NVML: a CPU host
+        pass
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", required=True, help="craft | crnn-en | parseq | parseq-tiny | ...")
+    parser.add_argument("--precision", required=True, help="fp32 | fp16 | int8: of the ONNX file given")
+    parser.add_argument("--onnx", required=True, help="path of the exported model")
+    parser.add_argument("--shapes", help="comma-separated input shapes, e.g. 1x3x640x640,1x3x1280x1280")
+    parser.add_argument("--providers", default="CPUExecutionProvider", choices=("CPUExecutionProvider", "CUDAExecutionProvider"))
+    parser.add_argument("--arena", default="off", choices=("on", "off"), help="CPU memory arena and memory pattern")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (memory barely depends on it)")
+    parser.add_argument("--runs", type=int, default=2, help="runs per point (the arena can grow on the second)")
+    parser.add_argument("--out", type=Path, help="data file to merge into (default: memory_data/<device>-onnxruntime.json)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_point(args)))
+        return
+    device = "cuda" if args.providers == "CUDAExecutionProvider" else "cpu"
+    out = args.out or DATA / f"{device}-onnxruntime.json"
+    points = []
+    for shape in args.shapes.split(","):
+        child = [sys.executable, __file__, *sys.argv[1:], "--one", shape]
+        done = subprocess.run(child, capture_output=True, text=True, check=True)
+        point = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(point), flush=True)
+        points.append(point)
+    data = json.loads(out.read_text()) if out.exists() else {"format_version": FORMAT_VERSION, "device": device, "runtime": "onnxruntime", "families": {}}
+    entry = data["families"].setdefault(args.family, {}).setdefault(args.precision, {})
+    entry[f"arena_{args.arena}"] = {
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": host_words(),
+        "versions": versions(),
+        "command": "python benchmarks/measure_memory.py " + " ".join(
+            Path(a).name if "/" in a else a for a in sys.argv[1:] if a != "--out" and a != str(args.out)
+        ),
+        "threads": args.threads,
+        "runs": args.runs,
+        "points": points,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Measured memory of one model instance: the data files in `memory_data/`, read as upper envelopes.
+
+`benchmarks/measure_memory.py` writes `memory_data/<device>-onnxruntime.json`: for each family x
+precision x CPU-arena setting, the peak memory of a fresh process holding one real ONNX Runtime
+session of the real exported model, at several input shapes (host: VmHWM; cuda: the GPU memory
+NVML charges to the process, and VmHWM too). Each file records the host, versions, date and
+command. Peak memory grows linearly with the input's element count (activations), on top of a
+fixed part (the interpreter, ONNX Runtime, the weights and their pre-packed copies).
+
+The planner reads a line `peak = intercept + slope x elements` that lies on or above every
+measured point: the slope is the steepest between neighbouring points (so extrapolating past
+the largest shape never undershoots the measured growth) and the intercept the smallest that
+keeps every point under the line. No number is fitted to a single run; adding a family,
+precision or device is a data-file change.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import math
+from dataclasses import dataclass
+
+DATA_PACKAGE = "stdr_deploy.memory_data"
+FORMAT_VERSION = 1
+ARENA_OFF = "arena_off"  # the CPU arena and memory pattern off: what plans render on the CPU
+ARENA_ON = "arena_on"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Peak bytes of one instance as a line in the input's element count, above every point."""
+
+    intercept: float
+    slope: float  # bytes per input element
+    points: tuple[tuple[int, int], ...]  # (elements, peak bytes) measured
+    source: str  # "<file>: <family> <precision> <arena>, measured <date> on <cpu or gpu>"
+
+    def bytes_at(self, elements: int) -> int:
+        return math.ceil(self.intercept + self.slope * elements)
+
+    @property
+    def largest_measured(self) -> int:
+        return max(e for e, _ in self.points)
+
+
+def upper_envelope(points: list[tuple[int, int]]) -> tuple[float, float]:
+    """(intercept, slope) of the line on or above every (x, y): slope = steepest neighbour pair.
+
+    The steepest slope between any two points is always that of two neighbours in x, so
+    this is also the steepest of all pairs; with one point the slope is 0 (a fixed cost).
+    """
+    pts = sorted(points)
+    slope = max([0.0] + [(y1 - y0) / (x1 - x0) for (x0, y0), (x1, y1) in zip(pts, pts[1:]) if x1 > x0])
+    intercept = max(y - slope * x for x, y in pts)
+    return intercept, slope
+
+
+@functools.lru_cache(maxsize=None)
+def load(device: str, runtime: str = "onnxruntime") -> dict:
+    """The data file for a device ("cpu" | "cuda"), or {} when none was measured."""
+    path = importlib.resources.files(DATA_PACKAGE) / f"{device}-{runtime}.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path.name}: format_version {data.get('format_version')!r} is not {FORMAT_VERSION}")
+    return data
+
+
+def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, what: str = "host") -> Envelope | None:
+    """The envelope of `what` ("host" or "device") peak bytes, or None when it was not measured."""
+    data = load(device)
+    entry = data.get("families", {}).get(family, {}).get(precision, {}).get(arena)
+    if not entry:
+        return None
+    key = f"{what}_peak_bytes"
+    points = tuple((p["elements"], p[key]) for p in entry["points"] if p.get(key))
+    if not points:
+        return None
+    intercept, slope = upper_envelope(list(points))
+    where = entry["host"].get("gpu") if device == "cuda" else entry["host"].get("cpu")
+    source = (
+        f"{device}-onnxruntime.json: {family} {precision} {arena.replace('_', ' ')}, "
+        f"{len(points)} shapes measured {entry['measured_at'][:10]} on {where}"
+    )
+    return Envelope(intercept, slope, points, source)
+
+
+def elements(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

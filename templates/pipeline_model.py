@@ -11,7 +11,9 @@ the detector, turns the score maps into word boxes, crops the words and sends al
 image to the recognizer in batches of `recognizer_batch` (never one request per crop), then
 decodes the characters. Here its two models are `BlsRunner`s: BLS requests to the detector and
 recognizer models of this server, named in this model's config `parameters` along with every
-processing setting of the plan.
+processing setting of the plan. The recognizer batches of one image (crops padded to a few
+widths) are sent together with `async_exec`, so they run side by side and the recognizer's
+dynamic batcher can merge them with the crops of other requests.
 
 Errors stay per request: an unusable image (0-sized, too many pixels, wrong layout) or a failed
 model call answers that request with a `TritonError` saying what went wrong; the other requests
@@ -22,6 +24,7 @@ The folder is self-contained: besides Triton's Python backend (23.04 or newer, f
 container `pip install numpy opencv-python-headless pillow` before starting tritonserver.
 """
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -45,27 +48,60 @@ class ModelCallError(Exception):
 
 
 class BlsRunner:
-    """A pipeline Runner (`infer(feeds) -> outputs`) served by another model of this server."""
+    """A pipeline Runner (`infer(feeds) -> outputs`, `infer_many`) served by another model of this server."""
 
     def __init__(self, model_name, output_names):
         self.model_name = model_name
         self.output_names = list(output_names)
+        # `async_exec` needs a running event loop; `execute` is synchronous, so the runner keeps its own.
+        self.loop = asyncio.new_event_loop()
 
     def infer(self, feeds):
-        request = pb_utils.InferenceRequest(
+        return self._outputs(self._request(feeds).exec())
+
+    def infer_many(self, feeds_list):
+        """All calls in flight at once (BLS `async_exec`), answers in the order of `feeds_list`."""
+
+        async def gather():
+            return await asyncio.gather(*(self._request(feeds).async_exec() for feeds in feeds_list))
+
+        return [self._outputs(response) for response in self.loop.run_until_complete(gather())]
+
+    def close(self):
+        self.loop.close()
+
+    def _request(self, feeds):
+        return pb_utils.InferenceRequest(
             model_name=self.model_name,
             requested_output_names=self.output_names,
             inputs=[pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in feeds.items()],
             # Outputs come back in CPU memory even when the model ran on a GPU: numpy reads them.
             preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
         )
-        response = request.exec()
+
+    def _outputs(self, response):
         if response.has_error():
             raise ModelCallError(f"model {self.model_name!r} failed: {response.error().message()}")
-        # as_numpy() views memory owned by the response, which is freed with it: copy out.
-        return {
-            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy().copy() for name in self.output_names
-        }
+        return {name: cpu_array(pb_utils.get_output_tensor_by_name(response, name)) for name in self.output_names}
+
+
+class _Capsule:
+    """Hands a DLPack capsule to `np.from_dlpack`, which wants an object with `__dlpack__`."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **_):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU: BLS outputs are requested in CPU memory
+
+
+def cpu_array(tensor):
+    """A numpy view of a BLS output tensor that keeps the tensor alive (DLPack), where
+    `as_numpy()` would view memory freed with the response and need a copy."""
+    return np.from_dlpack(_Capsule(tensor.to_dlpack()))
 
 
 def string_parameters(model_config):
@@ -134,6 +170,10 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return [self._answer(request) for request in requests]
+
+    def finalize(self):
+        self.pipeline.detector.close()
+        self.pipeline.recognizer.close()
 
     def _answer(self, request):
         try:

@@ -75,6 +75,26 @@ def test_recognizer_is_called_in_batches_of_at_most_the_setting(shared, ort_pipe
     assert len(calls) < len(words)  # crops of one width share a call
 
 
+def test_a_runner_with_infer_many_gets_all_batches_of_a_read_at_once(shared, ort_pipeline, small_reads):
+    """The served BLS runner sends an image's recognizer batches together; in-process, the same
+    contract: one `infer_many` per round of crops, answers in order, the same words."""
+    rounds = []
+
+    class Concurrent:
+        def infer(self, feeds):
+            raise AssertionError("infer_many should have been used")
+
+        def infer_many(self, feeds_list):
+            rounds.append([feeds["input"].shape for feeds in feeds_list])
+            return [ort_pipeline.recognizer.infer(feeds) for feeds in reversed(feeds_list)][::-1]
+
+    pipeline = OcrPipeline(ort_pipeline.detector, Concurrent(), "crnn-en", PipelineSettings(recognizer_batch=2))
+    words = pipeline.read(read_image(shared / "testdata/scenes_A/img00.png"))
+    assert [w.text for w in words] == [w.text for w in small_reads["img00.png"]]
+    assert 1 <= len(rounds) <= 2  # the crops, then maybe the contrast retries
+    assert len(rounds[0]) > 1 and sum(shape[0] for shape in rounds[0]) == 7
+
+
 def test_torch_and_onnxruntime_read_the_same(shared, small_reads):
     torch_pipeline = make_pipeline("torch", "crnn-en")
     words = torch_pipeline.read(read_image(shared / "testdata/scenes_A/img00.png"))

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from stdr_deploy.ocr import PipelineSettings, read_image
+from stdr_deploy.ocr import boxes
 from stdr_deploy.ocr.boxes import bridge_level, word_boxes
-from stdr_deploy.ocr.crops import batches, crnn_input, grow, parseq_input, principal_gray, rectify
+from stdr_deploy.ocr.crops import batches, crnn_input, grow, pad_width, parseq_input, principal_gray, rectify
 from stdr_deploy.ocr.decoders import ctc_greedy, parseq_tokens
 from stdr_deploy.ocr.detector_input import detector_input, padded_size, resized_size
 from stdr_deploy.ocr.metrics import iou, pair_words
@@ -177,6 +178,126 @@ def test_rotated_words_get_rotated_boxes():
     assert flat.angle_deg == 0.0
 
 
+# --- the fast box steps against straightforward computations, on real CRAFT score maps ----------
+
+REAL_MAPS = [("scenes_A/img00.png", 2560), ("scenes_A/img02.png", 2560), ("real_A/img_1.jpg", 960)]
+
+
+@pytest.fixture(scope="module")
+def real_score_maps(shared, craft_onnx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(region, affinity) from the real CRAFT export (ONNX Runtime) for two scenes and a photo."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(craft_onnx.onnx_path), providers=["CPUExecutionProvider"])
+    maps = {}
+    for name, canvas in REAL_MAPS:
+        det = detector_input(read_image(shared / "testdata" / name), canvas, 1.0)
+        score = session.run(["output"], {"input": det.tensor})[0][0]
+        maps[name] = (np.ascontiguousarray(score[:, :, 0]), np.ascontiguousarray(score[:, :, 1]))
+    return maps
+
+
+def _reference_peaks(region: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    peaks = np.full(count, -np.inf, dtype=np.float32)
+    np.maximum.at(peaks, labels.ravel(), region.ravel())
+    return peaks
+
+
+def _reference_ink_points(region, components, label, box_level) -> np.ndarray:
+    """`ink_points` the plain way: the whole window upsampled, every point listed by np.nonzero."""
+    import cv2
+
+    x, y, w, h, _ = (int(v) for v in components.stats[label])
+    reach = max(2, math.ceil(0.5 * min(w, h)))
+    x0, x1 = max(x - reach, 0), min(x + w + reach, region.shape[1])
+    y0, y1 = max(y - reach, 0), min(y + h + reach, region.shape[0])
+    labels = components.labels[y0:y1, x0:x1]
+    mine = labels == label
+    core = (mine & components.text_mask[y0:y1, x0:x1]).astype(np.uint8)
+    scores = region[y0:y1, x0:x1]
+    peak = float(scores[mine].max())
+    to_core = cv2.distanceTransform(1 - core, cv2.DIST_L2, 3)
+    near = to_core <= max(1.5, 0.4 * float(cv2.distanceTransform(core, cv2.DIST_L2, 3).max()))
+    others = (labels > 0) & ~mine
+    if others.any():
+        near &= to_core <= cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, 3)
+    scores = np.where(near, scores, 0.0).astype(np.float32)
+    fine = cv2.resize(scores, (scores.shape[1] * 4, scores.shape[0] * 4), interpolation=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(fine > box_level * peak)
+    return np.stack([(xs + 0.5) / 4 + x0, (ys + 0.5) / 4 + y0], axis=1)
+
+
+def _reference_text_angle(region, components, labels) -> float:
+    """`text_angle` with every pixel of the window in the weighted sums."""
+    import cv2
+
+    stats = components.stats[list(labels)]
+    x0, y0 = stats[:, 0].min(), stats[:, 1].min()
+    x1, y1 = (stats[:, 0] + stats[:, 2]).max(), (stats[:, 1] + stats[:, 3]).max()
+    mine = np.isin(components.labels[y0:y1, x0:x1], labels)
+    scores = np.where(mine, region[y0:y1, x0:x1], 0.0).astype(np.float32)
+    level = 0.5 * (float(scores.max()) + float(scores[mine].min()))
+    count, blobs = cv2.connectedComponents((scores > level).astype(np.uint8), connectivity=4)
+    if count < 3:
+        return 0.0
+    ys, xs = np.indices(scores.shape)
+    sums = [np.bincount(blobs.ravel(), weights=(scores * v).ravel(), minlength=count)[1:] for v in (1, xs, ys)]
+    cx, cy = sums[1] / sums[0], sums[2] / sums[0]
+    if np.ptp(cx) <= np.ptp(cy):
+        return 0.0
+    return math.atan(np.polyfit(cx, cy, 1, w=np.sqrt(sums[0]))[0])
+
+
+def _reference_pairs(bounds: np.ndarray, gap: float) -> list[tuple[int, int]]:
+    """Every pair tested: rows overlap, and the horizontal gap is within `gap` x the taller height + 1."""
+    pairs = []
+    for i in range(len(bounds)):
+        for j in range(i + 1, len(bounds)):
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = bounds[i], bounds[j]
+            reach = gap * max(ay1 - ay0, by1 - by0) + 1
+            if ay0 <= by1 and by0 <= ay1 and ax0 <= bx1 + reach and bx0 <= ax1 + reach:
+                pairs.append((i, j))
+    return pairs
+
+
+@pytest.mark.parametrize("name", [name for name, _ in REAL_MAPS])
+def test_box_steps_equal_straightforward_computations_on_real_score_maps(real_score_maps, name):
+    region, link = real_score_maps[name]
+    s = PipelineSettings()
+    found = boxes.find_words(region, link, s.text_threshold, s.link_threshold, s.low_text)
+    count = len(found.stats)
+    peaks = _reference_peaks(region, found.labels, count)
+    areas = found.stats[:, 4]
+    words = tuple(k for k in range(1, count) if areas[k] >= boxes.MIN_COMPONENT_AREA and peaks[k] >= s.text_threshold)
+    assert found.words == words and len(words) >= 3
+    assert found.faint == tuple(sorted(set(np.flatnonzero(peaks > s.low_text).tolist()) - set(words) - {0}))
+    assert all(found.peaks[k] == peaks[k] for k in found.words + found.faint)
+
+    points = []
+    for k in found.words + found.faint:
+        points.append(boxes.ink_points(region, found, k, s.box_level))
+        np.testing.assert_array_equal(points[-1], _reference_ink_points(region, found, k, s.box_level))
+    for k in found.words:
+        assert boxes.text_angle(region, found, (k,)) == _reference_text_angle(region, found, (k,))
+    assert boxes.text_angle(region, found, found.words[:3]) == _reference_text_angle(region, found, found.words[:3])
+
+    bounds = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points])
+    for gap in (0.3, 1.2, 5.0):
+        assert boxes._near_pairs(bounds, gap) == _reference_pairs(bounds, gap)
+
+
+def test_near_pairs_equal_every_pair_tested_on_crowded_boxes():
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 200, (150, 2)).round(1)  # rounded: many equal tops and touching edges
+    sizes = rng.uniform(1, 30, (150, 2)).round(1)
+    bounds = np.concatenate([corners, corners + sizes], axis=1)
+    bounds[:20, 1] = bounds[20:40, 1]  # equal tops
+    bounds[:20, 3] = bounds[:20, 1] + 5
+    for gap in (0.0, 0.3, 1.2):
+        assert boxes._near_pairs(bounds, gap) == _reference_pairs(bounds, gap)
+    assert boxes._near_pairs(np.zeros((0, 4)), 1.0) == []
+
+
 # --- box -> crop ------------------------------------------------------------------------------
 
 def test_rotated_word_is_rectified_upright():
@@ -248,6 +369,26 @@ def test_principal_gray_separates_colours_of_equal_luminance():
     assert abs(int(plain[5, 10]) - int(plain[0, 0])) < 5
     gray = principal_gray(crop)
     assert abs(int(gray[5, 10]) - int(gray[0, 0])) > 200
+
+
+def test_pad_width_repeats_the_last_column_up_to_the_next_bucket():
+    item = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    padded = pad_width(item, (4, 8, 16))
+    assert padded.shape == (2, 3, 8)
+    np.testing.assert_array_equal(padded[..., :5], item)
+    np.testing.assert_array_equal(padded[..., 5:], np.repeat(item[..., 4:], 3, axis=-1))
+    assert pad_width(item, (5, 8)) is item  # already a bucket width
+    assert pad_width(item, (2, 4)).shape == (2, 3, 5)  # wider than every bucket: as it is
+
+
+def test_crnn_crops_of_many_widths_share_a_few_shapes(shared):
+    family = RECOGNIZERS["crnn-en"]
+    crops = [read_image(path) for path in sorted((shared / "testdata/crops_A").glob("crop*.png"))]
+    natural = {crnn_input(c).shape for c in crops}
+    padded = {family.make_input(c).shape for c in crops}
+    assert {shape[-1] for shape in padded} <= set(family.widths)
+    assert len(padded) < len(natural)
+    assert RECOGNIZERS["parseq"].widths == () and RECOGNIZERS["parseq"].make_input(crops[0]).shape == (3, 32, 128)
 
 
 def test_batches_share_a_shape_and_respect_the_limit():

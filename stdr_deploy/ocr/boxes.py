@@ -66,24 +66,40 @@ class Components:
     faint: tuple[int, ...]  # the other labels with region score above low_text (e.g. a lone '.')
     text_mask: np.ndarray  # region > low_text
     link_mask: np.ndarray  # affinity > link_threshold
+    peaks: np.ndarray  # float32 peak region score per label, for `words` and `faint` (0 elsewhere)
 
 
 def find_words(region: np.ndarray, link: np.ndarray, text_threshold: float, link_threshold: float,
                low_text: float) -> Components:
-    """CRAFT's word grouping: components of (region > low_text) | (link > link_threshold)."""
+    """CRAFT's word grouping: components of (region > low_text) | (link > link_threshold).
+
+    A component's peak passes a threshold exactly when one of its pixels does, so one count of
+    labels over each thresholded map sorts every component in a linear pass; the peak values
+    themselves are read only for the words and faint pieces, inside their bounding boxes.
+    """
     text_mask = region > low_text
     link_mask = link > link_threshold
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         (text_mask | link_mask).astype(np.uint8), connectivity=4
     )
-    peaks = np.full(count, -np.inf, dtype=np.float32)
-    np.maximum.at(peaks, labels.ravel(), region.ravel())
-    words = tuple(
-        k for k in range(1, count)
-        if stats[k, cv2.CC_STAT_AREA] >= MIN_COMPONENT_AREA and peaks[k] >= text_threshold
-    )
-    faint = tuple(sorted(set(np.flatnonzero(peaks > low_text).tolist()) - set(words) - {0}))
-    return Components(labels=labels, stats=stats, words=words, faint=faint, text_mask=text_mask, link_mask=link_mask)
+    strong = np.bincount(labels[region >= _float32_at_least(text_threshold)], minlength=count) > 0
+    textual = np.bincount(labels[text_mask], minlength=count) > 0
+    strong[0] = textual[0] = False
+    is_word = strong & (stats[:, cv2.CC_STAT_AREA] >= MIN_COMPONENT_AREA)
+    words = tuple(np.flatnonzero(is_word).tolist())
+    faint = tuple(np.flatnonzero(textual & ~is_word).tolist())
+    peaks = np.zeros(count, dtype=np.float32)
+    for k in words + faint:
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        peaks[k] = region[y:y + h, x:x + w][labels[y:y + h, x:x + w] == k].max()
+    return Components(labels=labels, stats=stats, words=words, faint=faint, text_mask=text_mask,
+                      link_mask=link_mask, peaks=peaks)
+
+
+def _float32_at_least(value: float) -> np.float32:
+    """The smallest float32 >= `value`: `a >= it` on a float32 array `a` equals comparing in float64."""
+    rounded = np.float32(value)
+    return rounded if rounded >= value else np.nextafter(rounded, np.float32(np.inf))
 
 
 def craft_polygon(components: Components, label: int) -> np.ndarray:
@@ -127,19 +143,38 @@ def ink_points(region: np.ndarray, components: Components, label: int, box_level
     labels = components.labels[y0:y1, x0:x1]
     mine = labels == label
     core = mine & components.text_mask[y0:y1, x0:x1]
-    scores = region[y0:y1, x0:x1]
-    peak = float(scores[mine].max())
-    half_thickness = float(cv2.distanceTransform(core.astype(np.uint8), cv2.DIST_L2, 3).max())
-    to_core = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+    level = box_level * float(components.peaks[label])
+    half_thickness = float(cv2.distanceTransform(core.view(np.uint8), cv2.DIST_L2, 3).max())
+    to_core = cv2.distanceTransform((~core).view(np.uint8), cv2.DIST_L2, 3)
     near = to_core <= max(1.5, 0.4 * half_thickness)
     others = (labels > 0) & ~mine
     if others.any():
-        to_others = cv2.distanceTransform((~others).astype(np.uint8), cv2.DIST_L2, 3)
+        to_others = cv2.distanceTransform((~others).view(np.uint8), cv2.DIST_L2, 3)
         near &= to_core <= to_others
-    scores = np.where(near, scores, 0.0).astype(np.float32)
-    fine = cv2.resize(scores, (scores.shape[1] * UPSAMPLE, scores.shape[0] * UPSAMPLE), interpolation=cv2.INTER_LINEAR)
-    ys, xs = np.nonzero(fine > box_level * peak)
-    return np.stack([(xs + 0.5) / UPSAMPLE + x0, (ys + 0.5) / UPSAMPLE + y0], axis=1)
+    scores = np.where(near, region[y0:y1, x0:x1], np.float32(0.0))
+    r0, r1, c0, c1 = 0, scores.shape[0], 0, scores.shape[1]
+    if level > 0:
+        # Upsample only around the pixels near the level: a finer pixel is a weighted mean of
+        # the 2x2 pixels around it, so it can exceed the level only next to one that (nearly)
+        # does. One more row and column on each side keep the interpolation exact.
+        rows = np.flatnonzero(scores.max(axis=1) > level * (1 - 1e-6))
+        cols = np.flatnonzero(scores.max(axis=0) > level * (1 - 1e-6))
+        if not len(rows):
+            return np.empty((0, 2))
+        r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, r1)
+        c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, c1)
+    part = scores[r0:r1, c0:c1]
+    fine = cv2.resize(part, (part.shape[1] * UPSAMPLE, part.shape[0] * UPSAMPLE), interpolation=cv2.INTER_LINEAR)
+    inside = cv2.findNonZero((fine > level).view(np.uint8))  # (x, y) per point, row by row
+    if inside is None:
+        return np.empty((0, 2))
+    points = inside.reshape(-1, 2).astype(np.float64)  # in place from here: words can hold 10^6 points
+    points[:, 0] += c0 * UPSAMPLE + 0.5
+    points[:, 1] += r0 * UPSAMPLE + 0.5
+    points /= UPSAMPLE
+    points[:, 0] += x0
+    points[:, 1] += y0
+    return points
 
 
 def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ...]) -> float:
@@ -152,16 +187,18 @@ def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ..
     stats = components.stats[list(labels)]
     x0, y0 = stats[:, 0].min(), stats[:, 1].min()
     x1, y1 = (stats[:, 0] + stats[:, 2]).max(), (stats[:, 1] + stats[:, 3]).max()
-    mine = np.isin(components.labels[y0:y1, x0:x1], labels)
-    scores = np.where(mine, region[y0:y1, x0:x1], 0.0).astype(np.float32)
+    window = components.labels[y0:y1, x0:x1]
+    mine = window == labels[0] if len(labels) == 1 else np.isin(window, labels)
+    scores = np.where(mine, region[y0:y1, x0:x1], np.float32(0.0))
     level = 0.5 * (float(scores.max()) + float(scores[mine].min()))
-    count, blobs = cv2.connectedComponents((scores > level).astype(np.uint8), connectivity=4)
+    count, blobs = cv2.connectedComponents((scores > level).view(np.uint8), connectivity=4)
     if count < 3:
         return 0.0
-    ys, xs = np.indices(scores.shape)
-    weights = np.bincount(blobs.ravel(), weights=scores.ravel(), minlength=count)[1:]
-    cx = np.bincount(blobs.ravel(), weights=(scores * xs).ravel(), minlength=count)[1:] / weights
-    cy = np.bincount(blobs.ravel(), weights=(scores * ys).ravel(), minlength=count)[1:] / weights
+    ys, xs = np.nonzero(blobs)  # the blobs' pixels only, in the same order as a full scan
+    ids, values = blobs[ys, xs], scores[ys, xs]
+    weights = np.bincount(ids, weights=values, minlength=count)[1:]
+    cx = np.bincount(ids, weights=values * xs, minlength=count)[1:] / weights
+    cy = np.bincount(ids, weights=values * ys, minlength=count)[1:] / weights
     if np.ptp(cx) <= np.ptp(cy):
         return 0.0
     return math.atan(np.polyfit(cx, cy, 1, w=np.sqrt(weights))[0])
@@ -227,22 +264,37 @@ def bridge_level(region: np.ndarray, along: tuple[float, float], across: tuple[f
 
 
 def _near_pairs(bounds: np.ndarray, gap: float) -> list[tuple[int, int]]:
-    """Index pairs (i < j) whose axis-aligned bounds overlap vertically and lie within
-    `gap` x the taller one's height horizontally: the only pairs worth a closer look."""
-    x0, y0, x1, y1 = bounds.T
-    reach = gap * np.maximum.outer(y1 - y0, y1 - y0) + 1
-    near = (
-        (x0[:, None] <= x1[None, :] + reach) & (x0[None, :] <= x1[:, None] + reach)
-        & (y0[:, None] <= y1[None, :]) & (y0[None, :] <= y1[:, None])
-    )
-    return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, k=1)))]
+    """Index pairs (i < j, in order) whose axis-aligned bounds overlap vertically and lie within
+    `gap` x the taller one's height horizontally: the only pairs worth a closer look.
+
+    Sort and sweep: with the boxes ordered by top edge, a box's vertical partners are the boxes
+    after it whose top lies above its bottom, a contiguous run found by binary search.
+    """
+    n = len(bounds)
+    order = np.argsort(bounds[:, 1], kind="stable")
+    x0, y0, x1, y1 = bounds[order].T
+    runs = np.maximum(np.searchsorted(y0, y1, side="right") - np.arange(n) - 1, 0)
+    first = np.repeat(np.arange(n), runs)
+    second = first + 1 + np.arange(len(first)) - np.repeat(np.cumsum(runs) - runs, runs)
+    height = y1 - y0
+    reach = gap * np.maximum(height[first], height[second]) + 1
+    near = (x0[first] <= x1[second] + reach) & (x0[second] <= x1[first] + reach) & (y0[first] <= y1[second])
+    i, j = order[first[near]], order[second[near]]
+    pairs = np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return [(int(a), int(b)) for a, b in pairs]
 
 
 def _extent(points: np.ndarray, angle: float) -> tuple[float, float, float, float]:
     """(min, max) along and (min, max) across the direction `angle` of a point set."""
+    xs, ys = points[:, 0], points[:, 1]
+    if angle == 0.0:  # the same numbers as the rotation below, without a pass over the points
+        return float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
     cos, sin = math.cos(angle), math.sin(angle)
-    along = points[:, 0] * cos + points[:, 1] * sin
-    across = -points[:, 0] * sin + points[:, 1] * cos
+    along = xs * cos
+    along += ys * sin
+    across = ys * cos
+    across -= xs * sin
     return float(along.min()), float(along.max()), float(across.min()), float(across.max())
 
 
@@ -267,8 +319,7 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
     region = np.ascontiguousarray(maps[:, :, 0], dtype=np.float32)
     link = np.ascontiguousarray(maps[:, :, 1], dtype=np.float32)
     components = find_words(region, link, text_threshold, link_threshold, low_text)
-    peaks = np.zeros(len(components.stats), dtype=np.float32)
-    np.maximum.at(peaks, components.labels.ravel(), region.ravel())
+    peaks = components.peaks
     if box_fit == "craft":
         found = [(craft_polygon(components, k), float(peaks[k])) for k in components.words]
     elif box_fit == "ink":

@@ -112,6 +112,20 @@ def parseq_input(crop: np.ndarray) -> np.ndarray:
     return ((resized / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)
 
 
+def pad_width(item: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """Pad a [C, H, W] recognizer input to the smallest of `widths` that holds it, repeating its
+    last column (as EasyOCR pads the crops of one batch to the widest); wider items stay as they are.
+
+    Crops then come in a few shapes, so those of one image, and of concurrent requests in a
+    server's dynamic batcher, share recognizer calls.
+    """
+    width = item.shape[-1]
+    target = next((w for w in sorted(widths) if w >= width), width)
+    if target == width:
+        return item
+    return np.concatenate([item, np.repeat(item[..., -1:], target - width, axis=-1)], axis=-1)
+
+
 def batches(shapes: list[tuple[int, ...]], limit: int) -> list[list[int]]:
     """Group item indices so each group shares one input shape and has at most `limit` items."""
     groups: dict[tuple[int, ...], list[int]] = {}

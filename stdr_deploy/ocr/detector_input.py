@@ -60,5 +60,5 @@ def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float) -> Det
         plane = tensor[0, channel]
         plane[th:, :] = NORMALISED[channel, 0]  # the padding is black before normalisation
         plane[:th, tw:] = NORMALISED[channel, 0]
-        plane[:th, :tw] = cv2.LUT(values, NORMALISED[channel])
+        cv2.LUT(values, NORMALISED[channel], dst=plane[:th, :tw])  # straight into the tensor, no temporary
     return DetectorInput(tensor=tensor, resized_hw=(th, tw), image_hw=(height, width))

@@ -3,7 +3,9 @@
 It drives its two networks through the smallest possible interface, a *runner*: anything with
 `infer(feeds) -> outputs`, dicts of numpy arrays keyed by the ONNX/Triton tensor names. The same
 object therefore runs on PyTorch, ONNX Runtime, Triton BLS calls inside the server, or a Triton
-client, and gives the same words.
+client, and gives the same words. A runner that can have several calls in flight at once (the
+served pipeline's BLS runner) also offers `infer_many(list of feeds) -> list of outputs`; the
+recognizer calls of one image then go out together.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class Runner(Protocol):
     """One model: input arrays by tensor name in, output arrays by tensor name out."""
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def infer_all(runner: Runner, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Every call of `feeds`, at once when the runner offers `infer_many`, else one after another."""
+    many = getattr(runner, "infer_many", None)
+    return many(feeds) if many is not None else [runner.infer(f) for f in feeds]
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,14 @@ class OcrPipeline:
         return words
 
     def read_crops(self, crops: list[np.ndarray]) -> list[Decoded]:
-        """Recognize uint8 crops, batching those whose inputs share a shape."""
+        """Recognize uint8 crops, batching those whose inputs share a shape (the family pads them
+        to a few widths); all batches go out at once where the recognizer runner allows it."""
         items = [self.family.make_input(c) for c in crops]
+        groups = batches([x.shape for x in items], self.settings.recognizer_batch)
+        outputs = infer_all(self.recognizer, [{"input": np.stack([items[i] for i in group])} for group in groups])
         decoded: dict[int, Decoded] = {}
-        for group in batches([x.shape for x in items], self.settings.recognizer_batch):
-            logits = self.recognizer.infer({"input": np.stack([items[i] for i in group])})["output"]
-            decoded.update((i, self.family.decode(row)) for i, row in zip(group, logits))
+        for group, output in zip(groups, outputs):
+            decoded.update((i, self.family.decode(row)) for i, row in zip(group, output["output"]))
         return [decoded[i] for i in range(len(items))]
 
     @staticmethod

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .crops import crnn_input, parseq_input
+from .crops import crnn_input, pad_width, parseq_input
 from .decoders import Decoded, ctc_greedy, parseq_greedy
 
 # EasyOCR english_g2: class 0 is the CTC blank, class i is ENGLISH_G2[i - 1]
@@ -21,16 +21,30 @@ ENGLISH_G2 = "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQR
 PARSEQ_94 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
+# Width buckets of crnn-en inputs (multiples of 64 up to the planner's max width): each crop is
+# padded to the next one, so an image's crops need about one recognizer call per bucket instead
+# of one per multiple of 64. Chosen by measurement (benchmarks/pipeline_breakdown.py).
+CRNN_WIDTHS = (64, 128, 256, 512, 1024)
+
+
 @dataclass(frozen=True)
 class RecognizerFamily:
     name: str
     charset: str
-    make_input: Callable[[np.ndarray], np.ndarray]  # uint8 crop -> one input item (no batch axis)
+    prepare: Callable[[np.ndarray], np.ndarray]  # uint8 crop -> one input item (no batch axis)
     decode: Callable[[np.ndarray], Decoded]  # logits of one item -> text
+    widths: tuple[int, ...] = ()  # width-dynamic inputs: padded up to one of these; () = as prepared
+
+    def make_input(self, crop: np.ndarray) -> np.ndarray:
+        """One recognizer input item for a uint8 crop, padded to its width bucket."""
+        item = self.prepare(crop)
+        return pad_width(item, self.widths) if self.widths else item
 
 
 RECOGNIZERS: dict[str, RecognizerFamily] = {
-    "crnn-en": RecognizerFamily("crnn-en", ENGLISH_G2, crnn_input, lambda logits: ctc_greedy(logits, ENGLISH_G2, banned=" ")),
+    "crnn-en": RecognizerFamily(
+        "crnn-en", ENGLISH_G2, crnn_input, lambda logits: ctc_greedy(logits, ENGLISH_G2, banned=" "), CRNN_WIDTHS
+    ),
     "parseq": RecognizerFamily("parseq", PARSEQ_94, parseq_input, lambda logits: parseq_greedy(logits, PARSEQ_94)),
     "parseq-tiny": RecognizerFamily(
         "parseq-tiny", PARSEQ_94, parseq_input, lambda logits: parseq_greedy(logits, PARSEQ_94)

@@ -1,0 +1,276 @@
+"""Per-request time of the OCR pipeline, by stage: CPU pre-processing, detector, CPU
+post-processing, recognizer, and (served) the hand-over around the pipeline model.
+
+    # in-process, ONNX Runtime (add --compare REF to time the pipeline code of a git ref too)
+    python benchmarks/pipeline_breakdown.py IMAGE... [--providers CUDAExecutionProvider,CPUExecutionProvider]
+        [--repeat 5] [--detector-runs 5] [--compare 128b311] [--out DIR]
+    # served: a running server's `pipeline` model, with Triton's per-model statistics
+    python benchmarks/pipeline_breakdown.py IMAGE... --url http://localhost:8000 [--repeat 20] [--out DIR]
+
+In-process stages (wall clock, median over `--repeat` reads of each image; pre and post also as
+CPU time of the pipeline's thread, `*_cpu_ms`, which other processes on a busy machine disturb less):
+- pre: `detector_input` (resize + normalise + pad);
+- detector: the detector call (its own median over `--detector-runs` calls: the same input and
+  output serve every read, so a slow CPU detector is not run once per read and code version);
+- recognizer: the recognizer calls (`infer` or `infer_many`);
+- post: the rest of `read` (score maps -> boxes, crops, recognizer inputs, decoding).
+The stages are measured from outside (timed runners, a timed `detector_input`), so the same
+measurement applies to the pipeline code of another git ref (`--compare`), loaded from git as a
+separate package and run alternately with this one in the same process: on a busy machine only
+such same-run ratios mean anything.
+
+Served stages (median client latency; the rest are Triton's per-request averages over the same
+requests, one image at a time): pipeline = the pipeline model's compute time; detector and
+recognizer = queue + compute of those models per pipeline request (recognizer calls of one image
+may overlap, so their sum can exceed their wall time); pipeline CPU = pipeline - detector -
+recognizer; hand-over = client latency - the pipeline model's compute time (transfer, queueing,
+input/output copies).
+
+Writes breakdown.json and breakdown.md to --out (default: print the markdown only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("pre", "detector", "post", "recognizer", "total")
+
+
+class Clock:
+    """Wall-clock and this thread's CPU seconds, summed over the `with` blocks it timed."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self):
+        self._start = (time.perf_counter(), time.thread_time())
+
+    def __exit__(self, *_):
+        self.wall += time.perf_counter() - self._start[0]
+        self.cpu += time.thread_time() - self._start[1]
+
+
+class TimedRunner:
+    """A runner that times its calls (`clock`) and counts them (`calls`)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.clock = Clock()
+        self.calls = 0
+
+    def infer(self, feeds):
+        self.calls += 1
+        with self.clock:
+            return self.inner.infer(feeds)
+
+
+class RecordedDetector:
+    """Answers the detector call with an output recorded for exactly this input."""
+
+    def __init__(self, tensor: np.ndarray, output: np.ndarray):
+        self.tensor, self.output = tensor, output
+
+    def infer(self, feeds):
+        if not np.array_equal(feeds["input"], self.tensor):
+            raise RuntimeError("this pipeline made a different detector input than the recorded one")
+        return {"output": self.output}
+
+
+def load_ocr_package(ref: str) -> Any:
+    """`stdr_deploy/ocr` as of git `ref`, imported as its own package (it has relative imports only)."""
+    name = "stdr_ocr_" + "".join(c if c.isalnum() else "_" for c in ref)
+    folder = Path(tempfile.mkdtemp(prefix="breakdown-")) / name
+    folder.mkdir()
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, "stdr_deploy/ocr/"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    for path in files:
+        if path.endswith(".py"):
+            text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
+                                  capture_output=True, text=True).stdout
+            (folder / Path(path).name).write_text(text)
+    sys.path.insert(0, str(folder.parent))
+    return importlib.import_module(name)
+
+
+def timed_read(package: Any, pipeline: Any, image: np.ndarray) -> dict[str, Any]:
+    """One `read`, split into stages (seconds); `package` is the ocr package `pipeline` comes from."""
+    module = importlib.import_module(package.__name__ + ".pipeline")
+    make_input = module.detector_input
+    pre, total = Clock(), Clock()
+
+    def timed_input(*args, **kwargs):
+        with pre:
+            return make_input(*args, **kwargs)
+
+    recognizer = pipeline.recognizer
+    recognizer.clock, recognizer.calls = Clock(), 0
+    module.detector_input = timed_input
+    try:
+        with total:
+            words = pipeline.read(image)
+    finally:
+        module.detector_input = make_input
+    rec = recognizer.clock
+    return {"pre": pre.wall, "recognizer": rec.wall, "total": total.wall, "post": total.wall - pre.wall - rec.wall,
+            "pre_cpu": pre.cpu, "post_cpu": total.cpu - pre.cpu - rec.cpu,
+            "recognizer_calls": recognizer.calls, "words": [w.text for w in words]}
+
+
+def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    import stdr_deploy.ocr as current
+    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.ocr import PipelineSettings, read_image
+    from stdr_deploy.ocr.detector_input import detector_input
+    from stdr_deploy.runners import OrtRunner
+
+    providers = args.providers.split(",")
+    detector = OrtRunner(ensure_onnx("craft"), providers=providers, intra_op_threads=args.threads)
+    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer), providers=providers, intra_op_threads=args.threads))
+    packages = {"current": current}
+    if args.compare:
+        packages[args.compare] = load_ocr_package(args.compare)
+    settings = PipelineSettings(**({"canvas_size": args.canvas} if args.canvas else {}))
+    rows = []
+    for path in paths:
+        image = read_image(path)
+        tensor = detector_input(image, settings.canvas_size, settings.mag_ratio).tensor
+        detector.infer({"input": tensor})  # warm-up: first-call allocations, CUDA kernels
+        seconds = []
+        for _ in range(args.detector_runs):
+            start = time.perf_counter()
+            output = detector.infer({"input": tensor})["output"]
+            seconds.append(time.perf_counter() - start)
+        recorded = RecordedDetector(tensor, output)
+        pipelines = {
+            label: package.OcrPipeline(recorded, recognizer, args.recognizer,
+                                       package.PipelineSettings(canvas_size=settings.canvas_size))
+            for label, package in packages.items()
+        }
+        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in packages}
+        for label, pipeline in pipelines.items():  # warm-up of each code path
+            timed_read(packages[label], pipeline, image)
+        for repeat in range(args.repeat):
+            order = list(packages) if repeat % 2 == 0 else list(reversed(packages))
+            for label in order:
+                runs[label].append(timed_read(packages[label], pipelines[label], image))
+        for label, samples in runs.items():
+            row = {"image": path.name, "code": label, "detector_ms": 1e3 * statistics.median(seconds),
+                   "recognizer_calls": samples[0]["recognizer_calls"], "words": samples[0]["words"]}
+            for stage in ("pre", "post", "recognizer", "total", "pre_cpu", "post_cpu"):
+                row[f"{stage}_ms"] = 1e3 * statistics.median(s[stage] for s in samples)
+            row["total_ms"] += row["detector_ms"]
+            rows.append(row)
+        print(f"{path.name}: " + ", ".join(f"{r['code']} post {r['post_ms']:.1f} ms" for r in rows[-len(packages):]),
+              file=sys.stderr, flush=True)
+    return {"mode": "in-process", "providers": providers, "intra_op_threads": args.threads,
+            "recognizer": args.recognizer, "canvas_size": settings.canvas_size, "repeat": args.repeat,
+            "detector_runs": args.detector_runs, "rows": rows}
+
+
+def served(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    from stdr_deploy.bench.load import server_statistics, statistics_delta
+    from stdr_deploy.ocr import read_image
+    from stdr_deploy.triton_client import Endpoint, connect, infer
+
+    endpoint = Endpoint.parse(args.url)
+    client = connect(endpoint)
+    rows = []
+    for path in paths:
+        feeds = {"input": np.ascontiguousarray(read_image(path)[None])}
+        infer(client, endpoint, args.model, feeds, ["output", "boxes"])  # warm-up
+        before = server_statistics(client, endpoint)
+        latencies = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            infer(client, endpoint, args.model, feeds, ["output", "boxes"])
+            latencies.append(time.perf_counter() - start)
+        models = {m.model: m for m in statistics_delta(before, server_statistics(client, endpoint))}
+        pipe = models[args.model]
+        per_image = {
+            name: (m.queue_ms + m.compute_input_ms + m.compute_infer_ms + m.compute_output_ms) * m.requests / pipe.requests
+            for name, m in models.items() if name != args.model
+        }
+        detector_ms = per_image.get(args.detector_model, 0.0)
+        recognizer_ms = per_image.get(args.recognizer_model, 0.0)
+        client_ms = 1e3 * statistics.median(latencies)
+        rows.append({
+            "image": path.name, "client_ms": client_ms, "pipeline_ms": pipe.compute_infer_ms,
+            "detector_ms": detector_ms, "recognizer_ms": recognizer_ms,
+            "recognizer_calls": models[args.recognizer_model].requests / pipe.requests if args.recognizer_model in models else 0,
+            "recognizer_executions": models[args.recognizer_model].executions / pipe.requests if args.recognizer_model in models else 0,
+            "pipeline_cpu_ms": pipe.compute_infer_ms - detector_ms - recognizer_ms,
+            "handover_ms": client_ms - pipe.compute_infer_ms,
+        })
+        print(f"{path.name}: client {client_ms:.1f} ms", file=sys.stderr, flush=True)
+    return {"mode": "served", "url": args.url, "model": args.model, "repeat": args.repeat, "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    if result["mode"] == "served":
+        head = "| image | client ms | pipeline model ms | detector ms | recognizer ms (calls / executions) | pipeline CPU ms | hand-over ms |"
+        lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in result["rows"]:
+            lines.append(f"| {r['image']} | {r['client_ms']:.1f} | {r['pipeline_ms']:.1f} | {r['detector_ms']:.1f} | "
+                         f"{r['recognizer_ms']:.1f} ({r['recognizer_calls']:.1f} / {r['recognizer_executions']:.1f}) | "
+                         f"{r['pipeline_cpu_ms']:.1f} | {r['handover_ms']:.1f} |")
+        return "\n".join(lines) + "\n"
+    lines = ["| image | code | pre ms (CPU) | detector ms | post ms (CPU) | recognizer ms (calls) | total ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['image']} | {r['code']} | {r['pre_ms']:.1f} ({r['pre_cpu_ms']:.1f}) | {r['detector_ms']:.1f} | "
+                     f"{r['post_ms']:.1f} ({r['post_cpu_ms']:.1f}) | {r['recognizer_ms']:.1f} ({r['recognizer_calls']}) | "
+                     f"{r['total_ms']:.1f} |")
+    codes = list(dict.fromkeys(r["code"] for r in result["rows"]))
+    if len(codes) == 2:
+        lines += ["", f"Same-run ratios {codes[1]} / {codes[0]}, thread CPU time (> 1: the current code is faster):", "",
+                  "| image | pre | post | pre + post | recognizer calls | words equal |", "|---|---:|---:|---:|---|---|"]
+        for image in dict.fromkeys(r["image"] for r in result["rows"]):
+            new, old = ({r["code"]: r for r in result["rows"] if r["image"] == image}[c] for c in codes)
+            cpu = (old["pre_cpu_ms"] + old["post_cpu_ms"]) / (new["pre_cpu_ms"] + new["post_cpu_ms"])
+            lines.append(f"| {image} | {old['pre_cpu_ms'] / new['pre_cpu_ms']:.2f} | {old['post_cpu_ms'] / new['post_cpu_ms']:.2f} | "
+                         f"{cpu:.2f} | {old['recognizer_calls']} -> {new['recognizer_calls']} | {old['words'] == new['words']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    parser.add_argument("--recognizer", default="crnn-en")
+    parser.add_argument("--canvas", type=int, default=None, help="detector canvas (default: the pipeline's)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--detector-runs", type=int, default=5)
+    parser.add_argument("--compare", metavar="REF", help="also time stdr_deploy/ocr of this git ref, alternately")
+    parser.add_argument("--url", help="time the served pipeline of this server instead (http:// or grpc://)")
+    parser.add_argument("--model", default="pipeline")
+    parser.add_argument("--detector-model", default="craft")
+    parser.add_argument("--recognizer-model", default="crnn_en")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    result = served(args.images, args) if args.url else in_process(args.images, args)
+    result.update(command=" ".join(["python", "benchmarks/pipeline_breakdown.py", *sys.argv[1:]]),
+                  host={"python": platform.python_version(), "machine": platform.machine(), "node": platform.node()})
+    text = markdown(result)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "breakdown.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / "breakdown.md").write_text(f"`{result['command']}`\n\n" + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

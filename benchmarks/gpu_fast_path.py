@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +120,43 @@ def graph_run(sess, shape, device: str):
     return run
 
 
+CHOICE_RULE = (
+    "per precision, prefer_nhwc when CRAFT's summed steady p50 over the benchmark shapes (HEURISTIC) is >= 5 % "
+    "lower with it; EXHAUSTIVE only when it is >= 10 % faster than HEURISTIC at the chosen layout for both "
+    "precisions (it re-searches every new input shape, and the detector sees new shapes all the time)"
+)
+
+
+def choose_settings(rows: list[dict]) -> dict:
+    """The settings the configs should render, from the CRAFT rows (see CHOICE_RULE)."""
+    sums: dict[tuple[str, bool, str], float] = {}
+    for row in rows:
+        if row["model"] == "craft" and row["io"] == "host":
+            key = (row["precision"], row["nhwc"], row["search"])
+            sums[key] = sums.get(key, 0.0) + row["p50_ms"]
+    prefer = {p: sums[(p, True, "HEURISTIC")] <= 0.95 * sums[(p, False, "HEURISTIC")] for p in ("fp32", "fp16")}
+    exhaustive = all(sums[(p, prefer[p], "EXHAUSTIVE")] <= 0.9 * sums[(p, prefer[p], "HEURISTIC")] for p in prefer)
+    return {
+        "format_version": 1,
+        "what": "ONNX Runtime CUDA EP settings the renderer writes into GPU configs, chosen by "
+                "benchmarks/gpu_fast_path.py --settings-out",
+        "cudnn_conv_algo_search": "EXHAUSTIVE" if exhaustive else "HEURISTIC",
+        "prefer_nhwc": prefer,
+        "sums": {f"{p} nhwc={n} {s}": round(v, 2) for (p, n, s), v in sorted(sums.items())},
+    }
+
+
+def gpu_name() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        return name.decode() if isinstance(name, bytes) else name
+    except Exception:  # noqa: BLE001 - provenance only
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("craft-fp32", "craft-fp16", "crnn-fp32", "crnn-fp16"):
@@ -127,6 +165,8 @@ def main() -> None:
     parser.add_argument("--providers", default="CUDAExecutionProvider")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats (CPU smoke run)")
+    parser.add_argument("--settings-out", type=Path,
+                        help="write the chosen settings here (stdr_deploy/memory_data/cuda-ep-settings.json)")
     args = parser.parse_args()
     provider = args.providers
     cuda = provider == "CUDAExecutionProvider"
@@ -209,6 +249,12 @@ def main() -> None:
     for label, row in chain_rows.items():
         lines.append(f"| {label}: {row['detector']} / {row['recognizer']} | {row['p50_ms']} | {row['min_ms']} |")
     (args.out / "fast_path.md").write_text("\n".join(lines) + "\n")
+    if args.settings_out and cuda:
+        settings = choose_settings(rows)
+        settings["measured"] = {"onnxruntime": ort.__version__, "gpu": gpu_name(),
+                                "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
+                                "rule": CHOICE_RULE, "craft_p50_sum_ms": settings.pop("sums")}
+        args.settings_out.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 if __name__ == "__main__":

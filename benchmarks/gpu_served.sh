@@ -2,7 +2,7 @@
 # GPU runs on a bare device machine, in stages, everything written under $OUT.
 #
 #   STAGES="setup fastpath" OUT=... bash benchmarks/gpu_served.sh   # one call
-#   STAGES="served"         OUT=... bash benchmarks/gpu_served.sh   # the next call (same machine)
+#   STAGES="breakdown served" OUT=... bash benchmarks/gpu_served.sh  # the next call (same machine)
 #
 # setup:    the machine has Python 3.12, torch with its CUDA libraries and NumPy 2, but none of
 #           the serving packages and no network. Their wheels (nvidia-pytriton 0.7.0,
@@ -13,15 +13,17 @@
 #           torch environment after them: NumPy 1 then shadows NumPy 2 for this process and for
 #           the Python-backend stubs, which embed the `python3` found first on PATH (the venv's).
 # fastpath: in-process, no server: fp32 and fp16 ONNX exports, ONNX Runtime CUDA settings side
-#           by side (benchmarks/gpu_fast_path.py), GPU memory per model (benchmarks/measure_memory.py),
-#           the pipeline's per-stage breakdown (benchmarks/pipeline_breakdown.py).
+#           by side (benchmarks/gpu_fast_path.py, which writes the chosen settings for the configs),
+#           GPU memory per model instance (benchmarks/measure_memory.py, into memory_data/).
+# breakdown: the pipeline's per-stage time in-process (benchmarks/pipeline_breakdown.py), against
+#           the pipeline code before this work when BEFORE names a copy of it.
 # served:   `stdr-deploy auto` for the fp32 and the fp16 deployment, each followed by the load
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.
 set -u
 : "${OUT:?set OUT to the results folder}"
 PARTS=${PARTS:-/tmp/stdr-parts}
 WORK=${WORK:-/tmp/stdr-gpu}
-STAGES=${STAGES:-setup fastpath served}
+STAGES=${STAGES:-setup fastpath breakdown served}
 DURATION=${DURATION:-10}
 LEVELS=${LEVELS:-1,2,4,8,16,32}
 mkdir -p "$OUT" "$WORK/wheels"
@@ -81,25 +83,38 @@ if has fastpath; then
     step "ONNX Runtime CUDA settings side by side"
     "$PY" benchmarks/gpu_fast_path.py --craft-fp32 "$ONNX/craft-fp32.onnx" --craft-fp16 "$ONNX/craft-fp16.onnx" \
         --crnn-fp32 "$ONNX/crnn-en-fp32.onnx" --crnn-fp16 "$ONNX/crnn-en-fp16.onnx" --out "$OUT/fast-path" \
+        --settings-out stdr_deploy/memory_data/cuda-ep-settings.json \
         > "$OUT/fast-path.log" 2>&1
     echo "fast path rc $?" >> "$OUT/steps.log"
-    if [ -f benchmarks/measure_memory.py ]; then
-        step "GPU memory per model (CUDA EP)"
-        "$PY" benchmarks/measure_memory.py ${MEMORY_ARGS:-} > "$OUT/memory.log" 2>&1
-        echo "memory rc $?" >> "$OUT/steps.log"
-    fi
-    if [ -f benchmarks/pipeline_breakdown.py ]; then
-        step "pipeline stage breakdown (in-process, CUDA EP)"
-        "$PY" benchmarks/pipeline_breakdown.py ${BREAKDOWN_ARGS:-} > "$OUT/breakdown.log" 2>&1
-        echo "breakdown rc $?" >> "$OUT/steps.log"
-    fi
+    step "GPU memory per model instance (CUDA EP), merged into stdr_deploy/memory_data/cuda-onnxruntime.json"
+    for precision in fp32 fp16; do
+        "$PY" benchmarks/measure_memory.py --family craft --precision "$precision" --onnx "$ONNX/craft-$precision.onnx" \
+            --providers CUDAExecutionProvider --shapes 1x3x640x640,1x3x1280x1280,1x3x1920x1920,1x3x2560x2560 \
+            >> "$OUT/memory.log" 2>&1
+        echo "memory craft $precision rc $?" >> "$OUT/steps.log"
+        "$PY" benchmarks/measure_memory.py --family crnn-en --precision "$precision" --onnx "$ONNX/crnn-en-$precision.onnx" \
+            --providers CUDAExecutionProvider --shapes 1x1x64x1024,16x1x64x1024,64x1x64x1024 >> "$OUT/memory.log" 2>&1
+        echo "memory crnn-en $precision rc $?" >> "$OUT/steps.log"
+    done
+    cp stdr_deploy/memory_data/cuda-onnxruntime.json stdr_deploy/memory_data/cuda-ep-settings.json "$OUT/" 2>/dev/null
+fi
+
+if has breakdown; then
+    step "pipeline stage breakdown (in-process, CUDA EP), this code against the code before (${BEFORE:-none})"
+    for precision in fp32 fp16; do
+        "$PY" benchmarks/pipeline_breakdown.py "$SCENES"/img0[0-3].png --precision "$precision" \
+            --providers CUDAExecutionProvider,CPUExecutionProvider ${BEFORE:+--compare "$BEFORE"} \
+            --out "$OUT/breakdown-$precision" > "$OUT/breakdown-$precision.log" 2>&1
+        echo "breakdown $precision rc $?" >> "$OUT/steps.log"
+    done
 fi
 
 if has served; then
     for precision in ${PRECISIONS:-fp32 fp16}; do
         ws="$WORK/ws-$precision" repo="$WORK/repo-$precision"
         step "auto ($precision)"
-        cli auto --workspace "$ws" --repo "$repo" --precision "$precision" --exit-after-smoke --json \
+        cli auto --workspace "$ws" --repo "$repo" --detector-precision "$precision" --recognizer-precision "$precision" \
+            --exit-after-smoke --json \
             > "$OUT/deploy-$precision.json" 2> "$OUT/auto-$precision.log"
         echo "auto $precision rc $?" >> "$OUT/steps.log"
         mkdir -p "$OUT/deploy-$precision"

@@ -35,6 +35,7 @@ import argparse
 import importlib
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,9 +91,14 @@ class RecordedDetector:
 
 
 def load_ocr_package(ref: str) -> Any:
-    """`stdr_deploy/ocr` as of git `ref`, imported as its own package (it has relative imports only)."""
+    """`stdr_deploy/ocr` as of git `ref` (or a folder holding a copy of it, for a checkout without
+    git history such as the device machine's), imported as its own package (relative imports only)."""
     name = "stdr_ocr_" + "".join(c if c.isalnum() else "_" for c in ref)
     folder = Path(tempfile.mkdtemp(prefix="breakdown-")) / name
+    if Path(ref).is_dir():
+        shutil.copytree(ref, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        sys.path.insert(0, str(folder.parent))
+        return importlib.import_module(name)
     folder.mkdir()
     files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, "stdr_deploy/ocr/"],
                            check=True, capture_output=True, text=True).stdout.split()
@@ -137,8 +143,9 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from stdr_deploy.runners import OrtRunner
 
     providers = args.providers.split(",")
-    detector = OrtRunner(ensure_onnx("craft"), providers=providers, intra_op_threads=args.threads)
-    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer), providers=providers, intra_op_threads=args.threads))
+    detector = OrtRunner(ensure_onnx("craft", precision=args.precision), providers=providers, intra_op_threads=args.threads)
+    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer, precision=args.precision), providers=providers,
+                                       intra_op_threads=args.threads))
     packages = {"current": current}
     if args.compare:
         packages[args.compare] = load_ocr_package(args.compare)
@@ -251,6 +258,7 @@ def main() -> None:
     parser.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     parser.add_argument("--recognizer", default="crnn-en")
+    parser.add_argument("--precision", default="fp32", help="ONNX graphs of both models: fp32 or fp16 (GPU)")
     parser.add_argument("--canvas", type=int, default=None, help="detector canvas (default: the pipeline's)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--detector-runs", type=int, default=5)

@@ -30,6 +30,7 @@ class AutoOptions:
     profile: str | None = None
     variant: str | None = None
     detector_precision: str | None = None  # None: the planner decides from the host
+    recognizer_precision: str | None = None
     canvas: int | None = None  # None: the planner decides
     host: str = "127.0.0.1"
     http_port: int | None = None
@@ -91,6 +92,7 @@ def run_auto(
             recognizer=options.recognizer,
             variant=options.variant,
             detector_precision=options.detector_precision,
+            recognizer_precision=options.recognizer_precision,
             canvas=options.canvas,
         )
         write_json_atomic(ws / "plan.json", result.plan.to_dict())

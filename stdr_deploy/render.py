@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import importlib.resources
 import os
 import re
@@ -38,8 +39,11 @@ VERSION = "1"
 
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # model spec dtype -> Triton data_type
 
-# cuDNN convolution algorithm search of Triton's onnxruntime backend: 1 = HEURISTIC.
-CUDNN_CONV_ALGO_SEARCH_HEURISTIC = 1
+# cuDNN convolution algorithm search, as Triton's onnxruntime backend numbers it.
+CUDNN_CONV_ALGO_SEARCH = {"EXHAUSTIVE": 0, "HEURISTIC": 1, "DEFAULT": 2}
+# Which CUDA EP settings GPU configs get: measured side by side on the GPU by
+# benchmarks/gpu_fast_path.py, which writes this file with its numbers and provenance.
+CUDA_EP_SETTINGS = "cuda-ep-settings.json"
 # kSameAsRequested: the CUDA arena grows by what a run asks for, not to the next power of two
 # (which doubled GPU memory against the plan's estimate on the H100: 61 GB seen, 31.5 GB planned)
 ARENA_EXTEND_SAME_AS_REQUESTED = 1
@@ -193,10 +197,19 @@ def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
         parameters["enable_mem_pattern"] = 0
     cuda = None
     if model.instance_kind == "KIND_GPU":
-        parameters["cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH_HEURISTIC
+        measured = cuda_ep_settings()
+        parameters["cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH[measured["cudnn_conv_algo_search"]]
         parameters["arena_extend_strategy"] = ARENA_EXTEND_SAME_AS_REQUESTED
         cuda = {"cudnn_conv_use_max_workspace": 1}
+        if measured["prefer_nhwc"].get(model.precision):
+            cuda["prefer_nhwc"] = 1
     return {"parameters": parameters, "cuda": cuda}
+
+
+def cuda_ep_settings() -> dict[str, Any]:
+    """The measured CUDA EP choices (see `CUDA_EP_SETTINGS`)."""
+    folder = importlib.resources.files("stdr_deploy.memory_data")
+    return json.loads(folder.joinpath(CUDA_EP_SETTINGS).read_text())
 
 
 def pipeline_context(plan: Plan) -> dict[str, Any]:

@@ -10,6 +10,7 @@ request's time was spent queued versus computing, so the bottleneck is visible (
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from stdr_deploy.bench.gpu_sampler import GpuLevel, GpuSampler
 from stdr_deploy.bench.stats import LatencyStats
 from stdr_deploy.triton_client import Endpoint, connect, infer
 
@@ -73,6 +75,7 @@ class LoadLevel:
     per_label: Mapping[str, LatencyStats]
     server: tuple[ModelTime, ...]
     error_samples: tuple[str, ...] = ()
+    gpus: tuple[GpuLevel, ...] = ()  # utilisation and memory per GPU during the level (none on CPU hosts)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +88,7 @@ class LoadLevel:
             "per_label": {k: v.to_dict() for k, v in self.per_label.items()},
             "server": [m.to_dict() for m in self.server],
             "error_samples": list(self.error_samples),
+            "gpus": [g.to_dict() for g in self.gpus],
         }
 
 
@@ -140,10 +144,12 @@ def run_load(
             progress(f"concurrency {n}")
         before = server_statistics(client, endpoint)
         started = time.perf_counter()
-        samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s)
+        with GpuSampler() as gpus:
+            samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s)
         seconds = time.perf_counter() - started
         after = server_statistics(client, endpoint)
-        levels.append(summarize_level(n, seconds, samples, statistics_delta(before, after)))
+        level = summarize_level(n, seconds, samples, statistics_delta(before, after))
+        levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels())))
     return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests))
 
 

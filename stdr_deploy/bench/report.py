@@ -206,6 +206,20 @@ def _pipeline_tables(pipeline: Mapping[str, Any] | None) -> list[str]:
             f"| {level['concurrency']} | {level['requests']} | {level['errors']} | {level['throughput_per_s']:.2f} "
             f"| {_num(lat.get('p50_ms'), 0)} | {_num(lat.get('p95_ms'), 0)} | {_num(lat.get('p99_ms'), 0)} | " + " | ".join(per) + " |"
         )
+    gpu_rows = [(level["concurrency"], g) for level in pipeline["levels"] for g in level.get("gpus", [])]
+    if gpu_rows:
+        lines += [
+            "",
+            "GPU during each level (NVML, sampled every 0.1 s): utilisation = share of time a kernel ran.",
+            "",
+            "| concurrency | GPU | mean util % | max util % | peak memory MiB |",
+            "|---:|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {n} | {g['index']} {g['name']} | {g['utilization_mean_pct']:.1f} | {g['utilization_max_pct']:.0f} "
+            f"| {g['memory_used_max_mib']} |"
+            for n, g in gpu_rows
+        ]
     lines += [
         "",
         "Triton's statistics per model (ms per request; the pipeline's compute includes its BLS calls):",

@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import canvas_option, detector_precision_option, parse_weights, recognizer_option, weights_option
+from stdr_deploy.cli.options import (
+    canvas_option,
+    detector_precision_option,
+    parse_weights,
+    recognizer_option,
+    recognizer_precision_option,
+    weights_option,
+)
 from stdr_deploy.cli.output import console, print_json
 
 
@@ -19,6 +26,7 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
 @click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
 @detector_precision_option
+@recognizer_precision_option
 @canvas_option
 @click.option("--workspace", type=click.Path(path_type=Path), default=Path("workspace"), show_default=True,
               help="Folder for host.json, plan.json, status.json, logs and deploy.json.")
@@ -30,7 +38,7 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
 @click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
-def command(recognizer, weights, profile, variant, detector_precision, canvas, workspace, repo, host, http_port, grpc_port, metrics_port,
+def command(recognizer, weights, profile, variant, detector_precision, recognizer_precision, canvas, workspace, repo, host, http_port, grpc_port, metrics_port,
             exit_after_smoke, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
 
@@ -51,6 +59,7 @@ def command(recognizer, weights, profile, variant, detector_precision, canvas, w
         profile=profile,
         variant=variant,
         detector_precision=detector_precision,
+        recognizer_precision=recognizer_precision,
         canvas=canvas,
         host=host,
         http_port=http_port,

@@ -36,6 +36,15 @@ def detector_precision_option(fn: Callable) -> Callable:
     )(fn)
 
 
+def recognizer_precision_option(fn: Callable) -> Callable:
+    return click.option(
+        "--recognizer-precision",
+        type=click.Choice(("fp32", "fp16")),
+        default=None,
+        help="Recognizer precision (default: from the host; GPU fp16, CPU fp32). fp16 is GPU-only.",
+    )(fn)
+
+
 def canvas_option(fn: Callable) -> Callable:
     return click.option(
         "--canvas",

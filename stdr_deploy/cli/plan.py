@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import canvas_option, detector_precision_option, recognizer_option
+from stdr_deploy.cli.options import canvas_option, detector_precision_option, recognizer_option, recognizer_precision_option
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.plan_schema import VARIANTS
 
@@ -34,6 +34,7 @@ MIB = 1 << 20
     help="Force a variant; fails (exit 4) when the host cannot run it. Default: the best the host can run.",
 )
 @detector_precision_option
+@recognizer_precision_option
 @canvas_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (JSON) on stdout.")
 @click.option(
@@ -47,6 +48,7 @@ def command(
     recognizer: str,
     variant: str | None,
     detector_precision: str | None,
+    recognizer_precision: str | None,
     canvas: int | None,
     as_json: bool,
     out: Path | None,
@@ -67,7 +69,13 @@ def command(
     host = load_host(host_path) if host_path else probe_host()
     chosen = None if profile == "none" else resolve_profile(host, profile)
     plan = make_plan(
-        host, chosen, recognizer=recognizer, variant=variant, detector_precision=detector_precision, canvas=canvas
+        host,
+        chosen,
+        recognizer=recognizer,
+        variant=variant,
+        detector_precision=detector_precision,
+        recognizer_precision=recognizer_precision,
+        canvas=canvas,
     )
     if out is not None:
         write_json_atomic(out, plan.to_dict())

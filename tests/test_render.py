@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2
 
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.plan_schema import VARIANTS, DynamicBatching, ModelPlan, PipelinePlan, Plan, ShapeProfile
-from stdr_deploy.render import render, render_texts
+from stdr_deploy.render import cuda_ep_settings, render, render_texts
 
 TESTS = Path(__file__).resolve().parent
 HOSTS = TESTS / "hosts"
@@ -178,11 +178,15 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         if not model.memory_arena:  # CPU plans: the memory data is measured with both off
             expected["enable_mem_arena"] = expected["enable_mem_pattern"] = "0"
         if model.instance_kind == "KIND_GPU":
-            expected["cudnn_conv_algo_search"] = "1"  # HEURISTIC: no exhaustive re-tune per shape
+            measured = cuda_ep_settings()  # the GPU measurement decides search mode and layout
+            expected["cudnn_conv_algo_search"] = {"EXHAUSTIVE": "0", "HEURISTIC": "1"}[measured["cudnn_conv_algo_search"]]
             expected["arena_extend_strategy"] = "1"  # kSameAsRequested: GPU memory near the estimate
             [cuda] = accelerators
             assert cuda.name == "cuda"
-            assert dict(cuda.parameters) == {"cudnn_conv_use_max_workspace": "1"}
+            wanted = {"cudnn_conv_use_max_workspace": "1"}
+            if measured["prefer_nhwc"][model.precision]:
+                wanted["prefer_nhwc"] = "1"
+            assert dict(cuda.parameters) == wanted
         else:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected

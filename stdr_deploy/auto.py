@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stdr_deploy import __version__
+from stdr_deploy.artifacts import ArtifactDir, ExportCache
 from stdr_deploy.plan_schema import Plan
 from stdr_deploy.steps import Step, StepResult, StepRunner
 from stdr_deploy.workspace import sha256_file, write_json_atomic
@@ -36,6 +37,7 @@ class AutoOptions:
     http_port: int | None = None
     grpc_port: int | None = None
     metrics_port: int | None = None
+    artifacts: Path | None = None  # a `stdr-deploy package` directory: ONNX files from there, no export
 
 
 @dataclass
@@ -45,23 +47,6 @@ class AutoResult:
     smoke: Any = None  # stdr_deploy.smoke.SmokeReport
     manifest: dict[str, Any] = field(default_factory=dict)
     steps: list[StepResult] = field(default_factory=list)
-
-
-def trained_weights(family: str, weights: str | None) -> bool:
-    """True when the recognizer runs the registry's own (trained) weights, so text must read exactly.
-
-    Custom weights may be random or fine-tuned for other text; then the smoke only checks that
-    the served pipeline equals the in-process one.
-    """
-    from stdr_deploy.models import get_spec
-    from stdr_deploy.weights import WEIGHTS
-
-    spec = get_spec(family)
-    if weights is None:
-        return True
-    info = WEIGHTS.get(spec.default_weights)
-    path = Path(weights)
-    return info is not None and path.is_file() and sha256_file(path).startswith(info.sha256)
 
 
 def run_auto(
@@ -78,6 +63,7 @@ def run_auto(
     runner = StepRunner(ws, on_start, on_end)
     result = AutoResult(steps=runner.results)
     state: dict[str, Any] = {}
+    source = ArtifactDir(options.artifacts) if options.artifacts else ExportCache(options.weights)
 
     def probe() -> dict[str, Any]:
         state["host"] = hardware.probe_host()
@@ -99,23 +85,14 @@ def run_auto(
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
 
     def export() -> dict[str, Any]:
-        from stdr_deploy.export import export_model, onnx_precision
+        from stdr_deploy.export import onnx_precision
 
         state["onnx"] = {}
         outputs = {}
         for model in result.plan.models():
-            exported = export_model(
-                model.family,
-                weights=options.weights.get(model.family),
-                precision=onnx_precision(model.precision),
-                progress=False,
-            )
-            state["onnx"][model.triton_name] = exported.onnx_path
-            outputs[model.triton_name] = {
-                "onnx": str(exported.onnx_path),
-                "sha256": sha256_file(exported.onnx_path),
-                "cached": exported.cached,
-            }
+            path = source.onnx_file(model.family, onnx_precision(model.precision))
+            state["onnx"][model.triton_name] = path
+            outputs[model.triton_name] = {"onnx": str(path), "sha256": sha256_file(path)}
         return outputs
 
     def build() -> dict[str, Any]:
@@ -165,13 +142,14 @@ def run_auto(
             weights=options.weights,
             settings=_settings(result.plan),
             detector_precision=onnx_precision(result.plan.detector.precision),
+            onnx=source,
         )
         report = run_smoke(
             [result.server.http_url, result.server.grpc_url],
             options.repo,
             result.plan,
             reference=reference.read if result.plan.variant == "onnxruntime" else None,
-            expect_text=trained_weights(recognizer.family, options.weights.get(recognizer.family)),
+            expect_text=source.trained(recognizer.family),
             progress=progress,
             server_pid=result.server.pid,
         )
@@ -183,7 +161,7 @@ def run_auto(
     steps = [
         Step("probe", probe, "probe the host (NVML, CPU, runtimes)"),
         Step("plan", plan, "plan variant, shapes, instances and memory"),
-        Step("export", export, "export ONNX models (cached)"),
+        Step("export", export, f"ONNX models from {options.artifacts}" if options.artifacts else "export ONNX models (cached)"),
         Step(
             "build",
             build,
@@ -231,6 +209,7 @@ def manifest(options: AutoOptions, result: AutoResult, state: dict[str, Any]) ->
         "versions": {d: version(d) for d in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "nvidia-pytriton", "tritonclient")},
         "workspace": str(options.workspace),
         "repository": str(options.repo),
+        "artifacts": str(options.artifacts) if options.artifacts else None,
         "host": state["host"].to_dict() if "host" in state else None,
         "plan": result.plan.to_dict() if result.plan else None,
         "steps": [

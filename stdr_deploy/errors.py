@@ -55,3 +55,23 @@ class SmokeFailed(StdrError):
     """The deployed server answered, but a smoke check failed."""
 
     exit_code = 8
+
+
+class ServerUnreachable(ServerError):
+    """No server answers at the address: nothing else (images, models) can be blamed yet."""
+
+
+# torch comes only with the `export` extra: the deployment core serves exported ONNX files.
+EXPORT_EXTRA_HINT = "pip install 'stdr-deploy[export]' (or deploy from a directory made by `stdr-deploy package`)"
+
+
+def require_torch():
+    """The torch module, or MissingDependency (exit 3) saying how to install it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependency(
+            "this step needs PyTorch (exporting models, --runtime torch), which is not installed",
+            hint=EXPORT_EXTRA_HINT,
+        ) from exc
+    return torch

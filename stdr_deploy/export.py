@@ -108,7 +108,7 @@ def export_model(
     weights_sha256 = sha256_file(weights_path)
     key = cache_key(spec, weights_sha256, opset, with_features)
     entry = cache_dir() / "onnx" / key
-    with _progress(progress) as bar:
+    with _progress(progress, spec.name) as bar:
         job = _Job(spec, Path(weights_path), weights_sha256, opset, with_features, key, Stages(bar))
         result = cached_or_built(entry, lambda folder: _build(job, folder), force=force)
         if precision == "fp16":
@@ -624,9 +624,15 @@ def _locked(entry: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Progress | None]:
+def _progress(enabled: bool, name: str) -> Iterator[Progress | None]:
     if not enabled:
         yield None
+        return
+    from stdr_deploy.progress import PlainProgress, interactive
+
+    if not interactive():  # a log: timestamped lines, as a live display would draw nothing
+        with PlainProgress(f"export {name}") as plain:
+            yield plain
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

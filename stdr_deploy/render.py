@@ -74,15 +74,19 @@ PLATFORMS = {
     ),
 }
 
-# Statuses of a file in a RenderResult.
-ADDED, CHANGED, UNCHANGED, REMOVED = "added", "changed", "unchanged", "removed"
+# Statuses of a file in a RenderResult. KEPT: in a model folder stdr-deploy did not render
+# (e.g. one the user added), left in place unless `prune` is asked for.
+ADDED, CHANGED, UNCHANGED, REMOVED, KEPT = "added", "changed", "unchanged", "removed", "kept"
+# Every config.pbtxt the templates write says so in its header; a model folder whose config
+# lacks it was not made by stdr-deploy.
+RENDERED_MARKER = "Rendered by stdr-deploy"
 
 
 @dataclass(frozen=True)
 class FileChange:
     path: str  # relative to the repository root, "/"-separated
-    status: str  # ADDED | CHANGED | UNCHANGED | REMOVED
-    sha256: str | None  # of the rendered file; None when removed
+    status: str  # ADDED | CHANGED | UNCHANGED | REMOVED | KEPT
+    sha256: str | None  # of the rendered file; None when removed or kept
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class RenderResult:
 
     @property
     def changed(self) -> bool:
-        return any(f.status != UNCHANGED for f in self.files)
+        return any(f.status not in (UNCHANGED, KEPT) for f in self.files)
 
     @property
     def written(self) -> bool:
@@ -104,6 +108,11 @@ class RenderResult:
     def paths(self, status: str) -> list[str]:
         return [f.path for f in self.files if f.status == status]
 
+    @property
+    def kept_models(self) -> list[str]:
+        """Model folders left in place because stdr-deploy did not render them."""
+        return sorted({path.split("/")[0] for path in self.paths(KEPT)})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "out": str(self.out),
@@ -111,6 +120,7 @@ class RenderResult:
             "changed": self.changed,
             "written": self.written,
             "configs": dict(self.config_sha256),
+            "kept_models": self.kept_models,
             "files": [dataclasses.asdict(f) for f in self.files],
         }
 
@@ -335,20 +345,33 @@ def _package_files(folder: Any, prefix: str = "") -> list[tuple[str, bytes]]:
 # --- I/O half: compare, stage, swap ----------------------------------------------------
 
 
-def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *, dry_run: bool = False) -> RenderResult:
+def render(
+    plan: Plan,
+    out: str | os.PathLike,
+    artifacts: Mapping[str, Path],
+    *,
+    dry_run: bool = False,
+    prune: bool = False,
+) -> RenderResult:
     """Make `out` the repository `plan` describes, serving the model files in `artifacts`.
 
     `artifacts` maps Triton model names to model files (`.onnx`, or `.plan`/`.engine` for
     TensorRT); each is hard-linked into `<name>/1/` (copied across file systems) and keeps its
     file name, which the config names in `default_model_filename` when it is not the default.
-    Nothing is written when `dry_run` is set or when `out` already holds exactly this tree.
+    Model folders that stdr-deploy did not render (their config.pbtxt lacks our header) are
+    kept, unless `prune`. Nothing is written when `dry_run` is set or when `out` already holds
+    exactly this tree.
     """
     out = Path(out).absolute()
     files = repository_files(plan, artifacts)
     check_replaceable(out)
     existing = _existing_files(out)
+    keep = set() if prune else foreign_models(out, {rel.split("/")[0] for rel in files})
     changes = [_change(rel, source, existing.get(rel)) for rel, source in files.items()]
-    changes += [FileChange(rel, REMOVED, None) for rel in sorted(set(existing) - set(files))]
+    changes += [
+        FileChange(rel, KEPT if rel.split("/")[0] in keep else REMOVED, None)
+        for rel in sorted(set(existing) - set(files))
+    ]
     result = RenderResult(
         out=out,
         dry_run=dry_run,
@@ -358,8 +381,20 @@ def render(plan: Plan, out: str | os.PathLike, artifacts: Mapping[str, Path], *,
         },
     )
     if result.written:
-        _write_tree(files, out)
+        _write_tree(files, out, sorted(keep))
     return result
+
+
+def foreign_models(out: Path, rendered: set[str]) -> set[str]:
+    """Model folders in `out` that this render does not write and whose config lacks our header."""
+    if not out.is_dir():
+        return set()
+    found = set()
+    for config in out.glob("*/config.pbtxt"):
+        name = config.parent.name
+        if name not in rendered and RENDERED_MARKER not in config.read_text(errors="replace"):
+            found.add(name)
+    return found
 
 
 def check_replaceable(out: Path) -> None:
@@ -411,11 +446,16 @@ def _change(rel: str, source: bytes | Path, current: Path | None) -> FileChange:
     return FileChange(rel, UNCHANGED if same else CHANGED, digest)
 
 
-def _write_tree(files: Mapping[str, bytes | Path], out: Path) -> None:
-    """Write everything into `.<out>.staging-<pid>-XXXX` beside `out`, then swap it in."""
+def _write_tree(files: Mapping[str, bytes | Path], out: Path, keep: list[str] = ()) -> None:
+    """Write everything into `.<out>.staging-<pid>-XXXX` beside `out`, then swap it in.
+
+    The model folders named in `keep` are carried over from `out` as they are.
+    """
     staging = staging_dir(out)
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a server in a container must read it
+        for name in keep:
+            shutil.copytree(out / name, staging / name, symlinks=True, copy_function=_link_or_copy)
         for rel, source in files.items():
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +469,7 @@ def _write_tree(files: Mapping[str, bytes | Path], out: Path) -> None:
         raise
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
     """A hard link costs no space or time; across file systems (or where links fail), copy."""
     try:
         os.link(source, target)

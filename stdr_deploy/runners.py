@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from stdr_deploy.errors import MissingDependency, UserInputError
+from stdr_deploy.artifacts import ExportCache, OnnxSource
+from stdr_deploy.errors import MissingDependency, UserInputError, require_torch
 from stdr_deploy.ocr import OcrPipeline, PipelineSettings
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -24,7 +25,7 @@ class TorchRunner:
     """A model of the registry run eagerly in PyTorch (float32, CPU), with its weights loaded."""
 
     def __init__(self, family: str, weights: str | Path | None = None):
-        import torch
+        torch = require_torch()
 
         from stdr_deploy.models import get_spec, load_model
 
@@ -62,16 +63,24 @@ class OrtRunner:
         return dict(zip(self.output_names, self.session.run(None, feeds)))
 
 
-def make_runner(runtime: str, family: str, weights: str | Path | None = None, precision: str = "fp32"):
-    """`precision` "int8" (craft on onnxruntime only) runs the quantized export."""
+def make_runner(
+    runtime: str,
+    family: str,
+    weights: str | Path | None = None,
+    precision: str = "fp32",
+    onnx: OnnxSource | None = None,
+):
+    """`precision` "int8" (craft on onnxruntime only) runs the quantized export.
+
+    `onnx` says where ONNX files come from (default: exported from `weights`, cached).
+    """
     if runtime == "torch":
         if precision != "fp32":
             raise UserInputError(f"the torch runtime runs {family} in fp32 only", hint="use --runtime onnxruntime")
         return TorchRunner(family, weights)
     if runtime == "onnxruntime":
-        from stdr_deploy.export import ensure_onnx
-
-        return OrtRunner(ensure_onnx(family, weights, precision=precision))
+        source = onnx or ExportCache({family: weights} if weights is not None else {})
+        return OrtRunner(source.onnx_file(family, precision))
     raise UserInputError(f"unknown runtime {runtime!r}", hint=f"use one of {', '.join(RUNTIMES)}")
 
 
@@ -81,10 +90,13 @@ def make_pipeline(
     weights: Mapping[str, str | Path] | None = None,
     settings: PipelineSettings | None = None,
     detector_precision: str = "fp32",
+    onnx: OnnxSource | None = None,
 ) -> OcrPipeline:
     """CRAFT + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name.
 
-    `detector_precision` "int8" runs the quantized CRAFT (as an int8 plan serves it).
+    `detector_precision` "int8" runs the quantized CRAFT (as an int8 plan serves it). `onnx`
+    (e.g. an `ArtifactDir`) supplies the ONNX files instead of exporting them, so ONNX Runtime
+    needs no torch.
     """
     weights = dict(weights or {})
     unknown = sorted(set(weights) - {DETECTOR, recognizer})
@@ -94,8 +106,8 @@ def make_pipeline(
             hint=f"the pipeline runs {DETECTOR} and {recognizer}",
         )
     return OcrPipeline(
-        make_runner(runtime, DETECTOR, weights.get(DETECTOR), detector_precision),
-        make_runner(runtime, recognizer, weights.get(recognizer)),
+        make_runner(runtime, DETECTOR, weights.get(DETECTOR), detector_precision, onnx),
+        make_runner(runtime, recognizer, weights.get(recognizer), onnx=onnx),
         recognizer,
         settings or PipelineSettings(),
     )

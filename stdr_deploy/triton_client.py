@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stdr_deploy.errors import ServerError, UserInputError
+from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 from stdr_deploy.ocr import Word
 
 GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
@@ -97,11 +97,12 @@ def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarr
     return {name: result.as_numpy(name) for name in outputs}
 
 
-def _no_answer(endpoint: Endpoint, detail: str) -> ServerError:
+def _no_answer(endpoint: Endpoint, detail: str) -> ServerUnreachable:
     """The server is gone or unreachable: say so, rather than blame the model or the request."""
-    return ServerError(
+    return ServerUnreachable(
         f"no answer from the server at {endpoint.url} ({detail})",
-        hint="check that the server is running; if it stopped, the end of its log says why",
+        hint="start it (`stdr-deploy serve` or `stdr-deploy auto`) or check the URL; "
+        "if it stopped, the end of its log (workspace/server.log) says why",
     )
 
 

@@ -22,9 +22,10 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from stdr_deploy.cli import cli
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.plan_schema import VARIANTS, DynamicBatching, ModelPlan, PipelinePlan, Plan, ShapeProfile
-from stdr_deploy.render import cuda_ep_settings, render, render_texts
+from stdr_deploy.render import RENDERED_MARKER, cuda_ep_settings, render, render_texts
 
 TESTS = Path(__file__).resolve().parent
 HOSTS = TESTS / "hosts"
@@ -304,7 +305,7 @@ def test_dry_run_writes_nothing_and_lists_every_change(tmp_path):
 
     render(CPU_PLAN, out, artifacts)
     (out / "retired").mkdir()
-    (out / "retired" / "config.pbtxt").write_text('name: "retired"\n')
+    (out / "retired" / "config.pbtxt").write_text(f'# {RENDERED_MARKER} (an earlier plan)\nname: "retired"\n')
     before = tree(out)
     bigger = dataclasses.replace(CPU_PLAN, detector=dataclasses.replace(CPU_PLAN.detector, instance_count=2))
     dry = render(bigger, out, artifacts, dry_run=True)
@@ -313,6 +314,55 @@ def test_dry_run_writes_nothing_and_lists_every_change(tmp_path):
     assert dry.paths("removed") == ["retired/config.pbtxt"]
     assert dry.paths("added") == []
     assert dry.config_sha256["crnn_en"] == render(CPU_PLAN, out, artifacts, dry_run=True).config_sha256["crnn_en"]
+
+
+def test_every_rendered_config_carries_the_marker_that_tells_our_models_apart(tmp_path):
+    artifacts = stand_in_artifacts(CPU_PLAN, tmp_path / "artifacts")
+    render(CPU_PLAN, tmp_path / "repo", artifacts)
+    configs = sorted((tmp_path / "repo").glob("*/config.pbtxt"))
+    assert [c.parent.name for c in configs] == ["craft", "crnn_en", "pipeline"]
+    assert all(RENDERED_MARKER in c.read_text() for c in configs)
+
+
+def test_a_model_the_user_added_is_kept_unless_pruned(tmp_path):
+    artifacts = stand_in_artifacts(CPU_PLAN, tmp_path / "artifacts")
+    out = tmp_path / "repo"
+    render(CPU_PLAN, out, artifacts)
+    mine = out / "mymodel"
+    (mine / "1").mkdir(parents=True)
+    (mine / "config.pbtxt").write_text('name: "mymodel"\nbackend: "python"\n')
+    (mine / "1" / "model.py").write_text("# the user's own model\n")
+    bigger = dataclasses.replace(CPU_PLAN, detector=dataclasses.replace(CPU_PLAN.detector, instance_count=2))
+
+    kept = render(bigger, out, artifacts)
+    assert kept.written and kept.kept_models == ["mymodel"]
+    assert kept.paths("kept") == ["mymodel/1/model.py", "mymodel/config.pbtxt"] and not kept.paths("removed")
+    assert (mine / "1" / "model.py").read_text() == "# the user's own model\n"
+    assert "instance_count" not in (mine / "config.pbtxt").read_text()
+    assert not render(bigger, out, artifacts).changed  # a kept model is no change
+
+    listed = CliRunner().invoke(cli, ["render", "--plan", str(_plan_file(bigger, tmp_path)), "--out", str(out),
+                                      *_artifact_args(artifacts), "--dry-run", "--prune"])
+    assert listed.exit_code == 0, listed.output
+    assert "mymodel/config.pbtxt" in listed.stderr and "removed" in listed.stderr
+    assert mine.exists()  # a dry run
+    shown = CliRunner().invoke(cli, ["render", "--plan", str(_plan_file(bigger, tmp_path)), "--out", str(out),
+                                     *_artifact_args(artifacts)])
+    assert "mymodel/" in shown.stderr and "kept (not rendered by stdr-deploy" in shown.stderr
+
+    pruned = render(bigger, out, artifacts, prune=True)
+    assert pruned.paths("removed") == ["mymodel/1/model.py", "mymodel/config.pbtxt"]
+    assert not mine.exists() and (out / "craft" / "config.pbtxt").is_file()
+
+
+def _plan_file(plan, folder: Path) -> Path:
+    path = folder / "plan.json"
+    path.write_text(json.dumps(plan.to_dict()))
+    return path
+
+
+def _artifact_args(artifacts) -> list[str]:
+    return [arg for name, path in artifacts.items() for arg in ("--artifact", f"{name}={path}")]
 
 
 def test_rerendering_the_same_plan_changes_nothing(tmp_path):

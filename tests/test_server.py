@@ -275,12 +275,13 @@ def test_killing_the_server_mid_load_is_reported_and_leaves_nothing(tmp_path: Pa
 def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path: Path):
     repo = tmp_path / "repo"
     write_model(repo, RELU_CONFIG)
-    log = tmp_path / "serve.log"
+    log = tmp_path / "ws" / "server.log"  # the default log: <workspace>/server.log, as `auto` writes it
     cli = subprocess.Popen(
-        [*CLI, "serve", "--repo", str(repo), "--log", str(log), "--json"],
+        [*CLI, "serve", "--repo", str(repo), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "STDR_DEPLOY_WORKSPACE": str(tmp_path / "ws")},
     )
     try:
         text = ""
@@ -295,8 +296,10 @@ def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path:
         x = np.array([[3.0, -3.0, 0.25]], dtype=np.float32)
         with client:
             np.testing.assert_array_equal(infer(module, client, "relu", x), expected(x))
+        assert log.is_file()
         cli.send_signal(signal.SIGTERM)
-        assert cli.wait(60) == 0, cli.stderr.read()
+        assert cli.wait(60) == 0
+        assert cli.stderr.read().rstrip().endswith("server stopped")
     finally:
         if cli.poll() is None:
             cli.kill()

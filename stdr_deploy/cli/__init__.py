@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": "eval",
     "export": "export",
     "ocr": "ocr",
+    "package": "package",
     "plan": "plan",
     "probe": "probe",
     "render": "render",

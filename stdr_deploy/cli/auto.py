@@ -10,26 +10,30 @@ import click
 from rich.table import Table
 
 from stdr_deploy.cli.options import (
+    artifacts_option,
     canvas_option,
     detector_precision_option,
+    onnx_source,
     parse_weights,
     recognizer_option,
     recognizer_precision_option,
     weights_option,
+    workspace_option,
 )
 from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.progress import Activity, interactive, log_line
 
 
 @click.command("auto")
 @recognizer_option
 @weights_option
+@artifacts_option
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
 @click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
 @detector_precision_option
 @recognizer_precision_option
 @canvas_option
-@click.option("--workspace", type=click.Path(path_type=Path), default=Path("workspace"), show_default=True,
-              help="Folder for host.json, plan.json, status.json, logs and deploy.json.")
+@workspace_option
 @click.option("--repo", type=click.Path(path_type=Path), default=Path("model_repository"), show_default=True,
               help="Where the Triton model repository is rendered.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds to.")
@@ -38,8 +42,8 @@ from stdr_deploy.cli.output import console, print_json
 @click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
 @click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
-def command(recognizer, weights, profile, variant, detector_precision, recognizer_precision, canvas, workspace, repo, host, http_port, grpc_port, metrics_port,
-            exit_after_smoke, as_json):
+def command(recognizer, weights, artifacts, profile, variant, detector_precision, recognizer_precision, canvas, workspace,
+            repo, host, http_port, grpc_port, metrics_port, exit_after_smoke, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
 
     \b
@@ -49,13 +53,15 @@ def command(recognizer, weights, profile, variant, detector_precision, recognize
     """
     from stdr_deploy.auto import AutoOptions, run_auto
 
+    weights = parse_weights(weights, recognizer)
+    onnx_source(artifacts, weights)  # refuses --weights with --artifacts, reads the manifest early
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] serving on {host}: the server accepts requests from other machines")
     options = AutoOptions(
         workspace=workspace,
         repo=repo,
         recognizer=recognizer,
-        weights=parse_weights(weights, recognizer),
+        weights=weights,
         profile=profile,
         variant=variant,
         detector_precision=detector_precision,
@@ -65,37 +71,87 @@ def command(recognizer, weights, profile, variant, detector_precision, recognize
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
+        artifacts=artifacts,
     )
-    status = console.status("starting")
-
-    def on_start(step):
-        status.update(f"[bold]{step.name}[/]: {step.description}")
-
-    def on_end(step, result):
-        style = {"ok": "green", "skipped": "dim", "failed": "red"}[result.status]
-        detail = (result.error or result.outputs.get("reason", "")) if result.status != "ok" else ""
-        console.print(f"[{style}]{result.status:>7}[/] {step.name:<7} {result.seconds:7.1f} s  {detail}", highlight=False)
-
-    with status:
-        result = run_auto(options, on_start, on_end, progress=lambda message: status.update(f"[bold]smoke[/]: {message}"))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = _deploy(options, run_auto)
+    except KeyboardInterrupt:
+        raise click.exceptions.Abort() from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if as_json:
         print_json(result.manifest)
     else:
         console.print(summary_table(result))
-    server = result.server
+    _serve(result.server, exit_after_smoke)
+
+
+def _deploy(options, run_auto):
+    """run_auto with one line per step: a spinner on a terminal, timestamped lines in a log.
+
+    When a later step fails (or Ctrl-C) after the server started, run_auto stops it: say so.
+    """
+    running: dict[str, object] = {}
+
+    def on_start(step):
+        if interactive():
+            running["status"].update(f"[bold]{step.name}[/]: {step.description}")
+        else:
+            running["activity"] = Activity(step.name, detail=step.description)
+
+    def on_end(step, result):
+        if step.name == "serve" and result.status == "ok":
+            running["served"] = True
+        detail = result.outputs.get("reason", "") if result.status == "skipped" else ""
+        if not interactive():
+            running.pop("activity").end(result.status, detail)
+            return
+        style = {"ok": "green", "skipped": "dim", "failed": "red"}[result.status]
+        # a failure's message is printed once, by the error handler, after this line
+        console.print(f"[{style}]{result.status:>7}[/] {step.name:<7} {result.seconds:7.1f} s  {detail}", highlight=False)
+
+    def progress(message: str) -> None:
+        if interactive():
+            running["status"].update(f"[bold]smoke[/]: {message}")
+        else:
+            log_line(f"smoke: {message}")
+
+    try:
+        if not interactive():
+            return run_auto(options, on_start, on_end, progress=progress)
+        with console.status("starting") as status:
+            running["status"] = status
+            return run_auto(options, on_start, on_end, progress=progress)
+    except BaseException:
+        if running.get("served"):
+            console.print("server stopped")
+        raise
+
+
+def _serve(server, exit_after_smoke: bool) -> None:
+    """Keep serving until Ctrl-C or SIGTERM (or stop at once), and say that it stopped."""
     if exit_after_smoke:
         server.stop()
+        console.print("server stopped (--exit-after-smoke)")
         return
     console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reason = "SIGTERM"
     try:
         while not stop.wait(1.0):
             server.check_alive()  # a server that dies ends the command with exit code 7 and why
     except KeyboardInterrupt:
-        pass
+        reason = "Ctrl-C"
     finally:
         server.stop()
+    console.print(f"server stopped ({reason})")
+
+
+def _interrupt(*_) -> None:
+    """SIGTERM while deploying: stop like Ctrl-C (run_auto stops a started server)."""
+    raise KeyboardInterrupt
 
 
 def summary_table(result) -> Table:

@@ -56,8 +56,10 @@ def command(
     $STDR_DEPLOY_CACHE/onnx/, so running it again is instant; a JSON report (versions, hashes,
     node counts, parity figures, timings) sits beside every model.
     """
+    from stdr_deploy.errors import require_torch
     from stdr_deploy.export import export_model
 
+    require_torch()
     result = export_model(
         model,
         weights=weights,

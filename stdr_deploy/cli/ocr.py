@@ -7,9 +7,17 @@ from pathlib import Path
 
 import click
 
-from stdr_deploy.cli.options import parse_weights, recognizer_option, runtime_option, weights_option
-from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.errors import ServerError, UserInputError
+from stdr_deploy.cli.options import (
+    artifacts_option,
+    onnx_source,
+    parse_weights,
+    recognizer_option,
+    runtime_option,
+    weights_option,
+)
+from stdr_deploy.cli.output import activity, console, print_json
+from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
+
 
 @click.command("ocr")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
@@ -21,9 +29,10 @@ from stdr_deploy.errors import ServerError, UserInputError
               '({"images": [{"file", "words": [{"text", "polygon", "score"}]}]}).')
 @click.option("--url", help="Read through the `pipeline` model of a running Triton server "
               "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
+@artifacts_option
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
-def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
+def command(images, runtime, recognizer, weights, as_json, url, artifacts, annotate_dir):
     """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
 
     Prints one line per image: its name and the words read, top to bottom. An image that cannot
@@ -34,12 +43,16 @@ def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
     if url:
         from stdr_deploy.triton_client import TritonPipelineClient
 
+        if weights or artifacts:
+            raise UserInputError("--url reads through the server's own models: --weights/--artifacts do not apply",
+                                 hint="drop them, or drop --url to read in-process")
         pipeline = TritonPipelineClient(url)
     else:
         from stdr_deploy.runners import make_pipeline
 
-        with console.status(f"loading craft + {recognizer} ({runtime})"):
-            pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
+        with activity("load", f"craft + {recognizer} ({runtime})"):
+            weights = parse_weights(weights, recognizer)
+            pipeline = make_pipeline(runtime, recognizer, weights, onnx=onnx_source(artifacts, weights))
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
         print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})
@@ -50,29 +63,35 @@ def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
 
 
 def read_all(pipeline, paths: list[Path], annotate_dir: Path | None = None, names: list[str] | None = None):
-    """Read every image; returns ([(name, path, words)], [error message]) with a progress bar.
+    """Read every image; returns ([(name, path, words)], [path that failed]).
 
-    `names` (default: file names, made unique) label the images in the output.
+    Shows a progress bar on a terminal, a timestamped line per image in a log. Each failure is
+    printed when it happens; `raise_for_failures` then only counts and names them. `names`
+    (default: file names, made unique) label the images in the output.
     """
     from rich.progress import Progress
 
     from stdr_deploy.ocr import ImageReadError, OcrError, read_image
+    from stdr_deploy.progress import PlainProgress, interactive
 
     names = names or unique_names(paths)
     results, failures = [], []
-    with Progress(console=console, transient=True) as progress:
+    display = Progress(console=console, transient=True) if interactive() else PlainProgress()
+    with display as progress:
         task = progress.add_task("reading", total=len(paths))
         for name, path in zip(names, paths):
             progress.update(task, description=f"reading {name}")
             try:
                 image = read_image(path)
                 words = pipeline.read(image)
+            except ServerUnreachable:
+                raise  # no server: every other image would fail the same way
             except ImageReadError as exc:  # its message names the file
-                failures.append(str(exc))
-                console.print(f"[red]error:[/] {failures[-1]}")
+                failures.append(str(path))
+                console.print(f"[red]error:[/] {exc}", highlight=False)
             except (OcrError, ServerError) as exc:  # a served request fails for that image alone
-                failures.append(f"{path}: {exc}")
-                console.print(f"[red]error:[/] {failures[-1]}")
+                failures.append(str(path))
+                console.print(f"[red]error:[/] {path}: {exc}", highlight=False)
             else:
                 results.append((name, path, words))
                 if annotate_dir is not None:
@@ -107,6 +126,6 @@ def write_annotated(target: Path, image, words) -> None:
 def raise_for_failures(failures: list[str], total: int) -> None:
     if failures:
         raise UserInputError(
-            f"{len(failures)} of {total} images could not be read: " + "; ".join(failures),
+            f"{len(failures)} of {total} images could not be read (why: above): " + ", ".join(failures),
             hint="check that each file exists and is an image (PNG, JPEG, BMP, TIFF, WebP)",
         )

@@ -10,6 +10,7 @@ import click
 
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.plan_schema import PRECISIONS
+from stdr_deploy.workspace import default_workspace
 
 RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
 RUNTIMES = ("onnxruntime", "torch")
@@ -92,6 +93,50 @@ def parse_weights(values: tuple[str, ...], recognizer: str) -> dict[str, str]:
             )
         weights[family] = path
     return weights
+
+
+def workspace_option(fn: Callable) -> Callable:
+    return click.option(
+        "--workspace",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=default_workspace,
+        show_default="$STDR_DEPLOY_WORKSPACE, else workspace",
+        help="Folder for host.json, plan.json, status.json, server.log and deploy.json.",
+    )(fn)
+
+
+def plan_option(fn: Callable) -> Callable:
+    return click.option(
+        "--plan",
+        "plan_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=lambda: default_workspace() / "plan.json",
+        show_default="<workspace>/plan.json, the workspace being $STDR_DEPLOY_WORKSPACE, else workspace",
+        help="The plan (written by `stdr-deploy plan` or `auto`).",
+    )(fn)
+
+
+def artifacts_option(fn: Callable) -> Callable:
+    return click.option(
+        "--artifacts",
+        type=click.Path(path_type=Path, file_okay=False, exists=True),
+        help="Take the ONNX models from a directory written by `stdr-deploy package` (each sha256-checked) "
+        "instead of exporting them: needs no torch.",
+    )(fn)
+
+
+def onnx_source(artifacts: Path | None, weights: dict[str, str]):
+    """Where ONNX files come from: the artefact directory, or exports of `weights` (cached)."""
+    from stdr_deploy.artifacts import ArtifactDir, ExportCache
+
+    if artifacts is None:
+        return ExportCache(weights)
+    if weights:
+        raise UserInputError(
+            "--weights and --artifacts exclude each other: the artefacts were exported from their own weights",
+            hint="package the weights you want: stdr-deploy package DIR --weights MODEL=PATH",
+        )
+    return ArtifactDir(artifacts)
 
 
 def read_plan(path: Path):

@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 
-console = Console(stderr=True)
+from stdr_deploy.progress import Activity, interactive, log_line
+
+# In a log (not a terminal) rich would wrap at 80 columns and cut table cells short: let lines
+# run as long as they are, so a log or a pipe gets every character once.
+LOG_WIDTH = 1000
+
+console = Console(stderr=True) if interactive() else Console(stderr=True, width=LOG_WIDTH, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
     """Machine output goes to stdout alone; progress and messages go to stderr."""
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+@contextlib.contextmanager
+def activity(name: str, detail: str = "") -> Iterator[Callable[[str], None]]:
+    """A long step: a spinner on a terminal; start, heartbeat and end lines in a log.
+
+    Yields `update(message)`, which redraws the spinner or prints a plain line.
+    """
+    if interactive():
+        with console.status(f"[bold]{name}[/]{f': {detail}' if detail else ''}") as status:
+            yield lambda message: status.update(f"[bold]{name}[/]: {message}")
+        return
+    running = Activity(name, detail=detail)
+    try:
+        yield lambda message: log_line(f"{name}: {message}")
+    except BaseException:
+        running.end("failed")
+        raise
+    running.end()

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.cli.options import workspace_option
+from stdr_deploy.cli.output import activity, console, print_json
 from stdr_deploy.errors import UserInputError
-from stdr_deploy.workspace import default_workspace
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -39,13 +39,14 @@ def model_dirs(repo: Path) -> list[Path]:
 @click.option("--http-port", type=click.IntRange(1, 65535), help="HTTP port (default: a free one).")
 @click.option("--grpc-port", type=click.IntRange(1, 65535), help="gRPC port (default: a free one).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Metrics port (default: a free one).")
+@workspace_option
 @click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Server log file (default: <workspace>/serve/tritonserver.log).")
+              help="Server log file (default: <workspace>/server.log, as `auto` writes it).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the server and every model to be ready.")
 @click.option("--json", "as_json", is_flag=True,
               help="Once ready, print one JSON object (urls, pid, log, models) on stdout.")
-def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, as_json):
+def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path, timeout, as_json):
     """Start Triton on --repo, wait until every model is ready, and serve until Ctrl-C.
 
     Without a tritonserver of your own this runs the one shipped in nvidia-pytriton, with
@@ -65,7 +66,7 @@ def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, a
         )
     if not is_loopback(host):
         console.print(f"[yellow]warning:[/] serving on {host}: other machines can reach this server, unauthenticated")
-    log_path = log_path or default_workspace() / "serve" / "tritonserver.log"
+    log_path = log_path or workspace / "server.log"
     server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, log_path=log_path)
     stop = threading.Event()
@@ -73,8 +74,8 @@ def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, a
     started = time.monotonic()
     try:
         server.start()
-        with console.status(f"starting tritonserver (log: {log_path})") as status:
-            models = server.wait_ready(timeout, progress=lambda event: status.update(event))
+        with activity("serve", f"starting tritonserver (log: {log_path})") as update:
+            models = server.wait_ready(timeout, progress=update)
         seconds = time.monotonic() - started
         if as_json:
             print_json({
@@ -95,9 +96,10 @@ def command(repo, host, http_port, grpc_port, metrics_port, log_path, timeout, a
         pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if server.is_running():
-            console.print("stopping tritonserver")
+        running = server.is_running()
         server.stop()
+        if running:
+            console.print("server stopped")
 
 
 def _interrupt(stop: threading.Event) -> None:

@@ -45,9 +45,17 @@ def list_weights(as_json: bool) -> None:
         return
     from rich.table import Table
 
+    from stdr_deploy.progress import interactive
+
+    # A terminal gets a short hash; a pipe or a log gets every character (the console does not
+    # wrap or cut there either).
+    short = interactive()
     table = Table("name", "model", "file", "sha256", "on this machine")
     for row in rows:
-        sha = f"{row['sha256']} (prefix)" if row["sha256_is_prefix"] else f"{row['sha256'][:12]}…"
+        if row["sha256_is_prefix"]:
+            sha = f"{row['sha256']} (prefix)"
+        else:
+            sha = f"{row['sha256'][:12]}…" if short else row["sha256"]
         where = row["path"] or f"[yellow]not fetched[/] (stdr-deploy weights fetch {row['name']})"
         table.add_row(row["name"], row["model"], row["filename"], sha, where)
     console.print(table)

@@ -1,6 +1,8 @@
 """Model families: one spec per family, and `load_model` to get a ready network.
 
 Adding a family = one module with a `ModelSpec` (its `build` makes the network) + one line below.
+The spec modules import no torch (their networks live in `*_net.py`), so the deployment core
+reads specs without the `export` extra.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from stdr_deploy.errors import UserInputError
+from stdr_deploy.errors import UserInputError, require_torch
 from stdr_deploy.models import craft, crnn, parseq
 from stdr_deploy.models.spec import ModelSpec, TensorSpec
 
@@ -38,6 +40,7 @@ def build_model(name: str, **options):
             f"model {name!r} has no option {', '.join(unknown)}",
             hint=f"options of {name}: {', '.join(allowed) or 'none'}",
         )
+    require_torch()
     return spec.build(**options).float().eval()
 
 

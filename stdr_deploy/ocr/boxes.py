@@ -15,8 +15,9 @@ The box of a word is then fitted in one of two ways:
   and snapped straight when that line is within `straight_below_deg` of horizontal.
   Pieces of one word that CRAFT's affinity cut apart (it is weak next to punctuation:
   'nature.' + 'org'), and faint characters next to a word (a trailing '.', quotes) whose
-  region score never reached `text_threshold`, are joined to it when the gap is small, or
-  when the region score bridges the gap (an underscore: 'up_down'), which a word space never does.
+  region score never reached `text_threshold`, are joined to it when the gap is tiny, or
+  when the region score bridges the gap (an underscore: 'up_down'), which a word space rarely
+  does. The same test cuts a component that the affinity carried across a word space (photos).
 
 Polygons come back in original-image coordinates, clockwise from the word's top-left.
 """
@@ -173,7 +174,7 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
 
     Seen along the larger piece's direction, two pieces join when they overlap across the line
     by half the smaller one's height and the gap between them is at most `merge_gap` x the
-    larger one's height. Word spaces are wider than that (0.4+ heights in DejaVu fonts). A gap
+    larger one's height. Word spaces are wider than that (0.16+ heights in blurred photos). A gap
     of up to `BRIDGE_REACH` heights also joins when the `region` score never falls below
     `bridge_floor` on the way across it (see `bridge_level`). Faint pieces only ever join a
     word, never each other, and are dropped when they join nothing.

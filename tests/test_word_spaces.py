@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from stdr_deploy.bench.synthetic import make_set
@@ -67,3 +68,27 @@ def test_a_phrase_set_is_read_word_by_word(tmp_path, pipeline):
                        for im in gt["images"]]}
     result = score(gt, pred)
     assert result["hits"] >= result["total_gt"] - 1, json.dumps(result["images"], indent=1)
+
+
+def _word_row(centres: list[float], ridge: float) -> np.ndarray:
+    """A region-score row of character bumps (peak 1) on a 64x24 map, `ridge` along the line."""
+    ys, xs = np.mgrid[0:24, 0:64].astype(np.float32) + 0.5
+    region = np.zeros((24, 64), np.float32)
+    for cx in centres:
+        region = np.maximum(region, np.exp(-((xs - cx) ** 2 + (ys - 12) ** 2) / (2 * 2.5**2)))
+    region[11:14, 6:58] = np.maximum(region[11:14, 6:58], ridge)
+    return region
+
+
+@pytest.mark.parametrize(("ridge", "pieces"), [(0.0, 2), (0.2, 1)])
+def test_a_component_is_cut_at_a_word_space_but_not_at_an_underscore(ridge, pieces):
+    from stdr_deploy.ocr.boxes import split_at_spaces
+
+    region = _word_row([10, 16, 22, 40, 46, 52], ridge)  # two 3-letter words, 18 px between centres
+    ys, xs = np.nonzero(region > 0.25)
+    points = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
+    parts = split_at_spaces(points, 0.0, region, merge_gap=0.1, bridge_floor=0.1)
+    assert len(parts) == pieces
+    assert sum(len(p) for p in parts) == len(points)
+    if pieces == 2:
+        assert parts[0][:, 0].max() < 31 < parts[1][:, 0].min()

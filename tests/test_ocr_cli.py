@@ -102,21 +102,33 @@ def test_a_bad_file_is_reported_and_the_others_still_read(shared, tmp_path):
     assert len(predictions["images"][0]["words"]) == 7
 
 
-def test_eval_scores_a_ground_truth_file(shared, tmp_path):
+def test_eval_scores_each_set_and_the_total(shared, tmp_path):
+    from stdr_deploy.bench.synthetic import make_set
+
     gt = json.loads((shared / "testdata/scenes_A/gt.json").read_text())
-    subset = {"images": [im for im in gt["images"] if im["file"] in ("img00.png", "img04.png")]}
+    subset = {"set": "A-small", "images": [im for im in gt["images"] if im["file"] in ("img00.png", "img04.png")]}
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
     for image in subset["images"]:
-        (tmp_path / image["file"]).symlink_to(shared / "testdata/scenes_A" / image["file"])
-    gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps(subset))
+        (scenes / image["file"]).symlink_to(shared / "testdata/scenes_A" / image["file"])
+    (scenes / "gt.json").write_text(json.dumps(subset))
+    phrases = make_set(tmp_path / "phrases", "phrases", seed=7, count=1)  # one 472x338 image
     pred_path = tmp_path / "pred.json"
-    result = _invoke("eval", str(gt_path), "--json", "--predictions", str(pred_path))
+    result = _invoke("eval", str(scenes / "gt.json"), str(tmp_path / "phrases"), "--json", "--predictions", str(pred_path))
     report = json.loads(result.stdout)
-    assert report == _scorer(shared).score(subset, json.loads(pred_path.read_text()), 0.5, keep_errors=True)
-    assert report["total_gt"] == 15 and report["hits"] >= 14
-    assert [row["file"] for row in report["images"]] == ["img00.png", "img04.png"]
-    table = CliRunner().invoke(cli, ["eval", str(gt_path)], catch_exceptions=False)
-    assert table.exit_code == 0 and "word accuracy" in table.stderr
+    assert [s["name"] for s in report["sets"]] == ["A-small", "phrases-7"]
+    scorer = _scorer(shared)
+    for entry, gt_doc in zip(report["sets"], (subset, phrases)):
+        pred = json.loads((tmp_path / f"pred.{entry['name']}.json").read_text())
+        expected = scorer.score(gt_doc, pred, 0.5, keep_errors=True)
+        assert {k: entry[k] for k in expected} == expected
+    assert report["sets"][0]["total_gt"] == 15 and report["sets"][0]["hits"] >= 14
+    total = report["total"]
+    assert total["total_gt"] == 15 + sum(len(im["words"]) for im in phrases["images"])
+    assert total["hits"] == sum(s["hits"] for s in report["sets"])
+    assert total["word_accuracy"] == pytest.approx(total["hits"] / total["total_gt"])
+    table = CliRunner().invoke(cli, ["eval", str(scenes)], catch_exceptions=False)
+    assert table.exit_code == 0 and "word accuracy" in table.stderr and "A-small" in table.stderr
 
 
 def test_eval_refuses_a_malformed_ground_truth_file(tmp_path):

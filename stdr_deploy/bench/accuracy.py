@@ -48,6 +48,29 @@ def score(gt: dict[str, Any], pred: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def set_name(gt: dict[str, Any], gt_path: Path) -> str:
+    """A check set's name: gt.json's `set`, else its folder's name."""
+    return str(gt.get("set") or Path(gt_path).resolve().parent.name)
+
+
+def total(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several sets' scores as one: counts summed, ratios over the sums (micro average, as the
+    scorer totals images), plus `mean_word_accuracy`, each set counting once."""
+    sums = {key: sum(r[key] for r in reports) for key in ("hits", "total_gt", "total_pred", "matched")}
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    return {
+        **sums,
+        "word_accuracy": ratio(sums["hits"], sums["total_gt"]),
+        "det_recall": ratio(sums["matched"], sums["total_gt"]),
+        "det_precision": ratio(sums["matched"], sums["total_pred"]),
+        "mean_word_accuracy": ratio(sum(r["word_accuracy"] for r in reports), len(reports)),
+        "sets": len(reports),
+    }
+
+
 def served_reader(url: str, model: str = "pipeline") -> Callable[[Path], list[tuple[str, Any]]]:
     """`read(path)` through the served pipeline (the deployment under test)."""
     from stdr_deploy.ocr.image_io import read_image

@@ -15,8 +15,9 @@ The box of a word is then fitted in one of two ways:
   and snapped straight when that line is within `straight_below_deg` of horizontal.
   Pieces of one word that CRAFT's affinity cut apart (it is weak next to punctuation:
   'nature.' + 'org'), and faint characters next to a word (a trailing '.', quotes) whose
-  region score never reached `text_threshold`, are joined to it when the gap is small, or
-  when the region score bridges the gap (an underscore: 'up_down'), which a word space never does.
+  region score never reached `text_threshold`, are joined to it when the gap is tiny, or
+  when the region score bridges the gap (an underscore: 'up_down'), which a word space rarely
+  does. The same test cuts a component that the affinity carried across a word space (photos).
 
 Polygons come back in original-image coordinates, clockwise from the word's top-left.
 """
@@ -211,7 +212,7 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
 
     Seen along the larger piece's direction, two pieces join when they overlap across the line
     by half the smaller one's height and the gap between them is at most `merge_gap` x the
-    larger one's height. Word spaces are wider than that (0.4+ heights in DejaVu fonts). A gap
+    larger one's height. Word spaces are wider than that (0.16+ heights in blurred photos). A gap
     of up to `BRIDGE_REACH` heights also joins when the `region` score never falls below
     `bridge_floor` on the way across it (see `bridge_level`). Faint pieces only ever join a
     word, never each other, and are dropped when they join nothing.
@@ -242,6 +243,32 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
     for i in range(len(points)):
         groups.setdefault(root(i), []).append(i)
     return [g for g in groups.values() if not all(faint[i] for i in g)]
+
+
+def split_at_spaces(points: np.ndarray, angle: float, region: np.ndarray, merge_gap: float,
+                    bridge_floor: float) -> list[np.ndarray]:
+    """Cut one component's ink points where a word space runs across it.
+
+    CRAFT's affinity map sometimes links the last character of a word to the first of the next
+    (blur and low contrast in photos: 'PAY FOR'). A cut is made where, along the line, the ink
+    leaves a gap wider than `merge_gap` x the component's height that the region score does not
+    bridge above `bridge_floor`: the same test `fragment_groups` uses to join pieces, so what is
+    cut here is never joined again there.
+    """
+    cos, sin = math.cos(angle), math.sin(angle)
+    along = points[:, 0] * cos + points[:, 1] * sin
+    across = -points[:, 0] * sin + points[:, 1] * cos
+    height = float(np.ptp(across)) if len(points) else 0.0
+    order = np.argsort(along, kind="stable")
+    ends = along[order]
+    gaps = np.flatnonzero(np.diff(ends) > merge_gap * height)
+    cuts = [g for g in gaps
+            if bridge_level(region, (float(ends[g]), float(ends[g + 1])), (float(across.min()), float(across.max())), angle)
+            < bridge_floor]
+    if not cuts:
+        return [points]
+    bounds = [0, *[g + 1 for g in cuts], len(order)]
+    return [points[np.sort(order[a:b])] for a, b in zip(bounds, bounds[1:])]
 
 
 def bridge_level(region: np.ndarray, along: tuple[float, float], across: tuple[float, float],
@@ -339,12 +366,19 @@ def _ink_boxes(region: np.ndarray, components: Components, peaks: np.ndarray, bo
     faint = [k in components.faint for k in labels]
     points = [ink_points(region, components, k, box_level) for k in labels]
     angles = [0.0 if weak else text_angle(region, components, (k,)) for k, weak in zip(labels, faint)]
+    # a component the affinity map carried across a word space is cut there into words
+    pieces = [(i, part) for i in range(len(labels))
+              for part in ([points[i]] if faint[i] else split_at_spaces(points[i], angles[i], region, merge_gap, bridge_floor))]
+    owners = [i for i, _ in pieces]
     found = []
-    for group in fragment_groups(points, angles, faint, merge_gap, region, bridge_floor):
-        members = tuple(labels[i] for i in group)
-        angle = text_angle(region, components, members) if len(group) > 1 else angles[group[0]]
+    for group in fragment_groups([part for _, part in pieces], [angles[i] for i in owners], [faint[i] for i in owners],
+                                 merge_gap, region, bridge_floor):
+        members = tuple(sorted({labels[owners[i]] for i in group}))
+        whole = len({owners[i] for i in group}) == len(group) == len(members)  # no component was cut
+        angle = (text_angle(region, components, members) if len(members) > 1 else angles[owners[group[0]]]) \
+            if whole else angles[owners[group[0]]]
         if abs(math.degrees(angle)) < straight_below_deg:
             angle = 0.0
-        polygon = oriented_box(np.concatenate([points[i] for i in group]), angle, pad=0.5 / UPSAMPLE)
+        polygon = oriented_box(np.concatenate([pieces[i][1] for i in group]), angle, pad=0.5 / UPSAMPLE)
         found.append((polygon, float(peaks[list(members)].max())))
     return found

@@ -29,10 +29,12 @@ class PipelineSettings:
     box_fit: str = "ink"  # "ink": box at box_level of the region score; "craft": CRAFT's own box
     box_level: float = 0.25  # fraction of a word's peak region score that marks its outline
     straight_below_deg: float = 1.0  # words tilted less than this are boxed axis-aligned
-    merge_gap: float = 0.3  # pieces closer than this many heights are one word cut apart; word
-    #   spaces measure 0.4+ (phrases in DejaVu fonts first merge at 0.5)
+    merge_gap: float = 0.1  # pieces closer than this many heights are one word cut apart; wider
+    #   gaps join only over a region-score bridge (below), inside a component as between them:
+    #   blurred photo word spaces measure 0.16-0.4 heights ('PAY FOR' 0.29)
     bridge_floor: float = 0.1  # pieces up to 1.2 heights apart are one word when the region score
-    #   between them stays above this (an underscore scores 0.15-0.3, a word space 0.06 or less)
+    #   between them stays above this (an underscore scores 0.15-0.3, a sharp word space 0.06 or
+    #   less, a blurred photo's 0.07-0.09 for normal spacing)
     crop_margin_along: float = 0.15  # crop beyond the box ends, in box heights
     crop_margin_across: float = 0.3  # crop above and below the box, in box heights
     contrast_retry_below: float = 0.5  # words read with less confidence are read again, from

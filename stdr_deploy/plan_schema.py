@@ -23,7 +23,9 @@ ONNX_PRECISIONS = {
     "parseq": ("fp32", "fp16"),
     "parseq-tiny": ("fp32", "fp16"),
 }
-DETECTOR_PRECISIONS = ONNX_PRECISIONS["craft"]
+# What `--detector-precision` may ask of the planner: int8 on CPU plans only (GPU plans pick
+# fp32/fp16 themselves).
+DETECTOR_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ The converter leaves stale fp32 `value_info` behind the Casts it adds after a bl
 
 Validation (tolerance `FP16_TOLERANCE`): on seeded inputs at the spec's validation shapes,
 every output's max abs difference to the fp32 graph, divided by the fp32 output's largest
-magnitude, must be <= 2e-2. Why 2e-2: fp16 keeps 11 significant bits, a relative rounding of
+magnitude (at least 1: CRAFT's score maps live in [0, 1] and are thresholded at 0.4-0.7, but
+random inputs drive them only to ~0.02), must be <= 2e-2. Why 2e-2: fp16 keeps 11 significant bits, a relative rounding of
 2^-11 = 4.9e-4 per stored value; rounding errors of ~30 layers in sequence add up to at most
 ~30 x 4.9e-4 = 1.5e-2 of the output's scale (worst case; random-signed errors grow like the
 square root), rounded up. Recognizers must also keep the greedy class wherever fp32 is decisive
@@ -214,7 +215,7 @@ def _parity(name: str, fp32_path: Path, fp16_path: Path) -> dict[str, Any]:
     return {
         "runtime": "onnxruntime CPUExecutionProvider",
         "tolerance": FP16_TOLERANCE,
-        "tolerance_of": "max abs difference / max |fp32 output|",
+        "tolerance_of": "max abs difference / max(max |fp32 output|, 1)",
         "max_scaled": max(o["scaled"] for s in shapes for o in s["outputs"].values()),
         "shapes": shapes,
     }
@@ -229,7 +230,7 @@ def half_vs_full(expected: np.ndarray, got: np.ndarray, *, argmax: bool) -> dict
     row: dict[str, Any] = {
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
-        "fp32_max_abs_value": scale,
+        "scale": scale,
         "scaled": float(diff.max()) / scale,
     }
     passed = bool(np.isfinite(diff).all()) and row["scaled"] <= FP16_TOLERANCE

@@ -641,13 +641,25 @@ def test_the_a5000_plans_engines_build_with_tensorrt_rtx(craft_onnx, craft_fp16_
 
 
 @pytest.mark.slow
-def test_the_int8_craft_parses_and_builds_with_tensorrt_rtx(craft_int8_onnx):
+def test_the_int8_craft_parses_and_builds_with_tensorrt_rtx(craft_onnx, craft_int8_onnx, crnn_fp16_onnx):
+    """The tensorrt flavour of the int8 CRAFT builds; the onnxruntime flavour (CPU plans) is what the
+    parser refuses, which is why there are two (stdr_deploy.quantize)."""
+    from stdr_deploy.engines import export_onnx
+    from stdr_deploy.quantize import quantize_detector
+
+    tensorrt_flavour = quantize_detector(craft_onnx, flavour="tensorrt")
+    assert tensorrt_flavour.report["flavour"] == {
+        "runtime": "tensorrt", "activation_type": "QInt8", "QuantizeBias": False, "ActivationSymmetric": True,
+    }
     plan = planner.make_plan(load_host(A5000), variant="tensorrt_plan")
-    spec = build_spec(
-        dataclasses.replace(plan.detector, precision="int8"), inspect_onnx(craft_int8_onnx.onnx_path), timing_cache=""
-    )
+    int8_plan = dataclasses.replace(plan, detector=dataclasses.replace(plan.detector, precision="int8"))
+    assert export_onnx(int8_plan)["craft"] == tensorrt_flavour.onnx_path  # what `build` takes for int8
+    spec = build_spec(int8_plan.detector, inspect_onnx(tensorrt_flavour.onnx_path), timing_cache="")
     outcome = rtx_builder().build(spec)
     assert outcome.engine is not None, outcome.messages
+    cpu_flavour = build_spec(int8_plan.detector, inspect_onnx(craft_int8_onnx.onnx_path), timing_cache="")
+    with pytest.raises(ValidationError, match=r"node '[^']*DequantizeLinear' \(DequantizeLinear\)"):
+        rtx_builder().build(cpu_flavour)
 
 
 # --- the accuracy check ----------------------------------------------------------------------

@@ -296,6 +296,7 @@ def test_int8_craft_reads_the_smoke_image_like_fp32_and_is_cached(craft_int8_onn
     assert report["precision"] == "int8" and report["fp32"]["onnx_sha256"] == craft_onnx.report["onnx"]["sha256"]
     assert report["validation"]["smoke_words"] == list(SMOKE_WORDS)
     assert 0 < report["validation"]["score_map_max_abs"] < 0.5
+    assert report["flavour"]["runtime"] == "onnxruntime" and report["flavour"]["activation_type"] == "QUInt8"
     assert craft_int8_onnx.onnx_path.parent.name.startswith("craft-int8-")
     ops = [n.op_type for n in onnx.load(str(craft_int8_onnx.onnx_path)).graph.node]
     assert ops.count("QuantizeLinear") > 10 and "DequantizeLinear" in ops

@@ -206,14 +206,21 @@ def apply_build_results(plan: Plan, results: Mapping[str, BuildResult]) -> Plan:
 
 
 def export_onnx(plan: Plan, weights: Mapping[str, str] | None = None) -> dict[str, Path]:
-    """ONNX file per Triton model name in the plan's precision, from the export cache (exported when missing)."""
-    from stdr_deploy.export import ensure_onnx, onnx_precision
+    """ONNX file per Triton model name in the plan's precision, from the export cache (exported when
+    missing); int8 is the QDQ flavour TensorRT parses (`stdr_deploy.quantize.FLAVOURS`)."""
+    from stdr_deploy.export import ensure_onnx, export_model, onnx_precision
+    from stdr_deploy.quantize import quantize_detector
 
     weights = weights or {}
-    return {
-        m.triton_name: ensure_onnx(m.family, weights.get(m.family), precision=onnx_precision(m.precision))
-        for m in plan.models()
-    }
+    paths = {}
+    for m in plan.models():
+        precision = onnx_precision(m.precision)
+        if precision == "int8":
+            fp32 = export_model(m.family, weights=weights.get(m.family), progress=False)
+            paths[m.triton_name] = quantize_detector(fp32, flavour="tensorrt").onnx_path
+        else:
+            paths[m.triton_name] = ensure_onnx(m.family, weights.get(m.family), precision=precision)
+    return paths
 
 
 def profile_text(spec: BuildSpec) -> str:

@@ -95,7 +95,7 @@ MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU
 # page cache (model files are read while sessions load), the client, the driver's own reservation
 # on a GPU (~0.5 GiB on the H100 at idle) and a display. Taken from total memory (or the cgroup
 # limit), never from momentary free memory, so the same host always gets the same plan.
-SERVER_BYTES = 256 * MIB  # tritonserver itself
+SERVER_BYTES = 320 * MIB  # tritonserver itself: VmHWM 278 MiB serving a CPU plan (4 GB host test)
 PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
 PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
 PIPELINE_BYTES_PER_CANVAS_PIXEL = 16  # float32 detector input (12) + score maps (quarter size)

@@ -131,11 +131,14 @@ def test_4gb_host_plan_serves_the_benchmark_images_under_4gb(shared, craft_int8_
         served_peak = max(tree.peak, sum(tree.high_water_marks().values()))
         report = SmokeReport()
         check_memory(report, server.http_url, plan, server.pid, progress=lambda message: None)
+    print(json.dumps({"served_peak_bytes": served_peak, **report.memory}, indent=1))
     assert all(words), "every benchmark image has words"
     assert served_peak < 4 * GIB, f"peak RSS {served_peak / GIB:.2f} GiB serving the four images"
     assert report.ok, [c for c in report.checks if not c.ok]
     measured = report.memory["host_peak_bytes"]
     assert measured < 4 * GIB
     # the estimate is an upper bound of what the max shapes really take (issue 17's target)
-    assert report.memory["host_estimate_bytes"] >= measured, report.warnings
-    print(json.dumps({"served_peak_bytes": served_peak, **report.memory}, indent=1))
+    assert measured <= report.memory["host_estimate_bytes"] <= 1.25 * measured, report.warnings
+    # per-model planner-bug warnings are reported, not fatal (craft served measured 3 % above its
+    # own estimate once: served shapes fragment the heap more than the measured history)
+    assert not [w for w in report.warnings if "host RAM" in w]

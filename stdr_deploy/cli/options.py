@@ -32,8 +32,8 @@ def detector_precision_option(fn: Callable) -> Callable:
         type=click.Choice(PRECISIONS),
         default=None,
         help="Detector precision (default: from the host; GPU fp16, CPU int8 where the CPU has "
-        "VNNI/AMX int8 units, else fp32). int8 is CPU-only (a statically quantized CRAFT, ~0.6 % "
-        "fewer words read), fp16 GPU-only.",
+        "VNNI/AMX int8 units or AVX2, else fp32). int8 is CPU-only (a statically quantized CRAFT, "
+        "~0.6 % fewer words read), fp16 GPU-only.",
     )(fn)
 
 

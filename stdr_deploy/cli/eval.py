@@ -9,7 +9,13 @@ import click
 from rich.table import Table
 
 from stdr_deploy.cli.ocr import raise_for_failures, read_all
-from stdr_deploy.cli.options import parse_weights, recognizer_option, runtime_option, weights_option
+from stdr_deploy.cli.options import (
+    detector_option,
+    parse_weights,
+    recognizer_option,
+    runtime_option,
+    weights_option,
+)
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 
@@ -17,6 +23,7 @@ from stdr_deploy.errors import UserInputError
 @click.command("eval")
 @click.argument("gt_path", metavar="GT.json", type=click.Path(path_type=Path, dir_okay=False))
 @runtime_option
+@detector_option
 @recognizer_option
 @weights_option
 @click.option("--iou", "iou_threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
@@ -24,7 +31,7 @@ from stdr_deploy.errors import UserInputError
 @click.option("--predictions", "predictions_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the predictions (scorer format) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores (with per-image rows) as JSON on stdout.")
-def command(gt_path, runtime, recognizer, weights, iou_threshold, predictions_path, as_json):
+def command(gt_path, runtime, detector, recognizer, weights, iou_threshold, predictions_path, as_json):
     """Read the images of GT.json (found beside it) and score them as tools/ocr_score.py does.
 
     Reports word accuracy (matched at IoU >= --iou with exactly the same text), detection
@@ -39,8 +46,8 @@ def command(gt_path, runtime, recognizer, weights, iou_threshold, predictions_pa
         files = image_files(gt)
     except ScoreFormatError as exc:
         raise UserInputError(f"{gt_path}: {exc}", hint="see the gt.json layout in testdata/README.md") from None
-    with console.status(f"loading craft + {recognizer} ({runtime})"):
-        pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
+    with console.status(f"loading {detector} + {recognizer} ({runtime})"):
+        pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer), detector=detector)
     results, failures = read_all(pipeline, [gt_path.parent / f for f in files], names=files)
     predictions = {"images": [pipeline.to_prediction(name, words) for name, _, words in results]}
     if predictions_path is not None:

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import click
 
-from stdr_deploy.cli.options import parse_weights, recognizer_option, runtime_option, weights_option
+from stdr_deploy.cli.options import (
+    detector_option,
+    parse_weights,
+    recognizer_option,
+    runtime_option,
+    weights_option,
+)
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import ServerError, UserInputError
 
 @click.command("ocr")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @runtime_option
+@detector_option
 @recognizer_option
 @weights_option
 @click.option("--json", "as_json", is_flag=True,
@@ -23,7 +30,7 @@ from stdr_deploy.errors import ServerError, UserInputError
               "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
-def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
+def command(images, runtime, detector, recognizer, weights, as_json, url, annotate_dir):
     """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
 
     Prints one line per image: its name and the words read, top to bottom. An image that cannot
@@ -38,8 +45,8 @@ def command(images, runtime, recognizer, weights, as_json, url, annotate_dir):
     else:
         from stdr_deploy.runners import make_pipeline
 
-        with console.status(f"loading craft + {recognizer} ({runtime})"):
-            pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer))
+        with console.status(f"loading {detector} + {recognizer} ({runtime})"):
+            pipeline = make_pipeline(runtime, recognizer, parse_weights(weights, recognizer), detector=detector)
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
         print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})

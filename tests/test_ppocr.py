@@ -1,0 +1,225 @@
+"""PP-OCRv4 families (ONNX-native): files from the wheel, export, and parity with RapidOCR 1.4.4.
+
+RapidOCR itself (the `test` extra installs rapidocr_onnxruntime==1.4.4) is the reference: its
+own pre-processing, ONNX Runtime sessions and post-processing run on the same images and crops
+as ours. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rapidocr = pytest.importorskip("rapidocr_onnxruntime", reason="the test extra installs rapidocr_onnxruntime")
+
+
+@pytest.fixture(scope="session")
+def ppocr_rec_onnx(session_cache: Path):
+    from stdr_deploy.export import export_model
+
+    return export_model("ppocr", progress=False)
+
+
+@pytest.fixture(scope="session")
+def ppocr_det_onnx(session_cache: Path):
+    from stdr_deploy.export import export_model
+
+    return export_model("ppocr-det", progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    return rapidocr.RapidOCR()
+
+
+def _session(path):
+    from stdr_deploy.runners import OrtRunner
+
+    return OrtRunner(path, intra_op_threads=2)
+
+
+def _rgb(path: Path) -> np.ndarray:
+    from stdr_deploy.ocr import read_image
+
+    return read_image(path)
+
+
+# --- weights and export ------------------------------------------------------------------------
+
+
+def test_files_are_found_in_the_installed_distribution_without_importing_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from stdr_deploy.weights import resolve_weights; "
+        "p = resolve_weights('ppocrv4-rec', progress=False); "
+        "assert 'rapidocr_onnxruntime' not in sys.modules and 'cv2' not in sys.modules, sorted(sys.modules); print(p)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx")
+
+
+def test_offline_without_the_distribution_is_a_clear_weights_error(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    from stdr_deploy import weights
+    from stdr_deploy.errors import WeightsError
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    monkeypatch.setenv("STDR_DEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv(weights.BASE_URL_ENV, (tmp_path / "no-mirror").as_uri())
+    with pytest.raises(WeightsError) as err:
+        weights.resolve_weights("ppocrv4-det", progress=False)
+    assert "rapidocr_onnxruntime-1.4.4-py3-none-any.whl" in str(err.value)
+    assert "pip install --no-deps rapidocr_onnxruntime==1.4.4" in err.value.hint
+
+
+def test_wheel_member_is_extracted_and_checked(tmp_path, monkeypatch):
+    """A local mirror serving a wheel whose sha256 is not the pinned one is refused."""
+    import importlib.metadata
+    import zipfile
+
+    from stdr_deploy import weights
+    from stdr_deploy.errors import WeightsError
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    info = weights.get_info("ppocrv4-det")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / info.wheel.filename, "w") as zf:
+        zf.writestr(info.member, b"not the model")
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    monkeypatch.setenv("STDR_DEPLOY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(weights.BASE_URL_ENV, mirror.as_uri())
+    with pytest.raises(WeightsError, match="corrupt"):
+        weights.resolve_weights("ppocrv4-det", progress=False)
+
+
+def test_export_checks_simplifies_and_keeps_parity_with_the_official_file(ppocr_rec_onnx, ppocr_det_onnx):
+    for result, name in ((ppocr_rec_onnx, "ppocr"), (ppocr_det_onnx, "ppocr-det")):
+        report = result.report
+        assert report["model"] == name
+        assert report["exporter"].startswith("ONNX-native")
+        assert list(report["onnx"]["inputs"]) == ["input"] and list(report["onnx"]["outputs"]) == ["output"]
+        assert report["nodes"]["final"] < report["nodes"]["exported"]  # simplified
+        assert report["parity"]["max_abs"] <= 1e-4
+        assert all(s["passed"] for s in report["parity"]["shapes"])
+
+
+def test_charset_is_rapidocrs_dictionary(ppocr_rec_onnx, engine):
+    from stdr_deploy.models.ppocr import NUM_CLASSES, charset_from_onnx
+
+    charset = charset_from_onnx(ppocr_rec_onnx.onnx_path)
+    theirs = engine.text_rec.postprocess_op.character  # blank + dictionary + space
+    assert len(theirs) == NUM_CLASSES
+    assert ["blank", *charset, " "] == theirs
+
+
+def test_db_constants_equal_the_spec():
+    from stdr_deploy.models.ppocr import DET_SPEC, REC_SPEC
+    from stdr_deploy.ocr import db_postprocess as db
+    from stdr_deploy.ocr import ppocr
+
+    pre = DET_SPEC.preprocess
+    assert (pre["thresh"], pre["box_thresh"], pre["unclip_ratio"], pre["max_candidates"], pre["min_size"]) == (
+        db.THRESH, db.BOX_THRESH, db.UNCLIP_RATIO, db.MAX_CANDIDATES, db.MIN_SIZE)
+    assert (pre["max_side_len"], pre["limit_side_len"]) == (ppocr.DET_MAX_SIDE, ppocr.DET_LIMIT_SIDE)
+    assert (REC_SPEC.preprocess["height"], REC_SPEC.preprocess["min_width"]) == (ppocr.REC_HEIGHT, ppocr.REC_MIN_WIDTH)
+
+
+# --- recognizer parity -------------------------------------------------------------------------
+
+
+def test_recognizer_matches_rapidocr_on_crops_a(shared, ppocr_rec_onnx, engine):
+    """Same input tensor, same probabilities (max abs <= 1e-4), same text as RapidOCR's decode;
+    at our width buckets the text is the same too."""
+    from stdr_deploy.ocr import ppocr
+    from stdr_deploy.ocr.recognizers import get_family
+    from stdr_deploy.runners import model_charset
+
+    rec = engine.text_rec
+    runner = _session(ppocr_rec_onnx.onnx_path)
+    family = get_family("ppocr", model_charset("ppocr", runner))
+    folder = shared / "testdata/crops_A"
+    labels = json.loads((folder / "labels.json").read_text())
+    hits = 0
+    for name in sorted(labels):
+        crop = _rgb(folder / name)
+        h, w = crop.shape[:2]
+        ratio = max(320 / 48, w / h)
+        theirs_x = rec.resize_norm_img(np.ascontiguousarray(crop[:, :, ::-1]), ratio)[None]
+        ours_x = ppocr.rec_input(crop, width=theirs_x.shape[-1])[None]
+        assert np.abs(ours_x - theirs_x).max() <= 1e-6, name
+        theirs_p = rec.session(theirs_x)[0]
+        ours_p = runner.infer({"input": ours_x})["output"]
+        assert np.abs(ours_p - theirs_p).max() <= 1e-4, name
+        their_text, their_score = rec.postprocess_op(theirs_p)[0]
+        decoded = family.decode(ours_p[0])
+        assert decoded.text == their_text, name
+        assert decoded.score == pytest.approx(their_score, abs=1e-5)
+        bucketed = family.decode(runner.infer({"input": family.make_input(crop)[None]})["output"][0])
+        assert bucketed.text == their_text, name
+        hits += decoded.text == labels[name]
+    assert hits >= 18  # RapidOCR's own reading of these 20 crops
+
+
+def test_gray_and_tiny_crops_make_valid_inputs():
+    from stdr_deploy.ocr import ppocr
+
+    assert ppocr.rec_input(np.full((30, 5), 200, np.uint8)).shape == (3, 48, 320)
+    wide = ppocr.rec_input(np.zeros((10, 4000, 3), np.uint8))
+    assert wide.shape == (3, 48, ppocr.REC_MAX_WIDTH)
+    assert ppocr.rec_width(48, 700) == 704 and ppocr.rec_width(48, 100) == 320
+
+
+# --- detector parity ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image", ["img00.png", "img03.png"])
+def test_detector_matches_rapidocr_on_scenes_a(shared, ppocr_det_onnx, engine, image):
+    """Same input tensor, same probability map (max abs <= 1e-4), same boxes (within 2 px)."""
+    from stdr_deploy.ocr import ppocr
+    from stdr_deploy.ocr.db_postprocess import db_boxes
+
+    det = engine.text_det
+    rgb = _rgb(shared / "testdata/scenes_A" / image)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    bgr_small, _, _ = engine.preprocess(bgr)  # RapidOCR's max_side_len step
+    det.preprocess_op = det.get_preprocess(max(bgr_small.shape[:2]))
+    theirs_x = det.preprocess_op(bgr_small)
+    ours = ppocr.det_input(rgb)
+    assert ours.tensor.shape == theirs_x.shape
+    assert np.abs(ours.tensor - theirs_x).max() <= 1e-5
+    theirs_map = det.infer(theirs_x)[0]
+    ours_map = _session(ppocr_det_onnx.onnx_path).infer({"input": ours.tensor})["output"]
+    assert np.abs(ours_map - theirs_map).max() <= 1e-4
+    their_boxes, _ = engine.auto_text_det(bgr_small)
+    scale = np.array([rgb.shape[1] / bgr_small.shape[1], rgb.shape[0] / bgr_small.shape[0]])
+    their_boxes = [np.asarray(b, dtype=np.float64) * scale for b in their_boxes]
+    our_boxes = [b.polygon for b in db_boxes(ours_map[0, 0], ours)]
+    assert len(our_boxes) == len(their_boxes) > 0
+    tolerance = 2 * max(scale.max(), 1.0) + 1
+    for theirs in their_boxes:
+        assert min(np.abs(ours - theirs).max() for ours in our_boxes) <= tolerance
+
+
+@pytest.mark.slow
+def test_pipeline_reads_scenes_a_image_like_rapidocr(shared, ppocr_det_onnx, ppocr_rec_onnx, engine):
+    from stdr_deploy.runners import make_pipeline
+
+    pipeline = make_pipeline("onnxruntime", "ppocr", detector="ppocr-det")
+    rgb = _rgb(shared / "testdata/scenes_A/img00.png")
+    ours = [w.text for w in pipeline.read(rgb)]
+    lines, _ = engine(np.ascontiguousarray(rgb[:, :, ::-1]))
+    theirs = [word for _, text, _ in lines for word in text.split()]
+    assert sorted(ours) == sorted(theirs)

@@ -223,3 +223,107 @@ def test_pipeline_reads_scenes_a_image_like_rapidocr(shared, ppocr_det_onnx, ppo
     lines, _ = engine(np.ascontiguousarray(rgb[:, :, ::-1]))
     theirs = [word for _, text, _ in lines for word in text.split()]
     assert sorted(ours) == sorted(theirs)
+
+
+# --- served on the onnxruntime variant (a real tritonserver) ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_served_ppocr_pipeline_equals_in_process(shared, ppocr_det_onnx, ppocr_rec_onnx, tmp_path):
+    """PP-OCRv4 det + rec rendered from a plan and served; the words and boxes equal the
+    in-process pipeline's, and the recognizer got the crops in batches (width buckets)."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+    from stdr_deploy.plan_schema import DynamicBatching, ModelPlan, PipelinePlan, Plan, ShapeProfile
+    from stdr_deploy.render import render
+    from stdr_deploy.runners import model_charset
+    from stdr_deploy.server import TritonServer
+
+    def model(name, family, role, batch, shapes, batching=None):
+        return ModelPlan(
+            triton_name=name, family=family, role=role, backend="onnxruntime", precision="fp32",
+            max_batch_size=batch, profile={"input": ShapeProfile(*shapes)}, instance_count=1,
+            instance_kind="KIND_CPU", gpus=(), intra_op_threads=1, inter_op_threads=1, workspace_bytes=0,
+            dynamic_batching=batching, memory_estimate_bytes=1 << 28,
+        )
+
+    plan = Plan(
+        variant="onnxruntime", device="cpu",
+        detector=model("ppocr_det", "ppocr-det", "detector", 1,
+                       ((1, 3, 32, 32), (1, 3, 736, 736), (1, 3, 2048, 2048))),
+        recognizer=model("ppocr_rec", "ppocr", "recognizer", 4,
+                         ((1, 3, 48, 320), (4, 3, 48, 640), (4, 3, 48, 2048)), DynamicBatching((4,), 0)),
+        pipeline=PipelinePlan(
+            instance_count=1, instance_kind="KIND_CPU", canvas_size=1280, mag_ratio=1.0,
+            max_image_pixels=10_000_000, recognizer_batch=4, text_threshold=0.7, link_threshold=0.4, low_text=0.4,
+        ),
+        memory_budget_bytes=4 << 30, memory_estimate_bytes=1 << 30,
+    )
+    repo = tmp_path / "model_repository"
+    render(plan, repo, {"ppocr_det": ppocr_det_onnx.onnx_path, "ppocr_rec": ppocr_rec_onnx.onnx_path})
+    assert 'key: "detector_family" value: { string_value: "ppocr-det" }' in (repo / "pipeline/config.pbtxt").read_text()
+    assert "dims: [ 3, 48, -1 ]" in (repo / "ppocr_rec/config.pbtxt").read_text()
+
+    rec_runner = _session(ppocr_rec_onnx.onnx_path)
+    reference = OcrPipeline(
+        _session(ppocr_det_onnx.onnx_path), rec_runner, "ppocr",
+        PipelineSettings.from_plan(plan.to_dict()["pipeline"]), detector_family="ppocr-det",
+        charset=model_charset("ppocr", rec_runner),
+    )
+    image = _rgb(shared / "testdata/scenes_A/img00.png")
+    expected = reference.read(image)
+    with TritonServer(repo) as server:
+        client = httpclient.InferenceServerClient(server.http_url.split("://", 1)[1], network_timeout=300)
+        try:
+            tensor = httpclient.InferInput("input", [1, *image.shape], np_to_triton_dtype(image.dtype))
+            tensor.set_data_from_numpy(image[None])
+            result = client.infer("pipeline", [tensor])
+            texts = [t.decode() for t in result.as_numpy("output")[0]]
+            boxes = result.as_numpy("boxes")[0]
+            stats = client.get_inference_statistics("ppocr_rec")["model_stats"][0]
+        finally:
+            client.close()
+    assert texts == [w.text for w in expected] and "ENTRY" in texts
+    np.testing.assert_allclose(boxes[:, :8].reshape(-1, 4, 2), [w.polygon for w in expected], atol=1e-3)
+    assert stats["inference_stats"]["success"]["count"] < stats["inference_count"]  # batched, not one per crop
+
+
+# --- bench --peers -----------------------------------------------------------------------------
+
+
+def test_bench_runs_rapidocr_as_a_peer(shared, tmp_path):
+    from stdr_deploy.bench.report import markdown
+    from stdr_deploy.bench.run import BenchOptions, run_bench
+
+    options = BenchOptions(model_level=False, pipeline=False, peers=("rapidocr",), quick=True,
+                           scenes=shared / "testdata/scenes_A")
+    result = run_bench(options, argv=["--peers", "rapidocr", "--quick"])
+    peer = result["peers"]["rapidocr"]
+    assert not result.get("failures"), result.get("failures")
+    assert peer["versions"] == {"rapidocr_onnxruntime": "1.4.4"}
+    assert set(peer["latency"]) == {"img00", "img02"} and peer["latency"]["img00"]["p50_ms"] > 0
+    assert "| img00 |" in markdown(result) and "rapidocr p50 ms" in markdown(result)
+
+
+def test_unknown_peer_is_a_user_error():
+    from stdr_deploy.bench.peers import parse_peers
+    from stdr_deploy.errors import UserInputError
+
+    assert parse_peers("rapidocr, easyocr,rapidocr") == ("rapidocr", "easyocr")
+    with pytest.raises(UserInputError, match="paddle"):
+        parse_peers("rapidocr,paddle")
+
+
+def test_the_product_never_imports_the_peers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stdr_deploy.cli, stdr_deploy.runners, stdr_deploy.render, stdr_deploy.ocr.pipeline, "
+        "stdr_deploy.models, stdr_deploy.bench.run; "
+        "bad = [m for m in ('rapidocr_onnxruntime', 'easyocr') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

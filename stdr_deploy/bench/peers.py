@@ -7,9 +7,8 @@ are imported here, lazily, only when asked for: the product never imports them.
 - rapidocr: RapidOCR 1.4.4 (`rapidocr_onnxruntime`, PP-OCRv4 det + cls + rec on ONNX Runtime)
   with its default config. It returns text lines; each is split into words in proportion to its
   characters, as our pipeline splits ppocr-det's lines (`stdr_deploy.ocr.detectors.split_words`).
-- easyocr: EasyOCR 1.7.2 `readtext` on the CPU with the same CRAFT + english_g2 weights as ours
-  (see `easyocr_baseline`: it needs a shim beside a CPU-only torch and is skipped with the
-  reason when it still cannot import).
+- easyocr: EasyOCR 1.7.2, run by `easyocr_baseline` (it reads image paths, and needs a shim
+  beside a CPU-only torch; skipped with the reason when it still cannot import).
 """
 
 from __future__ import annotations
@@ -54,33 +53,6 @@ class RapidOcrPeer:
         return {"rapidocr_onnxruntime": importlib.metadata.version("rapidocr_onnxruntime")}
 
 
-class EasyOcrPeer:
-    name = "easyocr"
-
-    def __init__(self, threads: int | None = None) -> None:
-        from stdr_deploy.bench import easyocr_baseline
-
-        try:
-            self.reader = easyocr_baseline.make_reader(threads)
-        except MissingDependency:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torchvision/torch mismatches fail in many ways
-            raise MissingDependency(
-                f"easyocr cannot be imported here: {str(exc).splitlines()[0][:200]}",
-                hint="install easyocr with a torchvision that matches this torch, or leave easyocr out of --peers",
-            ) from None
-        self._versions = easyocr_baseline.versions
-
-    def read(self, image: np.ndarray) -> list[Word]:
-        """EasyOCR treats arrays as BGR; its boxes are already words."""
-        results = self.reader.readtext(np.ascontiguousarray(image[:, :, ::-1]))
-        return [Word(text=text, polygon=[[float(x), float(y)] for x, y in box], score=float(score))
-                for box, text, score in results]
-
-    def versions(self) -> dict[str, str]:
-        return self._versions()
-
-
 def parse_peers(value: str) -> tuple[str, ...]:
     """`"rapidocr,easyocr"` -> ("rapidocr", "easyocr"); unknown names are a UserInputError."""
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
@@ -90,9 +62,8 @@ def parse_peers(value: str) -> tuple[str, ...]:
     return names
 
 
-def make_peer(name: str, threads: int | None = None) -> Any:
+def make_peer(name: str) -> Any:
+    """A reader for an in-process peer (EasyOCR runs through `easyocr_baseline` instead)."""
     if name == "rapidocr":
         return RapidOcrPeer()
-    if name == "easyocr":
-        return EasyOcrPeer(threads)
-    raise UserInputError(f"unknown peer {name!r}", hint=f"peers: {', '.join(PEERS)}")
+    raise UserInputError(f"no in-process reader for peer {name!r}", hint="in-process peers: rapidocr")

@@ -67,7 +67,7 @@ class WeightsInfo:
 
     `sha256` is the full digest when we know it. For the PARSeq release files only the 8-hex
     prefix in the file name is published (torch.hub convention), so only that prefix is
-    checked. Exactly one of `url` and `package` says where the file comes from.
+    checked. Exactly one of `url`, `package` and `wheel` says where the file comes from.
     """
 
     name: str

@@ -327,3 +327,27 @@ def test_the_product_never_imports_the_peers():
         "bad = [m for m in ('rapidocr_onnxruntime', 'easyocr') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_specs_agree_with_the_official_files(ppocr_rec_onnx, ppocr_det_onnx):
+    """Float values (the planner's `params`), IO names after the rename, and the output width."""
+    import onnx
+    from onnx import numpy_helper
+
+    from stdr_deploy.models import get_spec
+    from stdr_deploy.weights import resolve_weights
+
+    for name, result in (("ppocr", ppocr_rec_onnx), ("ppocr-det", ppocr_det_onnx)):
+        spec = get_spec(name)
+        original = onnx.load(str(resolve_weights(spec.default_weights, progress=False)))
+        floats = sum(
+            numpy_helper.to_array(a.t).size
+            for node in original.graph.node if node.op_type == "Constant"
+            for a in node.attribute if a.name == "value" and numpy_helper.to_array(a.t).dtype.kind == "f"
+        )
+        assert floats == spec.params
+        assert {v.name for v in original.graph.input} | {v.name for v in original.graph.output} == set(
+            spec.onnx_native.values())
+    runner = _session(ppocr_rec_onnx.onnx_path)
+    x = get_spec("ppocr").example_input(batch=2, width=640)
+    assert runner.infer({"input": x})["output"].shape == (2, 640 // 8, 6625)

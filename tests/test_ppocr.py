@@ -351,3 +351,32 @@ def test_specs_agree_with_the_official_files(ppocr_rec_onnx, ppocr_det_onnx):
     runner = _session(ppocr_rec_onnx.onnx_path)
     x = get_spec("ppocr").example_input(batch=2, width=640)
     assert runner.infer({"input": x})["output"].shape == (2, 640 // 8, 6625)
+
+
+def test_tensorrt_plan_renders_ppocr_with_width_buckets_and_its_charset(tmp_path):
+    """tensorrt_plan: planned and rendered only (no TensorRT here); the engine file is a stand-in
+    name, the charset comes from the registry's ONNX file the engine would be built from."""
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.render import CHARSET_FILE, render
+
+    plan = make_plan(load_host(Path(__file__).parent / "hosts/h100-80g-hbm3.json"), recognizer="ppocr",
+                     variant="tensorrt_plan")
+    rec = plan.recognizer
+    assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp16")
+    profile = rec.profile["input"]
+    assert profile.min[1:] == (3, 48, 320) and profile.max[1:] == (3, 48, 2048) and profile.max[0] == rec.max_batch_size
+    assert rec.dynamic_batching is not None and rec.max_batch_size > 1
+    artifacts = {}
+    for model in plan.models():
+        artifacts[model.triton_name] = tmp_path / f"{model.triton_name}.plan"
+        artifacts[model.triton_name].write_bytes(b"stand-in engine")
+    out = tmp_path / "repo"
+    render(plan, out, artifacts)
+    config = (out / "ppocr_rec/config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in config and "dims: [ 3, 48, -1 ]" in config
+    assert "dynamic_batching" in config
+    pipeline = (out / "pipeline/config.pbtxt").read_text()
+    assert f'key: "recognizer_charset_file" value: {{ string_value: "{CHARSET_FILE}" }}' in pipeline
+    charset = (out / "pipeline/1" / CHARSET_FILE).read_text(encoding="utf-8")
+    assert len(charset) == 6623

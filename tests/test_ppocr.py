@@ -360,7 +360,7 @@ def test_tensorrt_plan_renders_ppocr_with_width_buckets_and_its_charset(tmp_path
     from stdr_deploy.planner import make_plan
     from stdr_deploy.render import CHARSET_FILE, render
 
-    plan = make_plan(load_host(Path(__file__).parent / "hosts/h100-80g-hbm3.json"), recognizer="ppocr",
+    plan = make_plan(load_host(Path(__file__).parent / "hosts/t4-16g.vendor.json"), recognizer="ppocr",
                      variant="tensorrt_plan")
     rec = plan.recognizer
     assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp16")
@@ -380,3 +380,13 @@ def test_tensorrt_plan_renders_ppocr_with_width_buckets_and_its_charset(tmp_path
     assert f'key: "recognizer_charset_file" value: {{ string_value: "{CHARSET_FILE}" }}' in pipeline
     charset = (out / "pipeline/1" / CHARSET_FILE).read_text(encoding="utf-8")
     assert len(charset) == 6623
+
+
+def test_detector_input_size_is_bounded():
+    from stdr_deploy.ocr import ppocr
+
+    assert ppocr.det_size(2048, 2560) == (1600, 1984)  # 2000 x 1600, then sides rounded to 32
+    assert ppocr.det_size(720, 1280) == (736, 1312)  # scaled up to a 736 short side, as RapidOCR
+    for h, w in ((100, 2000), (10, 60000), (60000, 10), (1, 1), (3000, 3000)):
+        th, tw = ppocr.det_size(h, w)
+        assert 32 <= th <= 2016 and 32 <= tw <= 2016 and th % 32 == 0 and tw % 32 == 0

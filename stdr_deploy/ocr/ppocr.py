@@ -12,7 +12,9 @@ PaddleOCR models read OpenCV's BGR order, so RGB crops/images are flipped first.
   their mean (RapidOCR's `text_score`, which it filters at 0.5).
 - Detector: long side above 2000 shrunk to 2000 (RapidOCR's `max_side_len`), then the short side
   scaled up to 736 if smaller (`limit_type` "min"), each side rounded to a multiple of 32.
-  RapidOCR's letterbox for very flat images (h <= 30 or w / h > 8) is not applied.
+  Unlike RapidOCR, that upscale stops where the long side would pass 2000, so the input never
+  exceeds ~2000 px a side (a 2000x100 strip would otherwise become 14720x736); RapidOCR pads
+  such flat images first (its letterbox for h <= 30 or w / h > 8), which is not applied here.
 """
 
 from __future__ import annotations
@@ -71,13 +73,19 @@ def _round32(value: float) -> int:
     return int(round(value / DET_MULTIPLE) * DET_MULTIPLE)
 
 
+def _shrunk(height: int, width: int) -> tuple[int, int]:
+    """RapidOCR's first resize: a long side above 2000 scaled to it, sides rounded to 32."""
+    if max(height, width) <= DET_MAX_SIDE:
+        return height, width
+    ratio = DET_MAX_SIDE / max(height, width)
+    return max(_round32(int(height * ratio)), DET_MULTIPLE), max(_round32(int(width * ratio)), DET_MULTIPLE)
+
+
 def det_size(height: int, width: int) -> tuple[int, int]:
     """(height, width) of the detector input for an image of this size (see the module doc)."""
-    if max(height, width) > DET_MAX_SIDE:
-        ratio = DET_MAX_SIDE / max(height, width)
-        height, width = _round32(int(height * ratio)), _round32(int(width * ratio))
+    height, width = _shrunk(height, width)
     if min(height, width) < DET_LIMIT_SIDE:
-        ratio = DET_LIMIT_SIDE / min(height, width)
+        ratio = min(DET_LIMIT_SIDE / min(height, width), max(DET_MAX_SIDE / max(height, width), 1.0))
         height, width = int(height * ratio), int(width * ratio)
     return max(_round32(height), DET_MULTIPLE), max(_round32(width), DET_MULTIPLE)
 
@@ -87,8 +95,8 @@ def det_input(image: np.ndarray) -> DetectorInput:
     height, width = image.shape[:2]
     th, tw = det_size(height, width)
     if max(height, width) > DET_MAX_SIDE:  # RapidOCR resizes twice; so do we, for the same pixels
-        ratio = DET_MAX_SIDE / max(height, width)
-        image = cv2.resize(image, (_round32(int(width * ratio)), _round32(int(height * ratio))))
+        sh, sw = _shrunk(height, width)
+        image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR)
     resized = cv2.resize(to_bgr(image), (tw, th), interpolation=cv2.INTER_LINEAR)
     tensor = ((resized.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
     return DetectorInput(tensor=np.ascontiguousarray(tensor), resized_hw=(th, tw), image_hw=(height, width))

@@ -1,5 +1,9 @@
 """torch -> ONNX: export, check, simplify, prove parity, and cache the result by content.
 
+ONNX-native families (`spec.onnx_native`, e.g. PP-OCR) skip load and export: their official
+ONNX file is checked, its IO renamed to the spec's names, simplified, and the parity stage
+compares each candidate with the original file in ONNX Runtime instead of torch.
+
 One export is five stages, each timed and shown as a progress line:
 1. **load** the torch model with its weights (fp32, eval);
 2. **export** with the legacy TorchScript exporter (`dynamo=False`): the only exporter in torch
@@ -152,6 +156,11 @@ def resolve_opset(spec: ModelSpec, opset: int | None) -> int:
     """The spec's opset by default; refuse opsets the exporter cannot produce at all."""
     if opset is None:
         return spec.opset
+    if spec.onnx_native and opset != spec.opset:
+        raise UserInputError(
+            f"{spec.name} is ONNX-native at opset {spec.opset}; it is not re-exported",
+            hint=f"omit --opset (or pass {spec.opset})",
+        )
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UserInputError(
             f"opset {opset} is outside what the exporter supports ({MIN_OPSET}..{MAX_OPSET})",
@@ -285,6 +294,8 @@ def _build(job: _Job, folder: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     spec, stages = job.spec, job.stages
+    if spec.onnx_native:
+        return _build_native(job, folder, started)
     with stages.stage("load"):
         model = load_model(spec.name, weights=job.weights_path, **job.model_options)
     raw_path = folder / "exported.onnx"
@@ -312,6 +323,61 @@ def _build(job: _Job, folder: Path) -> dict[str, Any]:
     report["seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
     write_json_atomic(folder / "report.json", report)
     return json.loads((folder / "report.json").read_text())  # the same form a cache hit returns
+
+
+def _build_native(job: _Job, folder: Path, started: float) -> dict[str, Any]:
+    """Official ONNX file -> checked, IO renamed, simplified, parity against the original."""
+    import onnx
+
+    spec, stages = job.spec, job.stages
+    raw_path = folder / "exported.onnx"
+    with stages.stage("check"):
+        onnx.checker.check_model(str(job.weights_path), full_check=True)
+        original = onnx.load(str(job.weights_path))
+        raw = _renamed(original, {theirs: ours for ours, theirs in spec.onnx_native.items()}, job)
+        onnx.save(raw, str(raw_path))
+        _full_check(raw_path, job)
+        _runtime_check(raw, job)
+    candidates = _simplify(raw, stages)
+    inputs = _parity_inputs(spec)
+    with stages.stage("parity", total=2 * len(inputs)) as task:
+        reference = _ort_session(original)
+        upstream_in = spec.onnx_native[spec.input.name]
+        expected = []
+        for x in inputs:
+            outs = reference.run([spec.onnx_native[t.name] for t in spec.outputs], {upstream_in: x})
+            expected.append({t.name: o for t, o in zip(spec.outputs, outs)})
+            task.advance()
+        del reference
+        final, comparisons, tried = _first_passing(candidates, inputs, expected, spec.atol, job, task)
+    final_path = folder / "model.onnx"
+    onnx.save(final.model, str(final_path))
+    raw_path.unlink()
+    report = _report(job, raw, final, candidates, tried, inputs, comparisons, final_path)
+    report["exporter"] = f"ONNX-native: {job.weights_path.name} checked, IO renamed {spec.onnx_native}"
+    report["seconds"] = {**stages.seconds, "total": round(time.perf_counter() - started, 3)}
+    write_json_atomic(folder / "report.json", report)
+    return json.loads((folder / "report.json").read_text())
+
+
+def _renamed(model: onnx.ModelProto, names: dict[str, str], job: _Job) -> onnx.ModelProto:
+    """A copy whose graph inputs/outputs (and every node edge using them) carry our names."""
+    import onnx
+
+    graph_io = {v.name for v in (*model.graph.input, *model.graph.output)}
+    if set(names) != graph_io:
+        raise ValidationError(
+            f"{job.spec.name}: the ONNX file's inputs/outputs are {sorted(graph_io)}, expected {sorted(names)}",
+            hint=f"pass the official {job.spec.default_weights} file (stdr-deploy weights fetch {job.spec.default_weights})",
+        )
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in (*copy.graph.input, *copy.graph.output):
+        value.name = names[value.name]
+    for node in copy.graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    return copy
 
 
 def _torch_export(job: _Job, model: torch.nn.Module, path: Path) -> None:

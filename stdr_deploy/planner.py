@@ -69,8 +69,12 @@ MODELS = {
     "crnn-en": ModelFacts("crnn-en", "crnn_en", "recognizer", "input", 3_782_369, 240.0),
     "parseq": ModelFacts("parseq", "parseq", "recognizer", "input", 23_832_671, 2.75 * MIB),
     "parseq-tiny": ModelFacts("parseq-tiny", "parseq", "recognizer", "input", 6_018_143, 1.45 * MIB),
+    # PP-OCRv4 (ONNX-native), measured the same way on the official files: rec 339-354 B per
+    # input pixel (HxW, batch 16-8, width 320-2048), det 152-160 B/px at 1024x1024 and 1600x2016
+    "ppocr": ModelFacts("ppocr", "ppocr_rec", "recognizer", "input", 2_690_352, 360.0),
+    "ppocr-det": ModelFacts("ppocr-det", "ppocr_det", "detector", "input", 1_171_841, 160.0),
 }
-RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
+RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny", "ppocr")
 
 # Shapes. Detector inputs are padded to multiples of 32 (EasyOCR's resize), so the largest
 # input of a canvas C is round_up(C, 32) on the long side; the smallest is 32 x 32.
@@ -88,6 +92,10 @@ CRNN_MIN_WIDTH = 64
 CRNN_OPT_WIDTH = 256
 CRNN_MAX_WIDTH = 1024
 PARSEQ_SHAPE = (3, 32, 128)
+PPOCR_HEIGHT = 48
+PPOCR_MIN_WIDTH = 320  # RapidOCR's narrowest recognizer input
+PPOCR_OPT_WIDTH = 640
+PPOCR_MAX_WIDTH = 2048  # ocr.ppocr.REC_MAX_WIDTH: text lines reach 40:1
 
 # Memory constants (bytes). Model instances come from the measured data (stdr_deploy.memory);
 # these cover what is not a model session, and the hosts with no measurement yet.
@@ -546,6 +554,8 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
 def recognizer_max_shape(recognizer: ModelFacts, batch: int) -> tuple[int, ...]:
     if recognizer.family == "crnn-en":
         return (batch, 1, CRNN_HEIGHT, CRNN_MAX_WIDTH)
+    if recognizer.family == "ppocr":
+        return (batch, 3, PPOCR_HEIGHT, PPOCR_MAX_WIDTH)
     return (batch, *PARSEQ_SHAPE)
 
 
@@ -838,6 +848,11 @@ def _recognizer_plan(
             f", width {CRNN_MIN_WIDTH}/{CRNN_OPT_WIDTH}/{CRNN_MAX_WIDTH} "
             f"(crops wider than {CRNN_MAX_WIDTH // CRNN_HEIGHT}:1 are resized to {CRNN_MAX_WIDTH})"
         )
+    elif facts.family == "ppocr":
+        shapes = ShapeProfile(
+            (1, 3, PPOCR_HEIGHT, PPOCR_MIN_WIDTH), (opt_batch, 3, PPOCR_HEIGHT, PPOCR_OPT_WIDTH), sizing.recognizer_max
+        )
+        width_words = f", width {PPOCR_MIN_WIDTH}/{PPOCR_OPT_WIDTH}/{PPOCR_MAX_WIDTH} in buckets of 64"
     else:
         shapes = ShapeProfile((1, *PARSEQ_SHAPE), (opt_batch, *PARSEQ_SHAPE), sizing.recognizer_max)
         width_words = ""

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     import onnx
 
 REPORT_FORMAT = 1
-UNIT_SCALE = 1.0  # outputs smaller than this are judged in absolute terms (see _compare)
+UNIT_SCALE = 1.0  # outputs smaller than this are judged in absolute terms (see half_vs_full)
 FP16_TOLERANCE = 2e-2  # max abs difference / max |fp32 output|, see the module docstring
 KEPT_FP32_OPS = (
     "Softmax",

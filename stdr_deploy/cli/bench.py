@@ -57,7 +57,11 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
               help=f"Pipeline concurrency levels; with --soak, the soak's single concurrency (default {SOAK_CONCURRENCY}).")
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of load per concurrency level.")
 @click.option("--max-requests", type=int, help="Also stop a level (or the soak) after this many requests.")
-@click.option("--easyocr", is_flag=True, help="Run EasyOCR 1.7.2 on the same images (needs the `easyocr` extra).")
+@click.option("--peers", "peers", metavar="NAMES",
+              help="Peer systems run side by side in this process, on the same images and sets, in the same run "
+              "(comma-separated: rapidocr, easyocr; install the `peers` extra). A peer that cannot import is skipped, "
+              "with the reason in the report.")
+@click.option("--easyocr", is_flag=True, help="Same as --peers easyocr.")
 @click.option("--scenes", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Labelled scenes (gt.json + img00..): the four benchmark images and the accuracy set. "
               "Default: scenes_A of the shared test data.")
@@ -74,7 +78,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Results folder (default: benchmarks/results/<host-slug>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, easyocr, scenes,
+def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
             soak_s, server_pid, recognizer, detector_precision, weights, engines, threads, chain, square_canvas, quick, out, as_json):
     """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
 
@@ -82,14 +86,18 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
     Model level: each model on each runtime at the reference shapes (the four images after the
     canvas resize; recognizers at batch 1, 4, 16), with FLOPs against the hardware's peak.
     Pipeline: a closed-loop load generator at each concurrency, with Triton's per-model
-    queue/compute statistics. --easyocr runs EasyOCR on the same images, and both systems are
-    scored on the scene set. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
+    queue/compute statistics. --peers runs other OCR systems (RapidOCR, EasyOCR) on the same images,
+    and every system is scored on the scene set and real_A beside it. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
     """
     from stdr_deploy.bench import models as model_bench
     from stdr_deploy.bench.report import verdict, write_report
     from stdr_deploy.bench.run import BenchOptions, run_bench
     from stdr_deploy.models import MODEL_SPECS
 
+    from stdr_deploy.bench.peers import parse_peers
+
+    peer_names = parse_peers(peers or "")
+    easyocr = easyocr or "easyocr" in peer_names
     levels = _ints(concurrency)
     if soak_s is not None:
         if soak_s <= 0:
@@ -113,6 +121,7 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
         duration_s=duration,
         max_requests=max_requests,
         easyocr=easyocr and soak_s is None,
+        peers=tuple(p for p in peer_names if p != "easyocr") if soak_s is None else (),
         scenes=scenes,
         soak_s=soak_s,
         soak_concurrency=levels[0],

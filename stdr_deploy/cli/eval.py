@@ -11,6 +11,7 @@ from rich.table import Table
 from stdr_deploy.cli.ocr import raise_for_failures, read_all
 from stdr_deploy.cli.options import (
     artifacts_option,
+    detector_option,
     detector_precision_option,
     onnx_source,
     parse_weights,
@@ -25,6 +26,7 @@ from stdr_deploy.errors import UserInputError
 @click.command("eval")
 @click.argument("gt_paths", metavar="GT...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @runtime_option
+@detector_option
 @recognizer_option
 @weights_option
 @artifacts_option
@@ -38,7 +40,7 @@ from stdr_deploy.errors import UserInputError
               "per set, the set's name put before the suffix (pred.json -> pred.<set>.json).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"sets": [{"name", scores..., "images"}], "total": {...}} as JSON on stdout.')
-def command(gt_paths, runtime, recognizer, weights, artifacts, detector_precision, url, iou_threshold, predictions_path,
+def command(gt_paths, runtime, detector, recognizer, weights, artifacts, detector_precision, url, iou_threshold, predictions_path,
             as_json):
     """Read the images of each check set GT (a gt.json, or a folder holding one; the images lie
     beside it) and score them as tools/ocr_score.py does, set by set, then all sets together.
@@ -61,7 +63,7 @@ def command(gt_paths, runtime, recognizer, weights, artifacts, detector_precisio
         except ScoreFormatError as exc:
             raise UserInputError(f"{gt_path}: {exc}", hint="see the gt.json layout in testdata/README.md") from None
         sets.append((unique_name(set_name(gt, gt_path), [s[0] for s in sets]), gt_path, gt, files))
-    pipeline = load_pipeline(url, runtime, recognizer, weights, artifacts, detector_precision)
+    pipeline = load_pipeline(url, runtime, detector, recognizer, weights, artifacts, detector_precision)
     reports, failures, count = [], [], 0
     for name, gt_path, gt, files in sets:
         results, failed = read_all(pipeline, [gt_path.parent / f for f in files], names=files)
@@ -80,9 +82,9 @@ def command(gt_paths, runtime, recognizer, weights, artifacts, detector_precisio
     raise_for_failures(failures, count)
 
 
-def load_pipeline(url, runtime, recognizer, weights, artifacts, detector_precision):
-    """The served pipeline behind `url`, or the in-process one with the detector this host's plan
-    would serve (int8 on CPUs with int8 units) unless --detector-precision says otherwise."""
+def load_pipeline(url, runtime, detector, recognizer, weights, artifacts, detector_precision):
+    """The served pipeline behind `url`, or the in-process one with the CRAFT precision this host's
+    plan would serve (int8 on CPUs with int8 units) unless --detector-precision says otherwise."""
     if url:
         from stdr_deploy.triton_client import TritonPipelineClient
 
@@ -92,12 +94,14 @@ def load_pipeline(url, runtime, recognizer, weights, artifacts, detector_precisi
     from stdr_deploy.runners import make_pipeline
 
     precision = detector_precision or make_plan(probe_host(), variant="onnxruntime").detector.precision
+    if detector != "craft" and detector_precision is None:  # the plan's precision is CRAFT's
+        precision = "fp32"
     if precision == "fp16":  # a GPU host's plan: in-process reads run on ONNX Runtime's CPU provider
         precision = "fp32"
-    with activity("load", f"craft ({precision}) + {recognizer} ({runtime})"):
+    with activity("load", f"{detector} ({precision}) + {recognizer} ({runtime})"):
         weights = parse_weights(weights, recognizer)
         return make_pipeline(runtime, recognizer, weights, detector_precision=precision,
-                             onnx=onnx_source(artifacts, weights))
+                             onnx=onnx_source(artifacts, weights), detector=detector)
 
 
 def unique_name(name: str, taken: list[str]) -> str:

@@ -9,6 +9,7 @@ import click
 
 from stdr_deploy.cli.options import (
     artifacts_option,
+    detector_option,
     onnx_source,
     parse_weights,
     recognizer_option,
@@ -22,6 +23,7 @@ from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 @click.command("ocr")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @runtime_option
+@detector_option
 @recognizer_option
 @weights_option
 @click.option("--json", "as_json", is_flag=True,
@@ -32,7 +34,7 @@ from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 @artifacts_option
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
-def command(images, runtime, recognizer, weights, as_json, url, artifacts, annotate_dir):
+def command(images, runtime, detector, recognizer, weights, as_json, url, artifacts, annotate_dir):
     """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
 
     Prints one line per image: its name and the words read, top to bottom. An image that cannot
@@ -50,9 +52,10 @@ def command(images, runtime, recognizer, weights, as_json, url, artifacts, annot
     else:
         from stdr_deploy.runners import make_pipeline
 
-        with activity("load", f"craft + {recognizer} ({runtime})"):
+        with activity("load", f"{detector} + {recognizer} ({runtime})"):
             weights = parse_weights(weights, recognizer)
-            pipeline = make_pipeline(runtime, recognizer, weights, onnx=onnx_source(artifacts, weights))
+            pipeline = make_pipeline(runtime, recognizer, weights, onnx=onnx_source(artifacts, weights),
+                                     detector=detector)
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
         print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})

@@ -12,7 +12,8 @@ from stdr_deploy.errors import UserInputError
 from stdr_deploy.plan_schema import PRECISIONS
 from stdr_deploy.workspace import default_workspace
 
-RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny")
+RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny", "ppocr")
+DETECTORS = ("craft", "ppocr-det")
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -22,7 +23,19 @@ def recognizer_option(fn: Callable) -> Callable:
         type=click.Choice(RECOGNIZERS),
         default="crnn-en",
         show_default=True,
-        help="Recognizer family (crnn-en ships trained weights offline).",
+        help="Recognizer family (crnn-en ships trained weights offline; ppocr is PP-OCRv4's ONNX "
+        "recognizer, from the rapidocr_onnxruntime wheel).",
+    )(fn)
+
+
+def detector_option(fn: Callable) -> Callable:
+    return click.option(
+        "--detector",
+        type=click.Choice(DETECTORS),
+        default="craft",
+        show_default=True,
+        help="Detector family: craft (word boxes) or ppocr-det (PP-OCRv4 DBNet, ONNX Runtime only: "
+        "text lines, split into words after reading).",
     )(fn)
 
 

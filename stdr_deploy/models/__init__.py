@@ -11,11 +11,12 @@ import inspect
 from pathlib import Path
 
 from stdr_deploy.errors import UserInputError, require_torch
-from stdr_deploy.models import craft, crnn, parseq
+from stdr_deploy.models import craft, crnn, parseq, ppocr
 from stdr_deploy.models.spec import ModelSpec, TensorSpec
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (craft.SPEC, crnn.SPEC, parseq.SPEC, parseq.TINY_SPEC)
+    spec.name: spec
+    for spec in (craft.SPEC, crnn.SPEC, parseq.SPEC, parseq.TINY_SPEC, ppocr.DET_SPEC, ppocr.REC_SPEC)
 }
 
 __all__ = ["MODEL_SPECS", "ModelSpec", "TensorSpec", "build_model", "get_spec", "load_model"]

@@ -36,6 +36,9 @@ class ModelSpec:
     statistics), i.e. what the memory planner multiplies by the bytes per value.
     `example_hw` fills the named `height`/`width` dims of `example_input` when not given.
     `build` makes the bare architecture (random weights) from the family's options.
+    `onnx_native` (families whose official artefact is ONNX, e.g. PP-OCR): our tensor name ->
+    the upstream file's; their weights are that file and their export is check + simplify +
+    parity against it, with the IO renamed to ours.
     """
 
     name: str
@@ -54,6 +57,7 @@ class ModelSpec:
     example_hw: tuple[int, int]
     build: Callable[..., Any] = field(repr=False)
     optional_outputs: tuple[TensorSpec, ...] = ()
+    onnx_native: dict[str, str] | None = None
 
     @property
     def input(self) -> TensorSpec:

@@ -19,6 +19,7 @@ from .boxes import WordBox, word_boxes
 from .crops import batches, grow, principal_gray, rectify, stretch_contrast
 from .decoders import Decoded
 from .detector_input import detector_input
+from .detectors import get_detector, split_words
 from .image_io import check_image
 from .recognizers import get_family
 from .settings import PipelineSettings
@@ -58,10 +59,13 @@ class OcrPipeline:
     `output` [N, steps, classes], called with at most `settings.recognizer_batch` crops at a time."""
 
     def __init__(self, detector: Runner, recognizer: Runner, recognizer_family: str,
-                 settings: PipelineSettings | None = None):
+                 settings: PipelineSettings | None = None, detector_family: str = "craft",
+                 charset: str | None = None):
+        """`charset`: for recognizer families whose charset is in their model file (ppocr)."""
         self.detector = detector
         self.recognizer = recognizer
-        self.family = get_family(recognizer_family)
+        self.family = get_family(recognizer_family, charset)
+        self.detector_family = get_detector(detector_family)
         self.settings = settings or PipelineSettings()
 
     def read(self, image: np.ndarray) -> list[Word]:
@@ -71,6 +75,8 @@ class OcrPipeline:
 
     def detect(self, image: np.ndarray) -> list[WordBox]:
         """Word boxes of an RGB image, from one detector call."""
+        if self.detector_family.detect is not None:
+            return self.detector_family.detect(self.detector.infer, image)
         s = self.settings
         det = detector_input(image, s.canvas_size, s.mag_ratio)
         score_map = self.detector.infer({"input": det.tensor})["output"]
@@ -87,7 +93,7 @@ class OcrPipeline:
         s = self.settings
         crops = []
         for box in boxes:
-            height = box.size[1]
+            height = box.size[1] if self.detector_family.crop_margin else 0.0
             crops.append(rectify(image, grow(box.polygon, s.crop_margin_along * height, s.crop_margin_across * height)))
         decoded = self.read_crops(crops)
         retry = [i for i, d in enumerate(decoded) if d.score < s.contrast_retry_below]
@@ -101,8 +107,10 @@ class OcrPipeline:
         for box, d in zip(boxes, decoded):
             if not d.text:
                 continue
-            polygon = [[min(max(float(x), 0.0), image_w), min(max(float(y), 0.0), image_h)] for x, y in box.polygon]
-            words.append(Word(text=d.text, polygon=polygon, score=d.score, char_scores=d.char_scores))
+            pieces = split_words(box.polygon, d.text) if " " in d.text else [(d.text, box.polygon, slice(None))]
+            for text, corners, chars in pieces:
+                polygon = [[min(max(float(x), 0.0), image_w), min(max(float(y), 0.0), image_h)] for x, y in corners]
+                words.append(Word(text=text, polygon=polygon, score=d.score, char_scores=d.char_scores[chars]))
         return words
 
     def read_crops(self, crops: list[np.ndarray]) -> list[Decoded]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from .crops import crnn_input, pad_width, parseq_input
 from .decoders import Decoded, ctc_greedy, parseq_greedy
+from .ppocr import ctc_probabilities, rec_input
 
 # EasyOCR english_g2: class 0 is the CTC blank, class i is ENGLISH_G2[i - 1]
 ENGLISH_G2 = "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -52,8 +53,22 @@ RECOGNIZERS: dict[str, RecognizerFamily] = {
 }
 
 
-def get_family(name: str) -> RecognizerFamily:
+# Families whose charset lives in their model file (PP-OCRv4: 6,623 characters in the ONNX
+# metadata `character`), so the caller passes it: `get_family("ppocr", charset)`.
+MODEL_CHARSET = {
+    "ppocr": lambda charset: RecognizerFamily(
+        "ppocr", charset, rec_input, lambda probs: ctc_probabilities(probs, charset)
+    ),
+}
+
+
+def get_family(name: str, charset: str | None = None) -> RecognizerFamily:
+    if name in MODEL_CHARSET:
+        if not charset:
+            raise ValueError(f"recognizer family {name!r} needs the charset stored in its model file")
+        return MODEL_CHARSET[name](charset)
     try:
         return RECOGNIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown recognizer family {name!r}; known: {', '.join(RECOGNIZERS)}") from None
+        known = ", ".join([*RECOGNIZERS, *MODEL_CHARSET])
+        raise ValueError(f"unknown recognizer family {name!r}; known: {known}") from None

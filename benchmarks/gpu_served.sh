@@ -19,6 +19,7 @@
 #           GPU memory per model instance (benchmarks/measure_memory.py, into memory_data/).
 # breakdown: the pipeline's per-stage time in-process (benchmarks/pipeline_breakdown.py), against
 #           the pipeline code before this work when BEFORE names a copy of it.
+# churn:    per-call time when input shapes change from call to call (benchmarks/gpu_shape_churn.py).
 # served:   `stdr-deploy auto` for the fp32 and the fp16 deployment, each followed by the load
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.
 set -u
@@ -102,6 +103,20 @@ if has fastpath; then
     cp stdr_deploy/memory_data/cuda-onnxruntime.json stdr_deploy/memory_data/cuda-ep-settings.json "$OUT/" 2>/dev/null
 fi
 
+if has churn; then
+    step "shape churn: per-call time when shapes change call to call, as served (benchmarks/gpu_shape_churn.py)"
+    mkdir -p "$ONNX" "$OUT/churn"
+    for precision in fp32 fp16; do
+        for model in craft crnn-en; do
+            [ -f "$ONNX/$model-$precision.onnx" ] || cli export "$model" --precision "$precision" \
+                --out "$ONNX/$model-$precision.onnx" > /dev/null 2>> "$OUT/export.log"
+        done
+        "$PY" benchmarks/gpu_shape_churn.py --craft "$ONNX/craft-$precision.onnx" --crnn "$ONNX/crnn-en-$precision.onnx" \
+            --label "$precision" --out "$OUT/churn" > "$OUT/churn-$precision.log" 2>&1
+        echo "churn $precision rc $?" >> "$OUT/steps.log"
+    done
+fi
+
 if has breakdown; then
     step "pipeline stage breakdown (in-process, CUDA EP), this code against the code before (${BEFORE:-none})"
     for precision in fp32 fp16; do
@@ -127,6 +142,14 @@ if has served; then
         cli bench --repo "$repo" --no-model-level --scenes "$SCENES" --concurrency "$LEVELS" --duration "$DURATION" \
             --out "$OUT/bench-$precision" --json > "$OUT/bench-$precision.json" 2> "$OUT/bench-$precision.log"
         echo "bench $precision rc $?" >> "$OUT/steps.log"
+        if [ "${FLOATING_TOO:-0}" = 1 ]; then  # the same deployment without fixed shapes: one session, 32-padding
+            step "bench ($precision, served pipeline, one session for all shapes)"
+            sed -i '/sessions_per_shape/d' "$repo"/*/config.pbtxt
+            sed -i 's/key: "pad_to" value: { string_value: "[0-9]*" }/key: "pad_to" value: { string_value: "32" }/' "$repo"/pipeline/config.pbtxt
+            cli bench --repo "$repo" --no-model-level --scenes "$SCENES" --concurrency "$LEVELS" --duration "$DURATION" \
+                --out "$OUT/bench-$precision-floating" --json > "$OUT/bench-$precision-floating.json" 2> "$OUT/bench-$precision-floating.log"
+            echo "bench $precision floating rc $?" >> "$OUT/steps.log"
+        fi
     done
 fi
 step "done"

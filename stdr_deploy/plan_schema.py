@@ -61,6 +61,8 @@ class ModelPlan:
     memory_estimate_bytes: int  # per instance x instance_count, bytes
     memory_arena: bool = True  # ONNX Runtime CPU arena and memory pattern (off on CPU plans: the
     # arena grows in powers of two, so it held up to 1.8x the memory; the memory data is measured off)
+    shape_sessions: int = 0  # ONNX Runtime on the GPU: one session per input shape, at most this
+    # many per instance (batch padded to a power of two); 0 = one session for every shape
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class PipelinePlan:
     text_threshold: float
     link_threshold: float
     low_text: float
+    pad_to: int = 32  # detector input sides padded up to multiples of this (PipelineSettings.pad_to)
 
 
 @dataclass(frozen=True)

@@ -169,8 +169,17 @@ CPU_DEFAULTS = ProfileSettings(
 CPU_THREADS_PER_INSTANCE = 8  # ORT's conv kernels scale to about this; more cores -> more instances
 MAX_CPU_INSTANCES = 8
 GPU_QUEUE_DELAY_US = 100
-# Why GPU plans default to fp16. Filled in from the fp16 graph's parity measurement (branch trt18).
-FP16_PARITY = "accuracy parity of the fp16 graph with fp32: see the fp16 export's report (branch trt18)"
+# ONNX Runtime's CUDA EP re-plans every convolution whenever a session's input shape changes:
+# CRAFT cycling the four benchmark images' shapes took 45-80 ms a call against 2-38 ms at a
+# fixed shape, CRNN 14 ms against ~3 (benchmarks/results/h200-served/, shape churn). GPU plans
+# on ONNX Runtime therefore pad the detector input to multiples of this, and keep one session
+# per input shape in each instance (batches padded to powers of two).
+GPU_DETECTOR_PAD = 640
+# Why GPU plans default to fp16: measured (export reports; benchmarks/results/h200-served/).
+FP16_PARITY = (
+    "accuracy parity: the fp16 graphs stay within 2 % of fp32 (max |difference| over max(|fp32|, 1); CRNN 0.8 %), and "
+    "served on an H200 the fp16 pipeline read scenes_A exactly as fp32 did (81/87 words)"
+)
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
@@ -213,6 +222,21 @@ class Requested:
 
 def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
     return -(-value // multiple) * multiple
+
+
+def shape_sessions(target: Target, family: str, max_shape: tuple[int, ...]) -> int:
+    """How many input shapes an ONNX Runtime GPU instance can see (one session each); 0 elsewhere."""
+    if target.device != "gpu" or target.backend != "onnxruntime":
+        return 0
+    batches = max_shape[0].bit_length() if max_shape[0] > 1 else 1  # 1, 2, 4, ... up to the max
+    if family == "craft":
+        per_side = -(-max_shape[-1] // GPU_DETECTOR_PAD)
+        return per_side * per_side
+    if family == "crnn-en":
+        from stdr_deploy.ocr.recognizers import CRNN_WIDTHS
+
+        return batches * len(CRNN_WIDTHS)
+    return batches if family.startswith("parseq") else 0
 
 
 def detector_max_side(canvas: int) -> int:
@@ -492,6 +516,19 @@ def instance_memory(
     )
 
 
+def extra_sessions(
+    used: InstanceMemory, target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str
+) -> InstanceMemory:
+    """`used` plus the weights of the per-shape sessions beyond the first (see shape_sessions)."""
+    sessions = shape_sessions(target, facts.family, max_shape)
+    if sessions <= 1:
+        return used
+    extra = (sessions - 1) * facts.params * bytes_per_value(precision)
+    return dataclasses.replace(
+        used, device_bytes=used.device_bytes + extra, source=f"{used.source}; + weights of {sessions - 1} per-shape sessions"
+    )
+
+
 def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:
     side = detector_max_side(canvas)
     return (
@@ -538,6 +575,10 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
     )
     det_n, rec_n = knobs.detector_instances, knobs.recognizer_instances
+    # each extra per-shape session holds its own copy of the weights on the GPU (activations come
+    # from one arena per instance, shared by its sessions)
+    det = extra_sessions(det, target, MODELS["craft"], det_max, knobs.detector_precision)
+    rec = extra_sessions(rec, target, recognizer, rec_max, knobs.recognizer_precision)
     around = SERVER_BYTES + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
     if target.device == "cpu":
         fixed = around
@@ -798,6 +839,14 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
+    sessions = shape_sessions(target, facts.family, sizing.detector_max)
+    if sessions:
+        reasons.append(
+            f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {GPU_DETECTOR_PAD} "
+            f"({sessions} shapes at most) and each instance keeps one session per input shape (recognizer "
+            "batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
+            "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200)"
+        )
     det_precision = knobs.detector_precision
     if target.backend == "tensorrt":
         reasons.append(f"detector TensorRT {det_precision}, workspace {settings.detector_workspace_mib} MiB")
@@ -824,6 +873,7 @@ def _detector_plan(
         dynamic_batching=None,
         memory_estimate_bytes=sizing.detector_bytes,
         memory_arena=target.device == "gpu",
+        shape_sessions=shape_sessions(target, facts.family, sizing.detector_max),
     )
 
 
@@ -885,6 +935,7 @@ def _recognizer_plan(
         dynamic_batching=DynamicBatching(preferred, delay),
         memory_estimate_bytes=sizing.recognizer_bytes,
         memory_arena=target.device == "gpu",
+        shape_sessions=shape_sessions(target, facts.family, sizing.recognizer_max),
     )
 
 
@@ -907,6 +958,7 @@ def _pipeline_plan(target: Target, knobs: Knobs, host: HostFacts, reasons: list[
         max_image_pixels=MAX_IMAGE_PIXELS,
         recognizer_batch=knobs.recognizer_batch,
         **THRESHOLDS,
+        pad_to=GPU_DETECTOR_PAD if shape_sessions(target, "craft", (1, 3, 1, 1)) else SIZE_MULTIPLE,
     )
 
 

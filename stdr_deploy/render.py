@@ -215,6 +215,8 @@ def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
         cuda = {"cudnn_conv_use_max_workspace": 1}
         if measured["prefer_nhwc"].get(model.precision):
             cuda["prefer_nhwc"] = 1
+    if model.shape_sessions:
+        parameters["sessions_per_shape"] = model.shape_sessions
     return {"parameters": parameters, "cuda": cuda}
 
 

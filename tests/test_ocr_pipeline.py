@@ -50,6 +50,16 @@ def test_words_carry_polygons_scores_and_char_scores(small_reads):
     assert set(entry["words"][0]) == {"text", "polygon", "score"}
 
 
+def test_padding_the_detector_input_to_gpu_shapes_reads_the_same_words(shared, ort_pipeline, small_reads):
+    """GPU plans pad detector inputs to multiples of 640 (a few fixed shapes); the extra black
+    border must not change what is read."""
+    padded = OcrPipeline(ort_pipeline.detector, ort_pipeline.recognizer, "crnn-en", PipelineSettings(pad_to=640))
+    for name in ("img00.png", "img02.png"):
+        words = padded.read(read_image(shared / "testdata/scenes_A" / name))
+        assert [w.text for w in words] == [w.text for w in small_reads[name]], name
+        np.testing.assert_allclose([w.score for w in words], [w.score for w in small_reads[name]], atol=0.02)
+
+
 def test_recognizer_batch_size_does_not_change_the_words(shared, ort_pipeline, small_reads):
     one_by_one = OcrPipeline(ort_pipeline.detector, ort_pipeline.recognizer, "crnn-en",
                              PipelineSettings(recognizer_batch=1))

@@ -55,6 +55,20 @@ def test_detector_input_equals_easyocr_tensor_img03(shared):
     assert hashlib.sha256(det.tensor.tobytes()).hexdigest() == summary["images"]["img03.png"]["input_sha256_float32"]
 
 
+def test_gpu_padding_gives_few_shapes_within_the_profile_and_keeps_the_image(shared):
+    image = read_image(shared / "testdata/scenes_A/img03.png")
+    plain, padded = detector_input(image, 2560, 1.0), detector_input(image, 2560, 1.0, pad_to=640)
+    assert padded.tensor.shape == (1, 3, 1920, 1280) and padded.resized_hw == plain.resized_hw
+    h, w = plain.tensor.shape[2:]
+    np.testing.assert_array_equal(padded.tensor[:, :, :h, :w], plain.tensor)
+    assert np.all(padded.tensor[0, :, h:, :] == padded.tensor[0, :, -1:, -1:])  # black, normalised
+    # never past the canvas rounded up to 32 (the profile's max), never below the 32-padding
+    assert padded_size(1000, 1590, 640, 1600) == (1280, 1600)
+    assert padded_size(20, 33, 640, 2560) == (640, 640)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        PipelineSettings(pad_to=100)
+
+
 @pytest.mark.parametrize("hw, resized, padded", [
     ((472, 338), (472, 338), (480, 352)),
     ((512, 413), (512, 413), (512, 416)),

@@ -85,8 +85,8 @@ EXPECTED = {
         variant="onnxruntime",
         device="gpu",
         det=(2, "fp16", 1280, 736, 0, 1),
-        rec=(1, "fp16", 32, 16, 0, 1),
-        pipeline=(2, 1280),
+        rec=(1, "fp16", 64, 16, 0, 1),
+        pipeline=(4, 1280),
     ),
     "t4-16g.vendor": dict(
         profile="t4-16g",
@@ -649,8 +649,8 @@ def test_gpu_plans_budget_host_ram_too():
     assert plan.device == "gpu"
     assert 0 < plan.host_memory_estimate_bytes <= plan.host_memory_budget_bytes == 14586 * MIB
     assert any("host RAM" in r for r in plan.reasons)
-    # the GPU has room, but 4 GB of host RAM cannot hold its stub processes: the CPU plan instead
-    small_ram = dataclasses.replace(host, memory_total_mib=2048, memory_available_mib=2000)
+    # the GPU has room, but 2.5 GB of host RAM cannot hold its stub processes: the CPU plan instead
+    small_ram = dataclasses.replace(host, memory_total_mib=2560, memory_available_mib=2500)
     tight = default_plan(small_ram)
     assert tight.device == "cpu" and any("falling back to the CPU" in r for r in tight.reasons)
 
@@ -677,3 +677,25 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
         default_plan(xeon, canvas=100)
     result = CliRunner().invoke(cli, ["plan", "--host", str(HOSTS / "cpu-xeon-2core.json"), "--canvas", "1920", "--json"])
     assert result.exit_code == 0 and Plan.from_dict(json.loads(result.stdout)).pipeline.canvas_size == 1920
+
+
+@pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "cpu-xeon-2core"])
+def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape(stem):
+    """The CUDA EP re-plans convolutions at every shape change: GPU plans on ONNX Runtime pad the
+    detector input to multiples of 640 and count one session per shape; CPU plans do neither."""
+    from stdr_deploy.ocr.recognizers import CRNN_WIDTHS
+    from stdr_deploy.planner import GPU_DETECTOR_PAD
+
+    plan = make_plan(host_of(stem), variant="onnxruntime")
+    det, rec = plan.detector, plan.recognizer
+    if plan.device == "cpu":
+        assert (plan.pipeline.pad_to, det.shape_sessions, rec.shape_sessions) == (32, 0, 0)
+        return
+    side = det.profile["input"].max[-1]
+    assert plan.pipeline.pad_to == GPU_DETECTOR_PAD
+    assert det.shape_sessions == (-(-side // GPU_DETECTOR_PAD)) ** 2
+    # batches 1, 2, 4, ... up to the max batch, in every width bucket
+    assert rec.shape_sessions == rec.max_batch_size.bit_length() * len(CRNN_WIDTHS)
+    assert any("one session per input shape" in reason for reason in plan.reasons)
+    again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert (again.pipeline.pad_to, again.detector.shape_sessions) == (GPU_DETECTOR_PAD, det.shape_sessions)

@@ -188,6 +188,8 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
             if measured["prefer_nhwc"][model.precision]:
                 wanted["prefer_nhwc"] = "1"
             assert dict(cuda.parameters) == wanted
+            if model.shape_sessions:  # one session per input shape (the CUDA EP re-plans at every change)
+                expected["sessions_per_shape"] = str(model.shape_sessions)
         else:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected
@@ -230,6 +232,7 @@ def check_pipeline_config(config, plan: Plan) -> None:
         "recognizer_batch": str(pipe.recognizer_batch),
         "text_threshold": str(pipe.text_threshold),
         "link_threshold": str(pipe.link_threshold),
+        "pad_to": str(pipe.pad_to),
         "low_text": str(pipe.low_text),
     }
     assert int(parameters_of(config)["recognizer_batch"]) <= plan.recognizer.max_batch_size

@@ -63,6 +63,18 @@ instance_group [ { kind: KIND_CPU count: 1 } ]
 parameters { key: "execution_mode" value: { string_value: "0" } }
 """
 
+# Our `sessions_per_shape`: one ORT session per input shape (at most 2 here, batches padded to
+# powers of two), what GPU plans render because the CUDA EP re-plans on every shape change.
+SHAPES_CONFIG = """
+name: "relu_shapes"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ -1 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+parameters { key: "sessions_per_shape" value: { string_value: "2" } }
+"""
+
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
 
 
@@ -71,13 +83,13 @@ def serving(test):
     return pytest.mark.slow(pytest.mark.triton(test))
 
 
-def relu_model() -> onnx.ModelProto:
-    """output = Relu(input * 2), input [batch, 3] float32."""
+def relu_model(width: int | str = 3) -> onnx.ModelProto:
+    """output = Relu(input * 2), input [batch, width] float32."""
     graph = helper.make_graph(
         [helper.make_node("Mul", ["input", "two"], ["scaled"]), helper.make_node("Relu", ["scaled"], ["output"])],
         "relu_times_two",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -125,6 +137,7 @@ def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     write_model(root, RELU_CONFIG)
     write_model(root, NAMED_CONFIG, filename="doubled.onnx")
+    write_model(root, SHAPES_CONFIG, content=relu_model("width").SerializeToString())
     return root
 
 
@@ -159,7 +172,9 @@ def infer(module, client, model: str, x: np.ndarray) -> np.ndarray:
 
 @serving
 def test_ready_server_lists_models_and_urls(server: TritonServer, repo: Path):
-    assert {(m.name, m.state) for m in server.models()} == {("relu", "READY"), ("relu_named", "READY")}
+    assert {(m.name, m.state) for m in server.models()} == {
+        ("relu", "READY"), ("relu_named", "READY"), ("relu_shapes", "READY")
+    }
     assert server.http_url.startswith("http://127.0.0.1:") and server.grpc_url.startswith("grpc://127.0.0.1:")
     assert "tritonserver" in Path(f"/proc/{server.pid}/cmdline").read_text()
     # instance_group count 2 -> two stub processes for relu, in the server's process group
@@ -193,6 +208,28 @@ def test_concurrent_requests_are_answered_each_with_its_own_result(server: Trito
         outputs = [request.get_result().as_numpy("output") for request in pending]
     for x, out in zip(inputs, outputs):
         np.testing.assert_array_equal(out, expected(x))
+
+
+@serving
+def test_one_session_per_shape_answers_each_shape_right_and_drops_the_least_recent(server: TritonServer):
+    """Batches of 3 run padded to 4 and come back as 3 rows; a third shape evicts the oldest session."""
+    rng = np.random.default_rng(7)
+    module, client = http_client(server)
+    with client:
+        for width in (4, 6, 4, 9, 6):
+            x = rng.standard_normal((3, width)).astype(np.float32)
+            out = infer(module, client, "relu_shapes", x)
+            assert out.shape == (3, width)
+            np.testing.assert_array_equal(out, expected(x))
+    deadline, made = time.monotonic() + 10, []
+    while len(made) < 4 and time.monotonic() < deadline:  # the stub's log lines arrive a moment later
+        made = [line for line in server.log_path.read_text().splitlines() if "relu_shapes: session" in line]
+        time.sleep(0.1)
+    # widths 4 and 6 make sessions 1 and 2; 4 again reuses its own; 9 drops 6's (least recently
+    # used) and 6 then drops 4's: four sessions made in all, never more than two kept
+    assert len(made) == 4, made
+    assert all("of at most 2" in line for line in made)
+    assert "(4, 4)" in made[0] and "(4, 6)" in made[1] and "(4, 9)" in made[2] and "(4, 6)" in made[3]
 
 
 @serving
@@ -435,6 +472,18 @@ def test_execution_accelerators_map_to_provider_options(ort_backend):
     bad = {"optimization": {"execution_accelerators": {"cpu_execution_accelerator": [{"name": "warp"}]}}}
     with pytest.raises(ValueError, match="unknown execution accelerator 'warp'"):
         ort_backend.providers(bad, "CPU", 0, available)
+
+
+def test_batches_are_padded_with_zero_rows_to_a_power_of_two_within_the_max(ort_backend):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    padded = ort_backend.padded_batch({"input": x}, 3, 64)["input"]
+    assert padded.shape == (4, 4)
+    np.testing.assert_array_equal(padded[:3], x)
+    assert not padded[3:].any()
+    assert ort_backend.padded_batch({"input": x}, 3, 3)["input"] is x  # the max is the cap
+    five = np.ones((5, 2), np.float32)
+    assert ort_backend.padded_batch({"input": five}, 5, 6)["input"].shape == (6, 2)
+    assert ort_backend.padded_batch({"input": five[:1]}, 1, 8)["input"].shape == (1, 2)
 
 
 def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):

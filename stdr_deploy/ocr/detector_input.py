@@ -40,8 +40,16 @@ def resized_size(height: int, width: int, canvas_size: int, mag_ratio: float) ->
     return max(int(height * ratio), 1), max(int(width * ratio), 1)
 
 
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+def padded_size(height: int, width: int, pad_to: int = STRIDE, canvas_size: int | None = None) -> tuple[int, int]:
+    """Sides rounded up to multiples of `pad_to` (itself a multiple of STRIDE), never past the
+    canvas rounded up to STRIDE: the largest shape the plan's profiles admit."""
+    cap = -(-canvas_size // STRIDE) * STRIDE if canvas_size else None
+
+    def side(n: int) -> int:
+        padded = -(-n // pad_to) * pad_to
+        return max(min(padded, cap), -(-n // STRIDE) * STRIDE) if cap else padded
+
+    return side(height), side(width)
 
 
 # (v - mean) / std for every uint8 value v, per channel, computed with the same float32 steps as
@@ -49,12 +57,16 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
 NORMALISED = (np.arange(256, dtype=np.float32)[None, :] - MEAN_255[:, None]) / STD_255[:, None]
 
 
-def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float) -> DetectorInput:
-    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor."""
+def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float, pad_to: int = STRIDE) -> DetectorInput:
+    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor at `pad_to` 32.
+
+    A larger `pad_to` gives the detector a few fixed shapes (see PipelineSettings.pad_to); the
+    extra padding is black, as EasyOCR's is.
+    """
     height, width = image.shape[:2]
     th, tw = resized_size(height, width, canvas_size, mag_ratio)
     resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
-    ph, pw = padded_size(th, tw)
+    ph, pw = padded_size(th, tw, pad_to, canvas_size)
     tensor = np.empty((1, 3, ph, pw), dtype=np.float32)
     for channel, values in enumerate(cv2.split(resized)):
         plane = tensor[0, channel]

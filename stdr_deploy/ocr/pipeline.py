@@ -78,7 +78,7 @@ class OcrPipeline:
         if self.detector_family.detect is not None:
             return self.detector_family.detect(self.detector.infer, image)
         s = self.settings
-        det = detector_input(image, s.canvas_size, s.mag_ratio)
+        det = detector_input(image, s.canvas_size, s.mag_ratio, s.pad_to)
         score_map = self.detector.infer({"input": det.tensor})["output"]
         return word_boxes(
             score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,

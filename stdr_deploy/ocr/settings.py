@@ -20,6 +20,9 @@ class PipelineSettings:
 
     canvas_size: int = 2560  # detector input: long side scaled to at most this many pixels
     mag_ratio: float = 1.0  # scale applied before the canvas cap (1.0 = native size)
+    pad_to: int = 32  # detector input sides are padded up to multiples of this (a multiple of 32);
+    #   GPU plans pad to 640: ONNX Runtime's CUDA EP re-plans every convolution whenever the
+    #   input shape changes, so a few fixed shapes, each with its own session, run far faster
     max_image_pixels: int = 50_000_000  # larger inputs are refused before any work
     recognizer_batch: int = 16  # at most this many crops per recognizer call
     text_threshold: float = 0.7  # a word needs a region-score peak at least this high
@@ -44,6 +47,8 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.box_fit not in BOX_FITS:
             raise ValueError(f"box_fit must be one of {', '.join(BOX_FITS)}, not {self.box_fit!r}")
+        if self.pad_to < 32 or self.pad_to % 32:
+            raise ValueError(f"pad_to must be a positive multiple of 32, not {self.pad_to}")
         if self.canvas_size < 32 or self.mag_ratio <= 0 or self.recognizer_batch < 1 or self.max_image_pixels < 1:
             raise ValueError(
                 "canvas_size >= 32, mag_ratio > 0, recognizer_batch >= 1 and max_image_pixels >= 1 are required"

@@ -13,6 +13,12 @@ It reads the parameters of the real Triton ONNX Runtime backend (same names, sam
 `optimization { graph { level } }` and the `cuda` / `tensorrt` / `openvino` execution
 accelerators.
 
+One parameter is ours: `sessions_per_shape` = N keeps up to N sessions per instance, one per
+input shape (batches padded up to a power of two, at most max_batch_size), because ONNX
+Runtime's CUDA EP re-plans every convolution whenever a session's input shape changes. On a GPU
+the sessions draw from one shared CUDA arena, so activations are held once per instance. The
+real backend ignores the parameter.
+
 Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
 import the stdr_deploy package.
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+from collections import OrderedDict
 
 import numpy as np
 import onnxruntime as ort
@@ -168,6 +175,34 @@ def providers(config: dict, kind: str, device_id: int, available: list[str]) -> 
     return chosen, notes
 
 
+def padded_batch(feed: dict[str, np.ndarray], rows: int, max_batch_size: int) -> dict[str, np.ndarray]:
+    """Inputs with zero rows appended up to the next power of two (at most max_batch_size)."""
+    target = min(1 << (rows - 1).bit_length(), max_batch_size)
+    if target <= rows:
+        return feed
+    return {
+        name: np.concatenate([array, np.zeros((target - rows, *array.shape[1:]), array.dtype)])
+        for name, array in feed.items()
+    }
+
+
+def share_cuda_arena(options: ort.SessionOptions, chosen: list, device_id: int, name: str) -> None:
+    """Let every session of this instance allocate from one CUDA arena registered with ORT's
+    environment, so per-shape sessions hold activation memory once, not once each."""
+    cuda = dict(chosen).get("CUDAExecutionProvider")
+    if cuda is None:
+        return
+    strategy = {"kNextPowerOfTwo": 0, "kSameAsRequested": 1}.get(cuda.get("arena_extend_strategy", ""), 0)
+    try:
+        memory = ort.OrtMemoryInfo("Cuda", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, device_id, ort.OrtMemType.DEFAULT)
+        arena = ort.OrtArenaCfg({"arena_extend_strategy": strategy})
+        ort.create_and_register_allocator_v2("CUDAExecutionProvider", memory, {"device_id": str(device_id)}, arena)
+    except Exception as exc:  # noqa: BLE001 - an ORT without it still serves, with one arena per session
+        log_warning(f"{name}: no shared CUDA arena ({exc}); each per-shape session keeps its own")
+        return
+    options.add_session_config_entry("session.use_env_allocators", "1")
+
+
 def log_warning(message: str) -> None:
     pb_utils.Logger.log_warn(message)
 
@@ -241,7 +276,13 @@ class TritonPythonModel:
         path = model_file(args, config)
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(f"{self.name}: model file not found: {path}")
-        self.session = ort.InferenceSession(path, sess_options=session_options(config), providers=chosen)
+        options = session_options(config)
+        self.shape_limit = int(string_parameters(config).get("sessions_per_shape", "0") or 0)
+        if self.shape_limit and kind == "GPU":
+            share_cuda_arena(options, chosen, device_id, self.name)
+        self.new_session = lambda: ort.InferenceSession(path, sess_options=options, providers=chosen)
+        self.session = self.new_session()
+        self.sessions: OrderedDict = OrderedDict()  # input shapes -> session, least recently used first
         self.run_options = run_options(config)
         running = self.session.get_providers()
         log_info(f"{self.name}: {path} on {', '.join(running)} ({kind} {device_id})")
@@ -312,8 +353,35 @@ class TritonPythonModel:
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(self.outputs)
-        arrays = self.session.run(names, feed, self.run_options)
-        return {name: array.astype(self.outputs[name], copy=False) for name, array in zip(names, arrays)}
+        if not self.shape_limit:
+            arrays = self.session.run(names, feed, self.run_options)
+            return {name: array.astype(self.outputs[name], copy=False) for name, array in zip(names, arrays)}
+        rows = next(iter(feed.values())).shape[0] if self.max_batch_size > 0 and feed else 0
+        if rows:
+            feed = padded_batch(feed, rows, self.max_batch_size)
+        arrays = self.session_for(feed).run(names, feed, self.run_options)
+        return {
+            name: (array[:rows] if rows else array).astype(self.outputs[name], copy=False)
+            for name, array in zip(names, arrays)
+        }
+
+    def session_for(self, feed: dict[str, np.ndarray]) -> ort.InferenceSession:
+        """The session kept for these input shapes: made on first sight, the least recently used
+        one dropped past `sessions_per_shape` (the first one made at load is used first)."""
+        key = tuple(sorted((name, array.shape) for name, array in feed.items()))
+        session = self.sessions.get(key)
+        if session is not None:
+            self.sessions.move_to_end(key)
+            return session
+        if not self.sessions:
+            session = self.session
+        else:
+            if len(self.sessions) >= self.shape_limit:
+                self.sessions.popitem(last=False)
+            session = self.new_session()
+        log_info(f"{self.name}: session {len(self.sessions) + 1} of at most {self.shape_limit}, for shapes {dict(key)}")
+        self.sessions[key] = session
+        return session
 
     def response(self, outcome):
         if isinstance(outcome, Exception):

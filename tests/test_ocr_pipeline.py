@@ -51,13 +51,15 @@ def test_words_carry_polygons_scores_and_char_scores(small_reads):
 
 
 def test_padding_the_detector_input_to_gpu_shapes_reads_the_same_words(shared, ort_pipeline, small_reads):
-    """GPU plans pad detector inputs to multiples of 640 (a few fixed shapes); the extra black
-    border must not change what is read."""
+    """GPU plans pad detector inputs to multiples of 640 (a few fixed shapes). CRAFT sees the wider
+    black border, so scores move (up to 0.11 on img00) and one word of scenes_A changes (img03's
+    'p.m.' reads 'p.m:'); the small scenes read the same words with their boxes in place."""
     padded = OcrPipeline(ort_pipeline.detector, ort_pipeline.recognizer, "crnn-en", PipelineSettings(pad_to=640))
-    for name in ("img00.png", "img02.png"):
+    for name in SMALL:
         words = padded.read(read_image(shared / "testdata/scenes_A" / name))
         assert [w.text for w in words] == [w.text for w in small_reads[name]], name
-        np.testing.assert_allclose([w.score for w in words], [w.score for w in small_reads[name]], atol=0.02)
+        for word, plain in zip(words, small_reads[name]):
+            np.testing.assert_allclose(word.polygon, plain.polygon, atol=3.0)  # pixels
 
 
 def test_recognizer_batch_size_does_not_change_the_words(shared, ort_pipeline, small_reads):

@@ -339,7 +339,7 @@ def _build_native(job: _Job, folder: Path, started: float) -> dict[str, Any]:
         _full_check(raw_path, job)
         _runtime_check(raw, job)
     candidates = _simplify(raw, stages)
-    inputs = _parity_inputs(spec)
+    inputs = parity_inputs(spec)
     with stages.stage("parity", total=2 * len(inputs)) as task:
         reference = _ort_session(original)
         upstream_in = spec.onnx_native[spec.input.name]

@@ -53,7 +53,7 @@ def run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def artefacts(tmp_path_factory, craft_onnx, crnn_onnx) -> Path:
-    """The fp32 models of the default deployment, packaged from the session's export cache."""
+    """The fp32 models (craft, crnn-en), packaged from the session's export cache."""
     out = tmp_path_factory.mktemp("artefacts")
     package(out, ["craft", "crnn-en"], ["fp32"])
     return out
@@ -188,8 +188,9 @@ def test_auto_stops_at_export_with_one_clear_error_for_a_missing_or_damaged_arte
 @pytest.mark.triton
 def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_path):
     ws = tmp_path / "ws"
-    done = run("auto", "--artifacts", str(artefacts), "--exit-after-smoke", "--json", "--workspace", str(ws),
-               "--repo", str(tmp_path / "repo"), env=no_torch_env, timeout=1500)
+    # the fixture packages fp32 models; on a host whose plan picks the int8 detector, ask for fp32
+    done = run("auto", "--artifacts", str(artefacts), "--detector-precision", "fp32", "--exit-after-smoke", "--json",
+               "--workspace", str(ws), "--repo", str(tmp_path / "repo"), env=no_torch_env, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads(done.stdout)
     steps = {s["name"]: s for s in manifest["steps"]}

@@ -348,7 +348,8 @@ def _check_fp16_export(result, fp32, kept: set[str]) -> None:
     # fp32 in and out, fp16 compute (half the weight bytes), the sensitive ops fed fp32
     assert {v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)} == {onnx.TensorProto.FLOAT}
     assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) > 5
-    assert report["onnx"]["bytes"] < 0.6 * fp32.report["onnx"]["bytes"]
+    # half the weight bytes, less where kept ops hold weights: CRNN's LSTM (~45 % of them) stays fp32
+    assert report["onnx"]["bytes"] < (0.8 if "LSTM" in kept else 0.6) * fp32.report["onnx"]["bytes"]
     assert _fp32_inputs_of(model, kept) == {op: True for op in kept}
     parity = report["parity"]
     assert parity["tolerance"] == FP16_TOLERANCE and 0 < parity["max_scaled"] <= FP16_TOLERANCE

@@ -171,11 +171,11 @@ MAX_CPU_INSTANCES = 8
 GPU_QUEUE_DELAY_US = 100
 # ONNX Runtime's CUDA EP re-plans every convolution whenever a session's input shape changes:
 # CRAFT cycling the four benchmark images' shapes took 45-80 ms a call against 2-38 ms at a
-# fixed shape, CRNN 14 ms against ~3 (benchmarks/results/h200-served/, shape churn). GPU plans
+# fixed shape, CRNN 14 ms against ~3 (benchmarks/results/h200-fp16-served/, shape churn). GPU plans
 # on ONNX Runtime therefore pad the detector input to multiples of this, and keep one session
 # per input shape in each instance (batches padded to powers of two).
 GPU_DETECTOR_PAD = 640
-# Why GPU plans default to fp16: measured (export reports; benchmarks/results/h200-served/).
+# Why GPU plans default to fp16: measured (export reports; benchmarks/results/h200-fp16-served/).
 FP16_PARITY = (
     "accuracy parity: the fp16 graphs stay within 2 % of fp32 (max |difference| over max(|fp32|, 1); CRNN 0.8 %), and "
     "served on an H200 the fp16 pipeline read scenes_A exactly as fp32 did (81/87 words)"

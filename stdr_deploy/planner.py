@@ -104,6 +104,8 @@ MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU
 # on a GPU (~0.5 GiB on the H100 at idle) and a display. Taken from total memory (or the cgroup
 # limit), never from momentary free memory, so the same host always gets the same plan.
 SERVER_BYTES = 320 * MIB  # tritonserver itself: VmHWM 278 MiB serving a CPU plan (4 GB host test)
+GPU_SERVER_BYTES = 1700 * MIB  # tritonserver serving a GPU plan maps the CUDA libraries: VmHWM
+# 1623-1666 MiB on the H200 (benchmarks/results/h200-fp16-served/, smoke memory of three deployments)
 PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
 PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
 PIPELINE_BYTES_PER_CANVAS_PIXEL = 16  # float32 detector input (12) + score maps (quarter size)
@@ -579,7 +581,8 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     # from one arena per instance, shared by its sessions)
     det = extra_sessions(det, target, MODELS["craft"], det_max, knobs.detector_precision)
     rec = extra_sessions(rec, target, recognizer, rec_max, knobs.recognizer_precision)
-    around = SERVER_BYTES + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
+    server = GPU_SERVER_BYTES if target.device == "gpu" else SERVER_BYTES
+    around = server + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
     if target.device == "cpu":
         fixed = around
         host_bytes = det.host_bytes * det_n + rec.host_bytes * rec_n + around

@@ -166,6 +166,7 @@ def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, sha
     """`ocr --url` through the served pipeline reads what the in-process pipeline reads with the
     deployment's own plan (its detector precision and canvas), word for word."""
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings, read_image
+    from stdr_deploy.plan_schema import Plan
     from stdr_deploy.runners import make_pipeline
     from stdr_deploy.server import TritonServer
 

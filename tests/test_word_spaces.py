@@ -8,9 +8,12 @@ score bridges the gap, so the two words are read as two.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stdr_deploy.bench.synthetic import make_set
 from stdr_deploy.ocr import read_image
@@ -92,3 +95,33 @@ def test_a_component_is_cut_at_a_word_space_but_not_at_an_underscore(ridge, piec
     assert sum(len(p) for p in parts) == len(points)
     if pieces == 2:
         assert parts[0][:, 0].max() < 31 < parts[1][:, 0].min()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    starts=st.lists(st.integers(0, 400), min_size=1, max_size=12),
+    widths=st.lists(st.integers(1, 60), min_size=12, max_size=12),
+    height=st.integers(1, 30),
+    angle=st.sampled_from([0.0, 0.3, -0.5]),
+)
+def test_split_at_spaces_cuts_exactly_where_sorted_gaps_exceed_the_limit(starts, widths, height, angle):
+    """The bin test that skips the sort must never miss a gap: with no region-score bridge, the
+    parts are exactly the runs of the sorted positions split where a step exceeds merge_gap x height."""
+    from stdr_deploy.ocr.boxes import split_at_spaces
+
+    rows = []
+    for start, width in zip(starts, widths):
+        for x in range(start, start + width):
+            for y in range(0, height + 1, max(1, height // 3)):
+                rows.append((x * math.cos(angle) - y * math.sin(angle) + 600, x * math.sin(angle) + y * math.cos(angle) + 600))
+    points = np.array(rows, dtype=np.float32)
+    region = np.zeros((1400, 1400), np.float32)  # no bridge anywhere: every wide gap is cut
+    parts = split_at_spaces(points, angle, region, merge_gap=0.1, bridge_floor=0.1)
+    along = points[:, 0] * math.cos(angle) + points[:, 1] * math.sin(angle)
+    across = -points[:, 0] * math.sin(angle) + points[:, 1] * math.cos(angle)
+    order = np.argsort(along, kind="stable")
+    cut = np.flatnonzero(np.diff(along[order]) > 0.1 * float(np.ptp(across))) + 1
+    expected = [points[np.sort(run)] for run in np.split(order, cut)]
+    assert len(parts) == len(expected)
+    for got, want in zip(parts, expected):
+        np.testing.assert_array_equal(got, want)

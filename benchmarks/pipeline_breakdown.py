@@ -146,7 +146,8 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
 
     providers = args.providers.split(",")
     detector = OrtRunner(ensure_onnx("craft", precision=args.precision), providers=providers, intra_op_threads=args.threads)
-    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer, precision=args.precision), providers=providers,
+    rec_precision = "fp32" if args.precision == "int8" else args.precision  # int8 is CRAFT's alone, as in CPU plans
+    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer, precision=rec_precision), providers=providers,
                                        intra_op_threads=args.threads))
     packages = {"current": current}
     if args.compare:

@@ -8,18 +8,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.ocr import raise_for_failures, read_all
+from stdr_deploy.cli.ocr import host_pipeline, raise_for_failures, read_all
 from stdr_deploy.cli.options import (
     artifacts_option,
     detector_option,
     detector_precision_option,
-    onnx_source,
-    parse_weights,
     recognizer_option,
     runtime_option,
     weights_option,
 )
-from stdr_deploy.cli.output import activity, console, print_json
+from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import UserInputError
 
 
@@ -83,25 +81,12 @@ def command(gt_paths, runtime, detector, recognizer, weights, artifacts, detecto
 
 
 def load_pipeline(url, runtime, detector, recognizer, weights, artifacts, detector_precision):
-    """The served pipeline behind `url`, or the in-process one with the CRAFT precision this host's
-    plan would serve (int8 on CPUs with int8 units) unless --detector-precision says otherwise."""
+    """The served pipeline behind `url`, or the in-process one `auto` would serve on this host."""
     if url:
         from stdr_deploy.triton_client import TritonPipelineClient
 
         return TritonPipelineClient(url)
-    from stdr_deploy.hardware import probe_host
-    from stdr_deploy.planner import make_plan
-    from stdr_deploy.runners import make_pipeline
-
-    precision = detector_precision or make_plan(probe_host(), variant="onnxruntime").detector.precision
-    if detector != "craft" and detector_precision is None:  # the plan's precision is CRAFT's
-        precision = "fp32"
-    if precision == "fp16":  # a GPU host's plan: in-process reads run on ONNX Runtime's CPU provider
-        precision = "fp32"
-    with activity("load", f"{detector} ({precision}) + {recognizer} ({runtime})"):
-        weights = parse_weights(weights, recognizer)
-        return make_pipeline(runtime, recognizer, weights, detector_precision=precision,
-                             onnx=onnx_source(artifacts, weights), detector=detector)
+    return host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision)
 
 
 def unique_name(name: str, taken: list[str]) -> str:

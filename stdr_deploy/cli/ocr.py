@@ -10,6 +10,7 @@ import click
 from stdr_deploy.cli.options import (
     artifacts_option,
     detector_option,
+    detector_precision_option,
     onnx_source,
     parse_weights,
     recognizer_option,
@@ -34,11 +35,14 @@ from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 @artifacts_option
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
-def command(images, runtime, detector, recognizer, weights, as_json, url, artifacts, annotate_dir):
+@detector_precision_option
+def command(images, runtime, detector, recognizer, weights, as_json, url, artifacts, annotate_dir, detector_precision):
     """Detect and read the words in IMAGE... (PNG, JPEG, BMP, TIFF, WebP, ...).
 
     Prints one line per image: its name and the words read, top to bottom. An image that cannot
     be read is reported and skipped; the others are still read, and the exit code is then 2.
+    In-process, the pipeline is the one `auto` would serve on this host (its plan's detector
+    precision, canvas and thresholds).
     """
     from stdr_deploy.ocr import OcrPipeline
 
@@ -50,12 +54,7 @@ def command(images, runtime, detector, recognizer, weights, as_json, url, artifa
                                  hint="drop them, or drop --url to read in-process")
         pipeline = TritonPipelineClient(url)
     else:
-        from stdr_deploy.runners import make_pipeline
-
-        with activity("load", f"{detector} + {recognizer} ({runtime})"):
-            weights = parse_weights(weights, recognizer)
-            pipeline = make_pipeline(runtime, recognizer, weights, onnx=onnx_source(artifacts, weights),
-                                     detector=detector)
+        pipeline = host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision)
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
         print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})
@@ -63,6 +62,27 @@ def command(images, runtime, detector, recognizer, weights, as_json, url, artifa
         for name, _, words in results:
             click.echo(f"{name}: {' '.join(w.text for w in words)}")
     raise_for_failures(failures, len(images))
+
+
+def host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision):
+    """The in-process pipeline as `auto` would deploy it here: the host plan's CRAFT precision
+    (int8 on CPUs with int8 units) unless --detector-precision says otherwise, and its canvas and
+    thresholds. A GPU plan's fp16 runs as fp32 (ONNX Runtime's CPU provider), 32-padded."""
+    from stdr_deploy.hardware import probe_host
+    from stdr_deploy.ocr import PipelineSettings
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.profiles import resolve_profile
+    from stdr_deploy.runners import make_pipeline
+
+    host = probe_host()
+    plan = make_plan(host, resolve_profile(host), recognizer=recognizer, variant="onnxruntime")
+    precision = detector_precision or (plan.detector.precision if detector == "craft" and runtime == "onnxruntime" else "fp32")
+    precision = "fp32" if precision == "fp16" else precision
+    settings = PipelineSettings.from_plan(plan.pipeline, pad_to=PipelineSettings.pad_to)
+    with activity("load", f"{detector} ({precision}, canvas {settings.canvas_size}) + {recognizer} ({runtime})"):
+        weights = parse_weights(weights, recognizer)
+        return make_pipeline(runtime, recognizer, weights, settings=settings, detector_precision=precision,
+                             onnx=onnx_source(artifacts, weights), detector=detector)
 
 
 def read_all(pipeline, paths: list[Path], annotate_dir: Path | None = None, names: list[str] | None = None):

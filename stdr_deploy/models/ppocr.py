@@ -57,6 +57,9 @@ def charset_from_metadata(value: str) -> str:
     return "".join(chars)
 
 
+# Both PP-OCRv4 models take BGR images scaled to [0, 1], then (x - 0.5) / 0.5.
+PADDLE_INPUT = {"color": "bgr", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "pixel_scale": 255.0}
+
 DET_SPEC = ModelSpec(
     name="ppocr-det",
     role="detector",
@@ -70,10 +73,7 @@ DET_SPEC = ModelSpec(
         # RapidOCR 1.4.4 defaults (config.yaml, TextDetector): images whose long side exceeds
         # 2000 are first shrunk to it; then limit_type "min": the short side is scaled up to
         # 736 if smaller (never down), and each side rounded to a multiple of 32; BGR; bilinear.
-        "color": "bgr",
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "pixel_scale": 255.0,
+        **PADDLE_INPUT,
         "size_multiple": 32,
         "max_side_len": 2000,
         "limit_side_len": 736,
@@ -109,10 +109,7 @@ REC_SPEC = ModelSpec(
         # BGR crop resized to height 48 keeping its aspect ratio (width ceil(48 * w / h)), bilinear,
         # x = (v / 255 - 0.5) / 0.5, zero-padded on the right to the input width (RapidOCR pads
         # to the widest crop of its batch, at least 320)
-        "color": "bgr",
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "pixel_scale": 255.0,
+        **PADDLE_INPUT,
         "height": 48,
         "min_width": 320,
         "width_multiple": 8,

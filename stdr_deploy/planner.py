@@ -182,6 +182,9 @@ FP16_PARITY = (
     "accuracy parity: the fp16 graphs stay within 2 % of fp32 (max |difference| over max(|fp32|, 1); CRNN 0.8 %), and "
     "served on an H200 the fp16 pipeline read scenes_A exactly as fp32 did (81/87 words)"
 )
+# Words read over every check set (scenes_A, scenes-101, phrases-202, tilt-303, real_A: 276),
+# CRAFT fp32, only the recognizer changed (benchmarks/results/accuracy-sets/recognizers/).
+WORDS_READ = {"crnn-en": 234, "ppocr": 248}
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
@@ -918,6 +921,13 @@ def _recognizer_plan(
         f"{', '.join(map(str, preferred))} with a {delay} us queue delay"
         + (" (on the CPU a wait buys no speed)" if delay == 0 else "")
     )
+    if facts.family in WORDS_READ:
+        others = ", ".join(f"{name} {words}" for name, words in WORDS_READ.items() if name != facts.family)
+        reasons.append(
+            f"recognizer {facts.family} reads {WORDS_READ[facts.family]} of the check sets' 276 words (CRAFT fp32; "
+            f"{others}); crnn-en stays the default until ppocr's memory and served latency are measured "
+            "(benchmarks/results/accuracy-sets/recognizers/)"
+        )
     rec_precision = knobs.recognizer_precision
     if target.backend == "tensorrt":
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")

@@ -699,3 +699,10 @@ def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape
     assert any("one session per input shape" in reason for reason in plan.reasons)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert (again.pipeline.pad_to, again.detector.shape_sessions) == (GPU_DETECTOR_PAD, det.shape_sessions)
+
+
+def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():
+    for recognizer, other in (("crnn-en", "ppocr"), ("ppocr", "crnn-en")):
+        plan = make_plan(host_of("cpu-xeon-2core"), recognizer=recognizer, variant="onnxruntime")
+        [line] = [r for r in plan.reasons if r.startswith(f"recognizer {recognizer} reads")]
+        assert "276 words" in line and other in line and "accuracy-sets/recognizers" in line

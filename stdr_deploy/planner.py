@@ -229,9 +229,14 @@ def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
     return -(-value // multiple) * multiple
 
 
+def fixes_shapes(target: Target) -> bool:
+    """ONNX Runtime on the GPU: inputs padded to a few fixed shapes, one session each."""
+    return target.device == "gpu" and target.backend == "onnxruntime"
+
+
 def shape_sessions(target: Target, family: str, max_shape: tuple[int, ...]) -> int:
     """How many input shapes an ONNX Runtime GPU instance can see (one session each); 0 elsewhere."""
-    if target.device != "gpu" or target.backend != "onnxruntime":
+    if not fixes_shapes(target):
         return 0
     batches = max_shape[0].bit_length() if max_shape[0] > 1 else 1  # 1, 2, 4, ... up to the max
     if family == "craft":
@@ -881,7 +886,7 @@ def _detector_plan(
         dynamic_batching=None,
         memory_estimate_bytes=sizing.detector_bytes,
         memory_arena=target.device == "gpu",
-        shape_sessions=shape_sessions(target, facts.family, sizing.detector_max),
+        shape_sessions=sessions,
     )
 
 
@@ -973,7 +978,7 @@ def _pipeline_plan(target: Target, knobs: Knobs, host: HostFacts, reasons: list[
         max_image_pixels=MAX_IMAGE_PIXELS,
         recognizer_batch=knobs.recognizer_batch,
         **THRESHOLDS,
-        pad_to=GPU_DETECTOR_PAD if shape_sessions(target, "craft", (1, 3, 1, 1)) else SIZE_MULTIPLE,
+        pad_to=GPU_DETECTOR_PAD if fixes_shapes(target) else SIZE_MULTIPLE,
     )
 
 

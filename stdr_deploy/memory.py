@@ -12,6 +12,12 @@ measured point: the slope is the steepest between neighbouring points (so extrap
 the largest shape never undershoots the measured growth) and the intercept the smallest that
 keeps every point under the line. No number is fitted to a single run; adding a family,
 precision or device is a data-file change.
+
+A served instance holds more than the bare session measured above: Triton's Python-backend stub,
+our backend module and, on the GPU, the extra per-shape sessions. `benchmarks/served_memory.py`
+reads the per-model high-water marks that `smoke` records in a deployment's `deploy.json` into
+the same file (`served`); `served_excess` is the most any served instance held above the
+envelope at its max shape, which the planner adds to each instance's host RAM.
 """
 
 from __future__ import annotations
@@ -86,6 +92,20 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
         f"{len(points)} shapes measured {entry['measured_at'][:10]} on {where}"
     )
     return Envelope(intercept, slope, points, source)
+
+
+def served_excess(device: str, family: str, precision: str, bare: Envelope) -> tuple[int, str] | None:
+    """(bytes, source): the most a served instance of this family x precision held above `bare`
+    (the envelope of one bare session) at its plan's max shape, or None where none was served."""
+    served = [
+        s for s in load(device).get("served", [])
+        if s["family"] == family and s["precision"] == precision
+    ]
+    if not served:
+        return None
+    excess = max(s["host_bytes_per_instance"] - bare.bytes_at(s["elements"]) for s in served)
+    latest = max(s["measured_at"] for s in served)[:10]
+    return max(0, excess), f"+ served stub {max(0, excess) >> 20} MiB ({len(served)} deployment(s), latest {latest})"
 
 
 def elements(shape: tuple[int, ...]) -> int:

@@ -500,6 +500,17 @@ def _measured(device: str, facts: ModelFacts, precision: str, what: str) -> memo
     return None
 
 
+def _served_host(
+    env: memory.Envelope, device: str, facts: ModelFacts, precision: str, elements: int
+) -> tuple[int, str]:
+    """Host bytes of one served instance: the bare session's envelope plus what served instances
+    of the same family were measured to hold beyond it (the stub, per-shape sessions)."""
+    excess = memory.served_excess(device, facts.family, precision, env)
+    if excess is None:
+        return env.bytes_at(elements), ""
+    return env.bytes_at(elements) + excess[0], f" {excess[1]}"
+
+
 def instance_memory(
     target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int
 ) -> InstanceMemory:
@@ -509,14 +520,17 @@ def instance_memory(
     activations = activation_bytes(facts, max_shape, precision)
     if target.device == "cpu":
         if env := _measured("cpu", facts, precision, "host"):
-            used = env.bytes_at(elements)
-            return InstanceMemory(used, used, env.source)
+            used, source = _served_host(env, "cpu", facts, precision, elements)
+            return InstanceMemory(used, used, f"{env.source}{source}")
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
     host_env = _measured("cuda", facts, precision, "host")
-    host_bytes = host_env.bytes_at(elements) if host_env else CUDA_PROCESS_HOST_BYTES + weights
+    host_bytes, host_source = (
+        _served_host(host_env, "cuda", facts, precision, elements) if host_env
+        else (CUDA_PROCESS_HOST_BYTES + weights, "")
+    )
     if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
-        return InstanceMemory(env.bytes_at(elements), host_bytes, env.source)
+        return InstanceMemory(env.bytes_at(elements), host_bytes, f"{env.source}{host_source}")
     if target.backend == "tensorrt":
         used = CUDA_CONTEXT_BYTES + weights + activations + workspace
     else:

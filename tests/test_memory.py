@@ -55,6 +55,25 @@ def test_data_files_say_where_each_measurement_comes_from():
                     assert all(env.bytes_at(e) >= b for e, b in env.points), where
 
 
+def test_plans_hold_every_served_instance_that_was_measured():
+    """Each served deployment on record (smoke's per-model high-water marks, merged by
+    benchmarks/served_memory.py) held at most what the planner now budgets per instance."""
+    from stdr_deploy.planner import MODELS, Target, instance_memory
+
+    checked = 0
+    for path in sorted(DATA.glob("*-onnxruntime.json")):
+        device = path.stem.split("-")[0]
+        for served in json.loads(path.read_text()).get("served", []):
+            assert served["measured_at"] and served["host"] and served["deployment"], served
+            assert Path(served["deployment"]).is_file(), f"{served['deployment']}: the record it came from"
+            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu")
+            used = instance_memory(target, MODELS[served["family"]], tuple(served["max_shape"]), served["precision"], 0)
+            assert used.host_bytes >= served["host_bytes_per_instance"], (path.name, served, used)
+            assert "served stub" in used.source
+            checked += 1
+    assert checked >= 4
+
+
 def test_the_cpu_arena_costs_memory_where_both_were_measured():
     """Why CPU plans render enable_mem_arena/enable_mem_pattern off: the arena holds more."""
     families = memory.load("cpu")["families"]

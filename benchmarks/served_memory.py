@@ -1,0 +1,79 @@
+"""Merge what served model instances held into the planner's memory data.
+
+`stdr-deploy auto`/`smoke` drives every model at its max shape with every instance busy and
+records each model's summed VmHWM (`host_high_water_marks_bytes`) in `deploy.json`. Divided by
+the plan's instance count, that is the host RAM of one served instance: the bare ONNX Runtime
+session that `benchmarks/measure_memory.py` measures, plus Triton's Python-backend stub, our
+backend module and, on the GPU, the per-shape sessions. This script appends those figures to
+`stdr_deploy/memory_data/<device>-onnxruntime.json` under `served`; the planner adds the largest
+excess over the bare measurement to every instance (`stdr_deploy.memory.served_excess`).
+
+    python benchmarks/served_memory.py benchmarks/results/*/deploy*.json [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "stdr_deploy" / "memory_data"
+
+
+def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
+    """(device, entries) of one deployment record: one entry per detector/recognizer model."""
+    deploy = json.loads(deploy_file.read_text())
+    plan = deploy["plan"]
+    smoke = next(s for s in deploy["steps"] if s["name"] == "smoke")
+    marks = (smoke.get("outputs") or {}).get("memory", {}).get("host_high_water_marks_bytes")
+    if not marks:
+        raise SystemExit(f"{deploy_file}: smoke recorded no per-model high-water marks")
+    device = "cuda" if plan["device"] == "gpu" else "cpu"
+    host = deploy["host"]
+    where = host["gpus"][0]["name"] if device == "cuda" else host["cpu"]["model_name"]
+    entries = []
+    for role in ("detector", "recognizer"):
+        model = plan[role]
+        if model["backend"] != "onnxruntime" or model["triton_name"] not in marks:
+            continue
+        (max_shape,) = [shape["max"] for shape in model["profile"].values()]
+        elements = 1
+        for side in max_shape:
+            elements *= side
+        entries.append({
+            "family": model["family"],
+            "precision": model["precision"],
+            "elements": elements,
+            "max_shape": max_shape,
+            "instances": model["instance_count"],
+            "shape_sessions": model.get("shape_sessions", 0),
+            "host_bytes_per_instance": marks[model["triton_name"]] // model["instance_count"],
+            "measured_at": host["taken_at"],
+            "host": where,
+            "deployment": str(deploy_file),
+        })
+    return device, entries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("deploy", nargs="+", type=Path, help="deploy.json files written by `auto`")
+    parser.add_argument("--out", type=Path, help="data directory (default: stdr_deploy/memory_data)")
+    args = parser.parse_args()
+    out_dir = args.out or DATA
+    for deploy_file in args.deploy:
+        device, entries = served_entries(deploy_file)
+        path = out_dir / f"{device}-onnxruntime.json"
+        data = json.loads(path.read_text())
+        served = data.setdefault("served", [])
+        for entry in entries:
+            key = (entry["family"], entry["precision"], entry["measured_at"])
+            served[:] = [s for s in served if (s["family"], s["precision"], s["measured_at"]) != key]
+            served.append(entry)
+            print(f"{path.name}: {entry['family']} {entry['precision']} "
+                  f"{entry['host_bytes_per_instance'] >> 20} MiB per served instance ({deploy_file})")
+        path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,11 +32,15 @@ from stdr_deploy.models import get_spec
 from stdr_deploy.models.spec import TensorSpec
 from stdr_deploy.ocr.recognizers import MODEL_CHARSET
 from stdr_deploy.plan_schema import ModelPlan, Plan
+from stdr_deploy.server import NGC_TRITON_IMAGE
 from stdr_deploy.workspace import replace_dir_atomic, sha256_file, staging_dir
 
 PIPELINE_NAME = "pipeline"
 OCR_PACKAGE = "stdr_ocr"  # the name `stdr_deploy.ocr` gets inside pipeline/1/
 VERSION = "1"
+# What the pipeline model imports beyond NGC's Triton container (pinned as the project pins them:
+# the Python backend stub needs NumPy 1, and OpenCV 4.12+ needs NumPy 2)
+PIPELINE_REQUIREMENTS = ("numpy<2", "opencv-python-headless<4.12", "pillow")
 CHARSET_FILE = "recognizer_charset.txt"  # in pipeline/1/, for recognizers whose charset is in their model file
 
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # model spec dtype -> Triton data_type
@@ -258,7 +262,7 @@ def pipeline_context(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     folder = importlib.resources.files("stdr_deploy.templates")
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(folder)),
@@ -270,7 +274,7 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _tidy(text: str) -> str:
+def tidy(text: str) -> str:
     """Macros leave runs of blank lines behind; keep at most one, and end with one newline."""
     return re.sub(r"\n\s*\n(\s*\n)+", "\n\n", text).strip() + "\n"
 
@@ -280,19 +284,26 @@ def render_texts(plan: Plan, filenames: Mapping[str, str]) -> dict[str, str]:
 
     `filenames` maps each model's Triton name to the name of its model file in `1/`.
     """
-    env = _environment()
+    env = template_environment()
     models = [model_context(m, filenames[m.triton_name]) for m in plan.models()]
     pipeline = pipeline_context(plan)
     texts = {
-        f"{ctx['name']}/config.pbtxt": _tidy(env.get_template(f"{ctx['role']}.pbtxt.j2").render(model=ctx))
+        f"{ctx['name']}/config.pbtxt": tidy(env.get_template(f"{ctx['role']}.pbtxt.j2").render(model=ctx))
         for ctx in models
     }
-    texts[f"{PIPELINE_NAME}/config.pbtxt"] = _tidy(env.get_template("pipeline.pbtxt.j2").render(pipeline=pipeline))
+    texts[f"{PIPELINE_NAME}/config.pbtxt"] = tidy(env.get_template("pipeline.pbtxt.j2").render(pipeline=pipeline))
     summary = {"variant": plan.variant, "device": plan.device}
-    texts["README.md"] = _tidy(
-        env.get_template("README.md.j2").render(plan=summary, models=models, pipeline=pipeline)
+    texts["README.md"] = tidy(
+        env.get_template("README.md.j2").render(
+            plan=summary, models=models, pipeline=pipeline, image=NGC_TRITON_IMAGE, pip_install=pip_install_words()
+        )
     )
     return texts
+
+
+def pip_install_words() -> str:
+    """The shell words that install PIPELINE_REQUIREMENTS in a container's Python."""
+    return "python3 -m pip install --no-cache-dir " + " ".join(f"'{r}'" for r in PIPELINE_REQUIREMENTS)
 
 
 def model_filename(model: ModelPlan, artifact: Path | None) -> str:
@@ -402,7 +413,7 @@ def render(
         },
     )
     if result.written:
-        _write_tree(files, out, sorted(keep))
+        write_tree(files, out, sorted(keep))
     return result
 
 
@@ -467,7 +478,7 @@ def _change(rel: str, source: bytes | Path, current: Path | None) -> FileChange:
     return FileChange(rel, UNCHANGED if same else CHANGED, digest)
 
 
-def _write_tree(files: Mapping[str, bytes | Path], out: Path, keep: list[str] = ()) -> None:
+def write_tree(files: Mapping[str, bytes | Path], out: Path, keep: list[str] = ()) -> None:
     """Write everything into `.<out>.staging-<pid>-XXXX` beside `out`, then swap it in.
 
     The model folders named in `keep` are carried over from `out` as they are.

@@ -37,6 +37,12 @@ from stdr_deploy.errors import MissingDependency, ServerError, UserInputError
 from stdr_deploy.workspace import cache_dir
 
 PYTRITON = "nvidia-pytriton"
+# The Triton core the rendered configs are checked against: the tritonserver of nvidia-pytriton
+# 0.7 (pyproject requires >=0.7.0; tests/test_server.py asks the running binary).
+TRITON_VERSION = "2.51"
+# NGC's container of that core. Triton's release notes pair container 24.02 with core 2.43 and
+# 24.03 with 2.44, one minor version a month: 2.51 is 24.10.
+NGC_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 STUB = "triton_python_backend_stub"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 OUR_BACKENDS = Path(__file__).resolve().parent / "backends"

@@ -184,6 +184,16 @@ def test_ready_server_lists_models_and_urls(server: TritonServer, repo: Path):
 
 
 @serving
+def test_the_embedded_server_is_the_triton_release_the_manifests_name(server: TritonServer):
+    """TRITON_VERSION picks NGC's image for the Kubernetes manifests: the binary we check configs on must be it."""
+    from stdr_deploy.server import TRITON_VERSION
+
+    module, client = http_client(server)
+    with client:
+        assert client.get_server_metadata()["version"].startswith(f"{TRITON_VERSION}.")
+
+
+@serving
 def test_http_and_grpc_give_the_right_numbers(server: TritonServer):
     x = np.array([[1.0, -2.0, 3.5], [-0.5, 0.0, 4.0]], dtype=np.float32)
     for module, client in (http_client(server), grpc_client(server)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
 import click
@@ -145,11 +144,9 @@ def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) ->
         console.print("server stopped (--exit-after-smoke)")
         return
     console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    reason = "SIGTERM"
+    reason = "Ctrl-C"
     try:
-        supervise(server, repo, policy, stop, as_json)  # giving up ends the command with exit code 7 and why
+        reason = supervise(server, repo, policy, as_json)  # giving up ends the command with exit code 7 and why
     except KeyboardInterrupt:
         reason = "Ctrl-C"
     finally:

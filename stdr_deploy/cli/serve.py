@@ -99,7 +99,7 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
         else:
             console.print(status_table(server, models, seconds, policy))
         console.print("serving; Ctrl-C stops it")
-        supervise(server, repo, policy, stop, as_json)
+        supervise(server, repo, policy, as_json)
     except KeyboardInterrupt:
         pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
     finally:
@@ -110,17 +110,36 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
             console.print("server stopped")
 
 
-def supervise(server, repo: Path, policy, stop: threading.Event, as_json: bool) -> None:
-    """Keep `server` answering until `stop` is set: each event a log line on stderr, and a JSON
-    line on stdout with --json (also for `auto`)."""
+def supervise(server, repo: Path, policy, as_json: bool) -> str:
+    """Keep `server` answering until Ctrl-C or SIGTERM (also for `auto`); returns which of the two.
+
+    Each event is a log line on stderr, and a JSON line on stdout with --json. The first signal
+    lets the probe in flight finish (an exception raised inside the HTTP client's event loop
+    would print a traceback); a second one stops at once.
+    """
     from stdr_deploy.supervise import watch
+
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+        stop.set()
 
     def report(event) -> None:
         log_line(f"supervise: {event.message}")
         if as_json:
             print_json(event.to_dict(), indent=None)
 
-    watch(server, repo, policy, report, stop)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watch(server, repo, policy, report, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return received[0]
 
 
 def _interrupt(stop: threading.Event) -> None:

@@ -246,10 +246,10 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
     """
     prober = Prober(server.http_url, repository_probes(repo), policy.timeout_s)
     failures = prober.check()
-    if failures:
+    if failures and server.exit_reason() is None:  # (a server that died meanwhile is the loop's to handle)
         raise server.failure("the deployment does not answer its probes: " + "; ".join(failures.values()))
     supervisor = Supervisor(policy, prober.orchestrators)
-    report(Event("watching", f"every probe passes ({', '.join(p.model for p in prober.probes)}); probing every "
+    report(Event("watching", f"supervising {', '.join(p.model for p in prober.probes)}: probing every "
                  f"{policy.interval_s:g} s, at most {policy.max_restarts} recoveries in {policy.window_s:g} s", "ready"))
     next_probe = time.monotonic() + policy.interval_s
     down_since: float | None = None

@@ -143,7 +143,7 @@ def supervise(server, repo: Path, policy, as_json: bool) -> str:
 
 
 def _interrupt(stop: threading.Event) -> None:
-    """SIGTERM: wake the main loop, or interrupt a wait that is still in progress."""
+    """SIGTERM while starting: interrupt the wait as Ctrl-C does (once; `supervise` handles it later)."""
     if stop.is_set():
         return
     stop.set()

@@ -269,8 +269,8 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
             continue
         down_since = down_since if down_since is not None else now
         if action.kind == GIVE_UP:
-            message = (f"{action.reason}; giving up: {policy.max_restarts} recoveries within {policy.window_s:g} s "
-                       "already (--max-restarts)")
+            message = (f"{action.reason}; giving up after {len(supervisor.recoveries)} recoveries within "
+                       f"{policy.window_s:g} s (--max-restarts {policy.max_restarts}, --restart-window)")
             report(Event("gave_up", message, supervisor.state, action.models))
             raise server.failure(message, CrashLoop)
         if not _recover(server, action, policy, supervisor.state, report, stop):

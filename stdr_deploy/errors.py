@@ -51,6 +51,10 @@ class ServerError(StdrError):
     exit_code = 7
 
 
+class CrashLoop(ServerError):
+    """The supervisor restarted or reloaded too often in too short a time and gave up."""
+
+
 class SmokeFailed(StdrError):
     """The deployed server answered, but a smoke check failed."""
 

@@ -27,6 +27,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -189,6 +190,10 @@ def server_command(
         f"--metrics-address={host}",
         f"--metrics-port={ports.metrics}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        # Every model loads at startup, and the repository API may unload and load one again:
+        # the supervisor (stdr_deploy/supervise.py) reloads a model whose stub died that way.
+        "--model-control-mode=explicit",
+        "--load-model=*",
         # Our own shm names: several servers never collide, and a killed one can be cleaned up.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
     ]
@@ -370,6 +375,17 @@ class TritonServer:
         self._launch(mode="w")
         return self
 
+    def restart(self) -> "TritonServer":
+        """Stop the server if it still runs (and what is left of it), then launch it again on the same
+        ports, so clients keep their URLs; the log goes on in the same file. Not yet ready: see
+        `wait_ready`."""
+        if self._process is None or self.ports is None:
+            raise ServerError("the server has not been started")
+        self.stop()
+        self.requested = (self.ports.http, self.ports.grpc, self.ports.metrics)
+        self._launch(mode="a")
+        return self
+
     def _launch(self, mode: str) -> None:
         """Run the binary on fresh free ports for those not asked for; log to `log_path`."""
         free = iter(free_ports(self.host, sum(port is None for port in self.requested)))
@@ -425,14 +441,12 @@ class TritonServer:
         """The exit code once the process has ended (negative: killed by that signal), else None."""
         return self._process.poll() if self._process else None
 
-    def check_alive(self) -> None:
-        """While serving: raise ServerError with how the server ended and its last log lines."""
+    def exit_reason(self) -> str | None:
+        """How the server ended while serving, or None while it runs."""
         returncode = self.returncode
-        if returncode is not None:
-            raise self._failure(
-                f"tritonserver (pid {self.pid}) {describe_exit(returncode)} while serving; "
-                "clients get no answer until it is started again"
-            )
+        if returncode is None:
+            return None
+        return f"tritonserver (pid {self.pid}) {describe_exit(returncode)} while serving"
 
     # -- where it listens ------------------------------------------------------------------
 
@@ -494,19 +508,38 @@ class TritonServer:
                     self._reap(self._process)
                     self._launch(mode="a")
                     continue
-                raise self._failure(f"tritonserver {describe_exit(returncode)} before it was ready")
+                raise self.failure(f"tritonserver {describe_exit(returncode)} before it was ready")
             states = self._index()
             if states is not None:
                 failed = [s for s in states if s.state == "UNAVAILABLE"]
                 if failed:
-                    raise self._failure(f"model {failed[0].name!r} is unavailable: {failed[0].reason}")
+                    raise self.failure(f"model {failed[0].name!r} is unavailable: {failed[0].reason}")
                 if all(s.state == "READY" for s in states) and self._answers("/v2/health/ready"):
                     if progress:
                         self._stream_events(seen, progress)
                     return states
             if time.monotonic() > deadline:
-                raise self._failure(f"tritonserver was not ready after {timeout:.0f} s")
+                raise self.failure(f"tritonserver was not ready after {timeout:.0f} s")
             time.sleep(0.2)
+
+    def load_model(self, name: str) -> None:
+        """(Re)load one model through the repository API; returns once it is loaded."""
+        self._repository_call(name, "load")
+
+    def unload_model(self, name: str) -> None:
+        """Start unloading one model: Triton answers at once and reports the model not ready."""
+        self._repository_call(name, "unload")
+
+    def _repository_call(self, name: str, action: str) -> None:
+        try:
+            self._request("POST", f"/v2/repository/models/{name}/{action}", b"{}", timeout=self.ready_timeout)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail)["error"]
+            raise ServerError(f"tritonserver could not {action} model {name!r}: {detail}") from exc
+        except OSError as exc:
+            raise ServerError(f"tritonserver did not answer the {action} of model {name!r}: {exc}") from exc
 
     def _index(self) -> list[ModelState] | None:
         """The repository index, or None while the HTTP endpoint is not up yet."""
@@ -522,9 +555,9 @@ class TritonServer:
             return False
         return True
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+    def _request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0) -> bytes:
         request = urllib.request.Request(self.http_url + path, data=body, method=method)
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
 
     def _stream_events(self, seen: int, progress: Callable[[str], None]) -> int:
@@ -546,10 +579,11 @@ class TritonServer:
         """The last log lines that say something: Triton's ASCII tables and blank lines left out."""
         return "\n".join([line for line in self._log_lines() if _says_something(line)][-lines:])
 
-    def _failure(self, what: str) -> ServerError:
+    def failure(self, what: str, kind: type[ServerError] = ServerError) -> ServerError:
+        """An error of `kind` saying `what`, why models failed to load, and the end of the log."""
         log = "\n".join(self._log_lines())
         reasons = "".join(f"\n  model {name!r} failed to load: {why}" for name, why in load_failures(log).items())
-        return ServerError(
+        return kind(
             f"{what}{reasons}\n--- last lines of {self.log_path} ---\n{self.log_tail()}",
             hint=f"the full server log is {self.log_path}",
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
 import click
@@ -17,10 +16,12 @@ from stdr_deploy.cli.options import (
     parse_weights,
     recognizer_option,
     recognizer_precision_option,
+    supervision_options,
     weights_option,
     workspace_option,
 )
 from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.cli.serve import supervise, supervision_summary
 from stdr_deploy.progress import Activity, interactive, log_line
 
 
@@ -41,15 +42,22 @@ from stdr_deploy.progress import Activity, interactive, log_line
 @click.option("--grpc-port", type=int, help="gRPC port (default: a free one).")
 @click.option("--metrics-port", type=int, help="Metrics port (default: a free one).")
 @click.option("--exit-after-smoke", is_flag=True, help="Stop the server once the smoke passes (for CI).")
-@click.option("--json", "as_json", is_flag=True, help="Print the deploy manifest as JSON on stdout.")
+@supervision_options
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the deploy manifest as JSON on stdout, then one JSON line per supervision event.")
 def command(recognizer, weights, artifacts, profile, variant, detector_precision, recognizer_precision, canvas, workspace,
-            repo, host, http_port, grpc_port, metrics_port, exit_after_smoke, as_json):
+            repo, host, http_port, grpc_port, metrics_port, exit_after_smoke, policy, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
+
+    While serving, the deployment is supervised as by `stdr-deploy serve`: models that fail an
+    inference probe are reloaded, a dead tritonserver is restarted on the same ports, each event
+    is logged, and more than --max-restarts recoveries within --restart-window end the command.
 
     \b
     Exit codes: 0 deployed (and, without --exit-after-smoke, served until Ctrl-C),
     2 bad arguments, 3 missing dependency, 4 host cannot run the request,
-    5 export/engine validation failed, 6 weights problem, 7 server failed, 8 smoke failed.
+    5 export/engine validation failed, 6 weights problem, 7 server failed or recovery gave up
+    (crash loop), 8 smoke failed.
     """
     from stdr_deploy.auto import AutoOptions, run_auto
 
@@ -83,8 +91,8 @@ def command(recognizer, weights, artifacts, profile, variant, detector_precision
     if as_json:
         print_json(result.manifest)
     else:
-        console.print(summary_table(result))
-    _serve(result.server, exit_after_smoke)
+        console.print(summary_table(result, policy))
+    _serve(result.server, options.repo, exit_after_smoke, policy, as_json)
 
 
 def _deploy(options, run_auto):
@@ -129,19 +137,16 @@ def _deploy(options, run_auto):
         raise
 
 
-def _serve(server, exit_after_smoke: bool) -> None:
-    """Keep serving until Ctrl-C or SIGTERM (or stop at once), and say that it stopped."""
+def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) -> None:
+    """Keep serving, supervised, until Ctrl-C or SIGTERM (or stop at once), and say that it stopped."""
     if exit_after_smoke:
         server.stop()
         console.print("server stopped (--exit-after-smoke)")
         return
     console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    reason = "SIGTERM"
+    reason = "Ctrl-C"
     try:
-        while not stop.wait(1.0):
-            server.check_alive()  # a server that dies ends the command with exit code 7 and why
+        reason = supervise(server, repo, policy, as_json)  # giving up ends the command with exit code 7 and why
     except KeyboardInterrupt:
         reason = "Ctrl-C"
     finally:
@@ -154,7 +159,7 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-def summary_table(result) -> Table:
+def summary_table(result, policy) -> Table:
     plan = result.plan
     table = Table(title="stdr-deploy auto", show_header=False)
     host = plan.host
@@ -180,4 +185,5 @@ def summary_table(result) -> Table:
     table.add_row("smoke", f"{'passed' if smoke.ok else 'FAILED'} ({len(smoke.checks)} checks)")
     urls = result.manifest.get("urls") or {}
     table.add_row("urls", "  ".join(f"{k}: {v}" for k, v in urls.items()))
+    table.add_row("supervision", supervision_summary(policy))
     return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable
@@ -10,6 +11,7 @@ import click
 
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.plan_schema import PRECISIONS
+from stdr_deploy.supervise import Policy
 from stdr_deploy.workspace import default_workspace
 
 RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny", "ppocr")
@@ -163,3 +165,31 @@ def read_plan(path: Path):
     except (ValueError, KeyError, TypeError) as exc:
         raise UserInputError(f"plan file {path} is not a valid plan: {exc}",
                              hint="write it again with `stdr-deploy plan`") from None
+
+
+def supervision_options(fn: Callable) -> Callable:
+    """--probe-interval, --probe-timeout, --max-restarts, --restart-window, passed on as one
+    `policy` (stdr_deploy.supervise.Policy)."""
+    default = Policy()
+
+    @functools.wraps(fn)
+    def with_policy(*args, probe_interval, probe_timeout, max_restarts, restart_window, **kwargs):
+        policy = Policy(interval_s=probe_interval, timeout_s=probe_timeout, max_restarts=max_restarts,
+                        window_s=restart_window)
+        return fn(*args, policy=policy, **kwargs)
+
+    options = [
+        click.option("--probe-interval", type=click.FloatRange(min=1), default=default.interval_s, show_default=True,
+                     help="Seconds between inference probes (a small image through the pipeline, the smallest "
+                     "input through each model); a model that fails one is reloaded."),
+        click.option("--probe-timeout", type=click.FloatRange(min=1), default=default.timeout_s, show_default=True,
+                     help="Seconds one probe request may take before it counts as failed."),
+        click.option("--max-restarts", type=click.IntRange(min=0), default=default.max_restarts, show_default=True,
+                     help="Model reloads and server restarts allowed within --restart-window; one more ends the "
+                     "command with exit code 7 (0: no recovery, stop at the first failure)."),
+        click.option("--restart-window", type=click.FloatRange(min=1), default=default.window_s, show_default=True,
+                     help="Seconds over which --max-restarts counts."),
+    ]
+    for option in reversed(options):
+        with_policy = option(with_policy)
+    return with_policy

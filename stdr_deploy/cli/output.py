@@ -18,10 +18,12 @@ LOG_WIDTH = 1000
 console = Console(stderr=True) if interactive() else Console(stderr=True, width=LOG_WIDTH, soft_wrap=True)
 
 
-def print_json(data: Any) -> None:
-    """Machine output goes to stdout alone; progress and messages go to stderr."""
-    json.dump(data, sys.stdout, indent=2, default=str)
+def print_json(data: Any, indent: int | None = 2) -> None:
+    """Machine output goes to stdout alone; progress and messages go to stderr. `indent=None`
+    writes one line, for a stream of JSON lines; each is flushed at once."""
+    json.dump(data, sys.stdout, indent=indent, default=str)
     sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 @contextlib.contextmanager

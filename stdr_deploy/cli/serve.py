@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from stdr_deploy.cli.options import workspace_option
+from stdr_deploy.cli.options import supervision_options, workspace_option
 from stdr_deploy.cli.output import activity, console, print_json
 from stdr_deploy.errors import UserInputError
+from stdr_deploy.progress import log_line
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -44,18 +45,26 @@ def model_dirs(repo: Path) -> list[Path]:
               help="Server log file (default: <workspace>/server.log, as `auto` writes it).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the server and every model to be ready.")
+@supervision_options
 @click.option("--json", "as_json", is_flag=True,
-              help="Once ready, print one JSON object (urls, pid, log, models) on stdout.")
-def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path, timeout, as_json):
+              help="Once ready, print one JSON object (urls, pid, log, models) on stdout, then one JSON "
+              "line per supervision event.")
+def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path, timeout, policy, as_json):
     """Start Triton on --repo, wait until every model is ready, and serve until Ctrl-C.
 
     Without a tritonserver of your own this runs the one shipped in nvidia-pytriton, with
     stdr-deploy's Python-based `onnxruntime` and `tensorrt` backends. Other commands reach the
     server through its URLs (`--url http://127.0.0.1:PORT` or `grpc://...`).
 
+    While serving, a supervisor probes every model with a real request. A model that fails its
+    probe (e.g. its Python-backend stub died) is unloaded, so Triton's /v2/health/ready says not
+    ready, and loaded again; a tritonserver that dies is restarted on the same ports. Each event is
+    a line on stderr. Recoveries back off (1 s, doubling); more than --max-restarts of them within
+    --restart-window end the command.
+
     \b
     Exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 bad arguments, 3 nvidia-pytriton missing,
-    7 the server failed to start, a model failed to load, or the server died.
+    7 the server failed to start, a model failed to load, or recovery gave up (crash loop).
     """
     from stdr_deploy.server import TritonServer
 
@@ -88,10 +97,9 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
                 "models": [{"name": m.name, "version": m.version, "state": m.state} for m in models],
             })
         else:
-            console.print(status_table(server, models, seconds))
+            console.print(status_table(server, models, seconds, policy))
         console.print("serving; Ctrl-C stops it")
-        while not stop.wait(0.5):
-            server.check_alive()
+        supervise(server, repo, policy, as_json)
     except KeyboardInterrupt:
         pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
     finally:
@@ -102,15 +110,47 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
             console.print("server stopped")
 
 
+def supervise(server, repo: Path, policy, as_json: bool) -> str:
+    """Keep `server` answering until Ctrl-C or SIGTERM (also for `auto`); returns which of the two.
+
+    Each event is a log line on stderr, and a JSON line on stdout with --json. The first signal
+    lets the probe in flight finish (an exception raised inside the HTTP client's event loop
+    would print a traceback); a second one stops at once.
+    """
+    from stdr_deploy.supervise import watch
+
+    stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum, _frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        received.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+        stop.set()
+
+    def report(event) -> None:
+        log_line(f"supervise: {event.message}")
+        if as_json:
+            print_json(event.to_dict(), indent=None)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        watch(server, repo, policy, report, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return received[0]
+
+
 def _interrupt(stop: threading.Event) -> None:
-    """SIGTERM: wake the main loop, or interrupt a wait that is still in progress."""
+    """SIGTERM while starting: interrupt the wait as Ctrl-C does (once; `supervise` handles it later)."""
     if stop.is_set():
         return
     stop.set()
     raise KeyboardInterrupt
 
 
-def status_table(server, models, seconds: float) -> Table:
+def status_table(server, models, seconds: float, policy) -> Table:
     table = Table(title=f"tritonserver ready in {seconds:.1f} s (pid {server.pid})", show_header=False)
     table.add_row("http", server.http_url)
     table.add_row("grpc", server.grpc_url)
@@ -119,4 +159,10 @@ def status_table(server, models, seconds: float) -> Table:
     for model in models:
         colour = "green" if model.state == "READY" else "red"
         table.add_row(f"model {model.name}", f"v{model.version} [{colour}]{model.state}[/]")
+    table.add_row("supervision", supervision_summary(policy))
     return table
+
+
+def supervision_summary(policy) -> str:
+    return (f"probe every {policy.interval_s:g} s; reload a failing model, restart a dead server; "
+            f"at most {policy.max_restarts} recoveries in {policy.window_s:g} s")

@@ -135,9 +135,9 @@ def _serve(server, exit_after_smoke: bool) -> None:
         server.stop()
         console.print("server stopped (--exit-after-smoke)")
         return
-    console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # before the line that invites it
+    console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
     reason = "SIGTERM"
     try:
         while not stop.wait(1.0):

@@ -115,10 +115,15 @@ def test_the_core_reads_a_recognizer_charset_and_benches_without_onnx(no_torch_e
         "import sys\nfrom stdr_deploy.models.ppocr import charset_from_onnx\n"
         f"print(len(charset_from_onnx({str(rec)!r})))\n"
         "assert 'onnx' not in sys.modules\n"
+        "from stdr_deploy.engines.graph import inspect_onnx\nfrom stdr_deploy.errors import MissingDependency\n"
+        f"try: inspect_onnx({str(rec)!r})\n"
+        "except MissingDependency as exc: print(exc.exit_code, exc.hint)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=no_torch_env)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) == NUM_CLASSES - 2  # blank and space are not in the dictionary
+    count, missing = done.stdout.splitlines()
+    assert int(count) == NUM_CLASSES - 2  # blank and space are not in the dictionary
+    assert missing.startswith("3 pip install 'stdr-deploy[tensorrt]'") and "pip install onnx" in missing  # engine builds
 
     out = tmp_path / "bench"
     done = run("bench", "--quick", "--models", "crnn-en", "--runtimes", "torch,ort-cpu", "--no-pipeline", "--out",

@@ -79,3 +79,24 @@ def require_torch():
             hint=EXPORT_EXTRA_HINT,
         ) from exc
     return torch
+
+
+# onnx (the graph library, 31 MB) is not in the core either: ONNX Runtime serves, reads the
+# recognizer's metadata and checks artefacts without it. These extras bring it.
+ONNX_EXTRA_HINTS = {
+    "export": EXPORT_EXTRA_HINT,
+    "tensorrt": "pip install 'stdr-deploy[tensorrt]' ('stdr-deploy[tensorrt-rtx]' for ahead-of-time builds; "
+    "`build --dry-run` needs only `pip install onnx`)",
+    "bench": "pip install 'stdr-deploy[bench]'",
+}
+
+
+def require_onnx(needed_for: str, extra: str):
+    """The onnx module, or MissingDependency (exit 3) naming the extra that installs it."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingDependency(
+            f"{needed_for} needs the onnx package, which is not installed", hint=ONNX_EXTRA_HINTS[extra]
+        ) from exc
+    return onnx

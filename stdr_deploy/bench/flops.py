@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from stdr_deploy.errors import require_onnx
+
 COUNTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN")
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -46,7 +48,7 @@ class FlopCount:
 
 def count_flops(model: Any, input_shapes: Mapping[str, Sequence[int]]) -> FlopCount:
     """FLOPs of `model` (an `onnx.ModelProto` or a path) run on inputs of `input_shapes`."""
-    import onnx
+    onnx = require_onnx("counting FLOPs", "bench")
 
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
     pinned = _pin_inputs(proto, input_shapes)

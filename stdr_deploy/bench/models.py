@@ -5,8 +5,10 @@ pipeline's own canvas resize and pad-to-32 (so 3280x2625 becomes 2560x2048 at ca
 recognizers run at batch 1, 4 and 16 of their usual crop size. Every call takes numpy in and
 gives numpy out, so GPU runtimes pay their host<->device copies as a served model does. Each
 runtime is compared with torch eager on the same kind of device, measured in the same run.
+Without torch (the core install) the torch runtimes are skipped with the reason; without
+onnx the GFLOP columns are empty, said once.
 
-Only torch, onnxruntime, onnx, numpy and opencv are needed here (no click, rich or
+Only torch, onnxruntime, onnx, numpy and opencv are used here (no click, rich or
 tritonclient), so `benchmarks/gpu_bench.py` can run this on a bare GPU machine.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 from stdr_deploy.bench.flops import count_flops
 from stdr_deploy.bench.peak import Peak
 from stdr_deploy.bench.stats import LatencyStats
+from stdr_deploy.errors import EXPORT_EXTRA_HINT, MissingDependency, require_onnx
 from stdr_deploy.ocr.detector_input import padded_size, resized_size
 
 # (name, height, width) of the reference benchmark's four images (CxHxW 3x472x338, 3x3280x2625,
@@ -118,12 +121,14 @@ class ModelBench:
     skipped: Mapping[str, str] = field(default_factory=dict)  # runtime -> why it did not run
     weights: str = "default"
     threads: int | None = None
+    flops_unavailable: str | None = None  # why the GFLOP columns are empty, when they all are
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "weights": self.weights,
             "threads": self.threads,
             "skipped_runtimes": dict(self.skipped),
+            "flops_unavailable": self.flops_unavailable,
             "results": [r.to_dict() for r in self.results],
         }
 
@@ -181,9 +186,13 @@ def plan_cases(
 def available_runtimes(engines: Mapping[str, Path] | None = None) -> dict[str, str | None]:
     """Runtime -> None when it can run here, else the reason it cannot."""
     import onnxruntime as ort
-    import torch
 
-    cuda = torch.cuda.is_available()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    no_torch = f"torch is not installed ({EXPORT_EXTRA_HINT})"
+    cuda = torch is not None and torch.cuda.is_available()
     providers = ort.get_available_providers()
     try:
         import tensorrt  # noqa: F401
@@ -191,10 +200,12 @@ def available_runtimes(engines: Mapping[str, Path] | None = None) -> dict[str, s
         trt_reason = None if engines else "no engine given (--engine MODEL=PATH, built by `stdr-deploy build`)"
     except ImportError:
         trt_reason = "tensorrt is not importable"
+    if torch is None and not trt_reason:
+        trt_reason = no_torch  # the engine runner holds CUDA memory through torch
     return {
-        "torch": None,
+        "torch": None if torch is not None else no_torch,
         "ort-cpu": None,
-        **{name: None if cuda else "torch sees no CUDA device" for name in TORCH_CUDA},
+        **{name: None if cuda else no_torch if torch is None else "torch sees no CUDA device" for name in TORCH_CUDA},
         "ort-cuda": None
         if "CUDAExecutionProvider" in providers
         else f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (providers: {', '.join(providers)})",
@@ -240,7 +251,10 @@ def run_model_bench(
     onnx_paths = _OnnxFiles(weights)
     measured: list[ModelResult] = []
     with onnx_paths:
-        flops = _flops_per_shape(runnable, onnx_paths)
+        try:
+            flops, flops_unavailable = _flops_per_shape(runnable, onnx_paths), None
+        except MissingDependency as exc:
+            flops, flops_unavailable = {}, f"{exc} ({exc.hint})"
         for (model, runtime), group in _grouped(runnable):
             try:
                 call = make_call(runtime, model, weights.get(model), onnx_paths, engines or {}, threads)
@@ -259,7 +273,7 @@ def run_model_bench(
             del call
     results = summarize(measured, flops, peaks or {})
     label = ", ".join(f"{m}={w}" for m, w in sorted(weights.items())) or "default"
-    return ModelBench(tuple(results), skipped, label, threads)
+    return ModelBench(tuple(results), skipped, label, threads, flops_unavailable)
 
 
 def summarize(
@@ -412,7 +426,9 @@ class _OnnxFiles:
 
 
 def _flops_per_shape(cases: Sequence[ModelCase], onnx_files: _OnnxFiles) -> dict[tuple[str, tuple[int, ...]], float | None]:
-    """GFLOPs per call for each distinct (model, shape); None where the graph can't be counted."""
+    """GFLOPs per call for each distinct (model, shape); None where the graph can't be counted.
+    MissingDependency without the onnx package: no count at all, said once for the whole table."""
+    require_onnx("counting FLOPs", "bench")
     out: dict[tuple[str, tuple[int, ...]], float | None] = {}
     for case in cases:
         key = (case.model, case.shape)

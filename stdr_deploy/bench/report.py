@@ -162,6 +162,8 @@ def _model_table(models: Mapping[str, Any] | None) -> list[str]:
         )
     for runtime, why in (models.get("skipped_runtimes") or {}).items():
         lines.append(f"\n{runtime}: not measured ({why}).")
+    if models.get("flops_unavailable"):
+        lines.append(f"\nGFLOP columns empty: {models['flops_unavailable']}.")
     return lines
 
 

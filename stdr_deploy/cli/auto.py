@@ -143,15 +143,25 @@ def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) ->
         server.stop()
         console.print("server stopped (--exit-after-smoke)")
         return
+    signal.signal(signal.SIGTERM, _terminated)  # before the line that invites it
     console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
-    reason = "Ctrl-C"
     try:
         reason = supervise(server, repo, policy, as_json)  # giving up ends the command with exit code 7 and why
+    except _Terminated:
+        reason = "SIGTERM"
     except KeyboardInterrupt:
         reason = "Ctrl-C"
     finally:
         server.stop()
     console.print(f"server stopped ({reason})")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM after the "serving on" line, before supervision installs its own handlers."""
+
+
+def _terminated(*_) -> None:
+    raise _Terminated
 
 
 def _interrupt(*_) -> None:

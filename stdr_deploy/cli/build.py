@@ -26,7 +26,7 @@ from stdr_deploy.workspace import default_workspace, write_json_atomic
               "Models not given are exported from their weights (cached).")
 @weights_option
 @click.option("--dry-run", is_flag=True,
-              help="Print each build's trtexec command on stdout (the specs as a table on stderr); needs no TensorRT.")
+              help="Print each build's trtexec command on stdout (the specs as a table on stderr); needs no TensorRT, only the onnx package.")
 @click.option("--check", is_flag=True,
               help="Build every engine ahead of time with TensorRT-RTX for the plan's GPU, with the plan's "
               "min/opt/max profiles, and keep none: checks the graphs and profiles on hosts without TensorRT "
@@ -46,7 +46,7 @@ def command(plan_path, host_path, onnx_args, weights, dry_run, check, as_json):
 
     \b
     Exit codes: 0 built (or checked), 2 bad input (e.g. the plan is not tensorrt_plan),
-    3 TensorRT (or, with --check, TensorRT-RTX) missing, 4 out of GPU memory even at the
+    3 TensorRT (or, with --check, TensorRT-RTX; with --dry-run, the onnx package) missing, 4 out of GPU memory even at the
     smallest shape, 5 a build, check or accuracy check failed (the message names the model,
     the ONNX node and the profile).
     """

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
 from google.protobuf.message import DecodeError
 
-from stdr_deploy.errors import UserInputError
+from stdr_deploy.errors import UserInputError, require_onnx
 from stdr_deploy.workspace import sha256_file
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class OnnxGraph:
 def inspect_onnx(path: str | Path) -> OnnxGraph:
     """Read `path` and derive the build-relevant facts."""
     path = Path(path)
+    onnx = require_onnx("building a TensorRT engine", "tensorrt")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (OSError, DecodeError) as exc:
@@ -43,6 +47,8 @@ def inspect_onnx(path: str | Path) -> OnnxGraph:
 
 
 def graph_precision(graph: onnx.GraphProto) -> str:
+    import onnx  # present: `graph` is one of its objects
+
     ops = {node.op_type for node in graph.node}
     if "QuantizeLinear" in ops:
         return "int8"

@@ -38,11 +38,18 @@ def _no_network(name: str):
 
 
 def charset_from_onnx(path: str | Path) -> str:
-    """The recognizer's dictionary, one character per class 1..6623 (blank and space excluded)."""
-    import onnx
+    """The recognizer's dictionary, one character per class 1..6623 (blank and space excluded).
 
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
+    Read through ONNX Runtime, which the deployment core has (the onnx package is an extra)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the metadata is wanted
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for unreadable files
+        raise UserInputError(f"cannot read ONNX model {path}: {exc}") from exc
+    props = session.get_modelmeta().custom_metadata_map
     if CHARACTER_KEY not in props:
         raise UserInputError(f"{path} has no {CHARACTER_KEY!r} metadata: it is not a PP-OCR recognizer")
     return charset_from_metadata(props[CHARACTER_KEY])

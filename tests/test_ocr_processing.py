@@ -218,7 +218,7 @@ def _reference_peaks(region: np.ndarray, labels: np.ndarray, count: int) -> np.n
 
 
 def _reference_ink_points(region, components, label, box_level) -> np.ndarray:
-    """`ink_points` the plain way: the whole window upsampled, every point listed by np.nonzero."""
+    """`ink_runs` the plain way: the whole window upsampled, every point listed by np.nonzero."""
     import cv2
 
     x, y, w, h, _ = (int(v) for v in components.stats[label])
@@ -289,7 +289,7 @@ def test_box_steps_equal_straightforward_computations_on_real_score_maps(real_sc
 
     points = []
     for k in found.words + found.faint:
-        points.append(boxes.ink_points(region, found, k, s.box_level))
+        points.append(boxes.ink_runs(region, found, k, s.box_level).points())
         np.testing.assert_array_equal(points[-1], _reference_ink_points(region, found, k, s.box_level))
     for k in found.words:
         assert boxes.text_angle(region, found, (k,)) == _reference_text_angle(region, found, (k,))

@@ -414,8 +414,7 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
     the crop stage pads what lies outside.
     """
     maps = score_map[0] if score_map.ndim == 4 else score_map
-    region = np.ascontiguousarray(maps[:, :, 0], dtype=np.float32)
-    link = np.ascontiguousarray(maps[:, :, 1], dtype=np.float32)
+    region, link = cv2.split(np.ascontiguousarray(maps, dtype=np.float32))  # one pass over the interleaved maps
     components = find_words(region, link, text_threshold, link_threshold, low_text)
     peaks = components.peaks
     if box_fit == "craft":

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from stdr_deploy.ocr import PipelineSettings, read_image
@@ -218,7 +220,7 @@ def _reference_peaks(region: np.ndarray, labels: np.ndarray, count: int) -> np.n
 
 
 def _reference_ink_points(region, components, label, box_level) -> np.ndarray:
-    """`ink_points` the plain way: the whole window upsampled, every point listed by np.nonzero."""
+    """`ink_runs` the plain way: the whole window upsampled, every point listed by np.nonzero."""
     import cv2
 
     x, y, w, h, _ = (int(v) for v in components.stats[label])
@@ -289,7 +291,7 @@ def test_box_steps_equal_straightforward_computations_on_real_score_maps(real_sc
 
     points = []
     for k in found.words + found.faint:
-        points.append(boxes.ink_points(region, found, k, s.box_level))
+        points.append(boxes.ink_runs(region, found, k, s.box_level).points())
         np.testing.assert_array_equal(points[-1], _reference_ink_points(region, found, k, s.box_level))
     for k in found.words:
         assert boxes.text_angle(region, found, (k,)) == _reference_text_angle(region, found, (k,))
@@ -313,6 +315,36 @@ def test_near_pairs_equal_every_pair_tested_on_crowded_boxes():
 
 
 # --- box -> crop ------------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([0, 3])),
+    corner=st.tuples(st.floats(-30, 70), st.floats(-30, 70)),
+    size=st.tuples(st.floats(0.01, 60), st.floats(0.01, 60)),  # a flat quad has no warp to compare with
+    whole=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_an_upright_box_is_cut_as_a_warp_by_whole_pixels_would(shape, corner, size, whole, seed):
+    """`rectify` copies an axis-aligned window (border repeated outside the image): the same
+    pixels as the perspective warp of the window snapped to whole pixels, done here with cv2."""
+    import cv2
+
+    height, width, channels = shape
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, channels) if channels else (height, width),
+                                                 dtype=np.uint8)
+    (x0, y0), (w, h) = corner, size
+    if whole:
+        x0, y0, w, h = float(round(x0)), float(round(y0)), float(max(round(w), 1)), float(max(round(h), 1))
+    polygon = np.array([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]])
+    left, top = math.floor(x0), math.floor(y0)
+    right, bottom = math.ceil(x0 + w), math.ceil(y0 + h)
+    out_w, out_h = max(right - left, 1), max(bottom - top, 1)
+    source = np.array([[left, top], [right, top], [right, bottom], [left, bottom]], np.float32) - 0.5
+    target = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], np.float32) - 0.5
+    expected = cv2.warpPerspective(image, cv2.getPerspectiveTransform(source, target), (out_w, out_h),
+                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    np.testing.assert_array_equal(rectify(image, polygon), expected)
+
 
 def test_rotated_word_is_rectified_upright():
     font = ImageFont.truetype("DejaVuSans.ttf", 40) if _has_dejavu() else ImageFont.load_default(size=40)

@@ -83,6 +83,14 @@ def _word_row(centres: list[float], ridge: float) -> np.ndarray:
     return region
 
 
+def _single_points(points: np.ndarray):
+    """An `Ink` holding each of `points` (x, y) as a run of its own."""
+    from stdr_deploy.ocr.boxes import Ink
+
+    xs, ys = np.asarray(points, dtype=np.float64).T
+    return Ink(ys.copy(), xs.copy(), xs.copy(), np.ones(len(xs), dtype=np.int64))
+
+
 @pytest.mark.parametrize(("ridge", "pieces"), [(0.0, 2), (0.2, 1)])
 def test_a_component_is_cut_at_a_word_space_but_not_at_an_underscore(ridge, pieces):
     from stdr_deploy.ocr.boxes import split_at_spaces
@@ -90,38 +98,78 @@ def test_a_component_is_cut_at_a_word_space_but_not_at_an_underscore(ridge, piec
     region = _word_row([10, 16, 22, 40, 46, 52], ridge)  # two 3-letter words, 18 px between centres
     ys, xs = np.nonzero(region > 0.25)
     points = np.stack([xs + 0.5, ys + 0.5], axis=1).astype(np.float64)
-    parts = split_at_spaces(points, 0.0, region, merge_gap=0.1, bridge_floor=0.1)
+    parts = split_at_spaces(_single_points(points), 0.0, region, merge_gap=0.1, bridge_floor=0.1)
     assert len(parts) == pieces
     assert sum(len(p) for p in parts) == len(points)
     if pieces == 2:
-        assert parts[0][:, 0].max() < 31 < parts[1][:, 0].min()
+        assert parts[0].points()[:, 0].max() < 31 < parts[1].points()[:, 0].min()
+
+
+def _reference_split(points: np.ndarray, angle: float, region: np.ndarray, merge_gap: float,
+                     bridge_floor: float) -> list[np.ndarray]:
+    """`split_at_spaces` point by point: sort every point along the line, cut at each step wider
+    than merge_gap x the height across it that the region score does not bridge."""
+    from stdr_deploy.ocr.boxes import bridge_level
+
+    cos, sin = math.cos(angle), math.sin(angle)
+    along = points[:, 0] * cos + points[:, 1] * sin
+    across = -points[:, 0] * sin + points[:, 1] * cos
+    limit = merge_gap * float(np.ptp(across))
+    order = np.argsort(along, kind="stable")
+    ends = along[order]
+    band = (float(across.min()), float(across.max()))
+    cuts = [g + 1 for g in np.flatnonzero(np.diff(ends) > limit)
+            if bridge_level(region, (float(ends[g]), float(ends[g + 1])), band, angle) < bridge_floor]
+    return [points[np.sort(part)] for part in np.split(order, cuts)]
+
+
+def _sorted_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort((points[:, 0], points[:, 1]))]
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    starts=st.lists(st.integers(0, 400), min_size=1, max_size=12),
-    widths=st.lists(st.integers(1, 60), min_size=12, max_size=12),
-    height=st.integers(1, 30),
-    angle=st.sampled_from([0.0, 0.3, -0.5]),
+    runs=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 600), st.integers(1, 80)), min_size=1, max_size=40),
+    angle=st.sampled_from([0.0, 0.05, 0.3, -0.5, 1.2]),
+    merge_gap=st.sampled_from([0.0, 0.02, 0.1, 0.3]),
+    seed=st.integers(0, 3),
 )
-def test_split_at_spaces_cuts_exactly_where_sorted_gaps_exceed_the_limit(starts, widths, height, angle):
-    """The bin test that skips the sort must never miss a gap: with no region-score bridge, the
-    parts are exactly the runs of the sorted positions split where a step exceeds merge_gap x height."""
-    from stdr_deploy.ocr.boxes import split_at_spaces
+def test_split_at_spaces_on_runs_equals_the_point_by_point_rule(runs, angle, merge_gap, seed):
+    """Runs of ink on the 1/4-pixel grid (rows, starts, lengths), split as runs, against every
+    point sorted along the line; thin ink and tiny gaps too (the limit then within a step). The
+    region score is random blobs, so some gaps are bridged and some are cut."""
+    from stdr_deploy.ocr.boxes import Ink, split_at_spaces
 
-    rows = []
-    for start, width in zip(starts, widths):
-        for x in range(start, start + width):
-            for y in range(0, height + 1, max(1, height // 3)):
-                rows.append((x * math.cos(angle) - y * math.sin(angle) + 600, x * math.sin(angle) + y * math.cos(angle) + 600))
-    points = np.array(rows, dtype=np.float32)
-    region = np.zeros((1400, 1400), np.float32)  # no bridge anywhere: every wide gap is cut
-    parts = split_at_spaces(points, angle, region, merge_gap=0.1, bridge_floor=0.1)
-    along = points[:, 0] * math.cos(angle) + points[:, 1] * math.sin(angle)
-    across = -points[:, 0] * math.sin(angle) + points[:, 1] * math.cos(angle)
-    order = np.argsort(along, kind="stable")
-    cut = np.flatnonzero(np.diff(along[order]) > 0.1 * float(np.ptp(across))) + 1
-    expected = [points[np.sort(run)] for run in np.split(order, cut)]
-    assert len(parts) == len(expected)
-    for got, want in zip(parts, expected):
-        np.testing.assert_array_equal(got, want)
+    rows = np.array([r for r, _, _ in runs], dtype=np.float64) / 4 + 300.125
+    starts = np.array([x for _, x, _ in runs], dtype=np.float64) / 4 + 300.125
+    lengths = np.array([n for _, _, n in runs], dtype=np.int64)
+    ink = Ink(rows, starts, starts + (lengths - 1) / 4, lengths)
+    rng = np.random.default_rng(seed)
+    region = np.zeros((700, 700), np.float32)
+    region[::7, ::5] = rng.uniform(0, 0.3, region[::7, ::5].shape).astype(np.float32)
+    points = ink.points()
+    got = split_at_spaces(ink, angle, region, merge_gap=merge_gap, bridge_floor=0.1)
+    want = _reference_split(points, angle, region, merge_gap, 0.1)
+    assert len(got) == len(want)
+    for part, expected in zip(got, want):
+        np.testing.assert_array_equal(_sorted_rows(part.points()), _sorted_rows(expected))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 4000), st.integers(1, 300)), min_size=1, max_size=30),
+    angle=st.floats(-1.5, 1.5),
+)
+def test_extent_of_runs_equals_the_extent_of_every_point(runs, angle):
+    """A word's extremes along and across a direction, from its runs' ends, against all its points."""
+    from stdr_deploy.ocr.boxes import Ink, _extent
+
+    rows = np.array([r for r, _, _ in runs], dtype=np.float64) / 4 + 0.125
+    starts = np.array([x for _, x, _ in runs], dtype=np.float64) / 4 + 0.125
+    lengths = np.array([n for _, _, n in runs], dtype=np.int64)
+    ink = Ink(rows, starts, starts + (lengths - 1) / 4, lengths)
+    xs, ys = ink.points().T
+    cos, sin = math.cos(angle), math.sin(angle)
+    along, across = xs * cos + ys * sin, ys * cos - xs * sin
+    assert len(ink) == len(xs)
+    assert _extent(ink, angle) == (along.min(), along.max(), across.min(), across.max())

@@ -70,6 +70,52 @@ class Components:
     peaks: np.ndarray  # float32 peak region score per label, for `words` and `faint` (0 elsewhere)
 
 
+@dataclass(frozen=True)
+class Ink:
+    """Points inside a word's outline, on the 1/UPSAMPLE grid of score-map units, kept as
+    horizontal runs: run i holds the points (x0[i] + k / UPSAMPLE, y[i]) for k < n[i].
+
+    Every later step needs only the extremes of the points along and across a direction, their
+    count, and the gaps between them along a direction; a projection is monotonic along a row
+    (also after float rounding), so each run's two ends stand for all its points. A large word
+    holds 10^5-10^6 points but a few thousand runs.
+    """
+
+    y: np.ndarray  # float64 per run
+    x0: np.ndarray  # float64, the run's first point
+    x1: np.ndarray  # float64, the run's last point
+    n: np.ndarray  # int64 points per run
+
+    def __len__(self) -> int:
+        return int(self.n.sum())
+
+    @classmethod
+    def concat(cls, inks: list["Ink"]) -> "Ink":
+        return cls(*(np.concatenate([getattr(ink, f) for ink in inks]) for f in ("y", "x0", "x1", "n")))
+
+    def take(self, runs: np.ndarray) -> "Ink":
+        return Ink(self.y[runs], self.x0[runs], self.x1[runs], self.n[runs])
+
+    def points(self) -> np.ndarray:
+        """Every point, (N, 2) float64 x, y, run by run."""
+        first = np.repeat(np.cumsum(self.n) - self.n, self.n)
+        steps = np.arange(len(self), dtype=np.float64) - first
+        return np.stack([np.repeat(self.x0, self.n) + steps * (1.0 / UPSAMPLE), np.repeat(self.y, self.n)], axis=1)
+
+    def singles(self) -> "Ink":
+        """The same points, one run each."""
+        xs, ys = self.points().T
+        return Ink(ys, xs, xs.copy(), np.ones(len(xs), dtype=np.int64))
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """x min, y min, x max, y max."""
+        return float(self.x0.min()), float(self.y.min()), float(self.x1.max()), float(self.y.max())
+
+    def ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """x and y of both ends of every run: first ends, then last ends."""
+        return np.concatenate([self.x0, self.x1]), np.concatenate([self.y, self.y])
+
+
 def find_words(region: np.ndarray, link: np.ndarray, text_threshold: float, link_threshold: float,
                low_text: float) -> Components:
     """CRAFT's word grouping: components of (region > low_text) | (link > link_threshold).
@@ -128,8 +174,8 @@ def craft_polygon(components: Components, label: int) -> np.ndarray:
     return np.roll(box, 4 - int(box.sum(axis=1).argmin()), axis=0)
 
 
-def ink_points(region: np.ndarray, components: Components, label: int, box_level: float) -> np.ndarray:
-    """Points (score-map units, 1/4-pixel grid) inside the word's outline at `box_level` x its peak.
+def ink_runs(region: np.ndarray, components: Components, label: int, box_level: float) -> Ink:
+    """The points (score-map units, 1/4-pixel grid) inside the word's outline at `box_level` x its peak.
 
     The outline is searched near the word's core (its pixels with region score above `low_text`)
     only: at most a fifth of the core's thickness away, so a faint blob that the affinity map
@@ -154,6 +200,7 @@ def ink_points(region: np.ndarray, components: Components, label: int, box_level
         near &= to_core <= to_others
     scores = np.where(near, region[y0:y1, x0:x1], np.float32(0.0))
     r0, r1, c0, c1 = 0, scores.shape[0], 0, scores.shape[1]
+    empty = Ink(np.empty(0), np.empty(0), np.empty(0), np.empty(0, dtype=np.int64))
     if level > 0:
         # Upsample only around the pixels near the level: a finer pixel is a weighted mean of
         # the 2x2 pixels around it, so it can exceed the level only next to one that (nearly)
@@ -161,22 +208,30 @@ def ink_points(region: np.ndarray, components: Components, label: int, box_level
         rows = np.flatnonzero(scores.max(axis=1) > level * (1 - 1e-6))
         cols = np.flatnonzero(scores.max(axis=0) > level * (1 - 1e-6))
         if not len(rows):
-            return np.empty((0, 2))
+            return empty
         r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, r1)
         c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, c1)
     part = scores[r0:r1, c0:c1]
     fine = cv2.resize(part, (part.shape[1] * UPSAMPLE, part.shape[0] * UPSAMPLE), interpolation=cv2.INTER_LINEAR)
-    inside = cv2.findNonZero((fine > level).view(np.uint8))  # (x, y) per point, row by row
-    if inside is None:
-        return np.empty((0, 2))
-    # Fine pixel i of the part is at (i + 0.5) / UPSAMPLE + part offset + window offset; every
-    # term is a multiple of 1/8 (UPSAMPLE 4), exact in float64, so any order gives the same bits. In place:
-    # a word can hold 10^6 points.
-    points = inside.reshape(-1, 2).astype(np.float64)
-    points *= 1.0 / UPSAMPLE
-    points[:, 0] += x0 + c0 + 0.5 / UPSAMPLE
-    points[:, 1] += y0 + r0 + 0.5 / UPSAMPLE
-    return points
+    # Runs of inside pixels per fine row, from where the row changes state: a column of zeros
+    # after each row keeps rows apart in the flat array, and the first change is a start.
+    rows_n, cols_n = fine.shape
+    inside = np.zeros((rows_n, cols_n + 1), dtype=bool)
+    np.greater(fine, level, out=inside[:, :cols_n])
+    flat = inside.ravel()
+    changes = np.flatnonzero(flat[1:] != flat[:-1])
+    if flat[0]:
+        changes = np.concatenate([[-1], changes])
+    if not len(changes):
+        return empty
+    first, last = changes[0::2] + 1, changes[1::2]  # flat indices of each run's first and last pixel
+    row, col0 = np.divmod(first, cols_n + 1)
+    col1 = last - row * (cols_n + 1)
+    # Fine pixel i of the part is at (i + 0.5) / UPSAMPLE + part offset + window offset: every
+    # term is a multiple of 1/8 (UPSAMPLE 4), exact in float64.
+    scale = 1.0 / UPSAMPLE
+    return Ink(y=row * scale + (y0 + r0 + 0.5 / UPSAMPLE), x0=col0 * scale + (x0 + c0 + 0.5 / UPSAMPLE),
+               x1=col1 * scale + (x0 + c0 + 0.5 / UPSAMPLE), n=col1 - col0 + 1)
 
 
 def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ...]) -> float:
@@ -206,7 +261,7 @@ def text_angle(region: np.ndarray, components: Components, labels: tuple[int, ..
     return math.atan(np.polyfit(cx, cy, 1, w=np.sqrt(weights))[0])
 
 
-def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[bool],
+def fragment_groups(inks: list[Ink], angles: list[float], faint: list[bool],
                     merge_gap: float, region: np.ndarray, bridge_floor: float) -> list[list[int]]:
     """Group pieces that are one word cut apart; every group holds at least one non-faint piece.
 
@@ -217,7 +272,7 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
     `bridge_floor` on the way across it (see `bridge_level`). Faint pieces only ever join a
     word, never each other, and are dropped when they join nothing.
     """
-    parent = list(range(len(points)))
+    parent = list(range(len(inks)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -225,12 +280,12 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
             i = parent[i]
         return i
 
-    bounds = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in points]).reshape(-1, 4)
+    bounds = np.array([ink.bounds() for ink in inks]).reshape(-1, 4)
     for i, j in _near_pairs(bounds, max(merge_gap, BRIDGE_REACH)):
         if faint[i] and faint[j]:
             continue
-        big, small = (i, j) if len(points[i]) >= len(points[j]) else (j, i)
-        (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(points[k], angles[big]) for k in (big, small))
+        big, small = (i, j) if len(inks[i]) >= len(inks[j]) else (j, i)
+        (a0, a1, c0, c1), (b0, b1, d0, d1) = (_extent(inks[k], angles[big]) for k in (big, small))
         if min(c1, d1) - max(c0, d0) < 0.5 * min(c1 - c0, d1 - d0):
             continue
         gap_along = max(b0 - a1, a0 - b1)
@@ -240,42 +295,48 @@ def fragment_groups(points: list[np.ndarray], angles: list[float], faint: list[b
         ):
             parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
-    for i in range(len(points)):
+    for i in range(len(inks)):
         groups.setdefault(root(i), []).append(i)
     return [g for g in groups.values() if not all(faint[i] for i in g)]
 
 
-def split_at_spaces(points: np.ndarray, angle: float, region: np.ndarray, merge_gap: float,
-                    bridge_floor: float) -> list[np.ndarray]:
-    """Cut one component's ink points where a word space runs across it.
+def split_at_spaces(ink: Ink, angle: float, region: np.ndarray, merge_gap: float,
+                    bridge_floor: float) -> list[Ink]:
+    """Cut one component's ink where a word space runs across it.
 
     CRAFT's affinity map sometimes links the last character of a word to the first of the next
     (blur and low contrast in photos: 'PAY FOR'). A cut is made where, along the line, the ink
     leaves a gap wider than `merge_gap` x the component's height that the region score does not
     bridge above `bridge_floor`: the same test `fragment_groups` uses to join pieces, so what is
     cut here is never joined again there.
+
+    The gaps are those between the points sorted along the line. Each run covers an interval
+    along it with steps of at most 1/UPSAMPLE, so where the limit is wider than a step no gap
+    falls inside a run: the gaps are those of the union of the runs' intervals, found by one
+    sort of the runs. Thinner ink (limit within a step) is handled point by point.
     """
     cos, sin = math.cos(angle), math.sin(angle)
-    along = points[:, 0] * cos + points[:, 1] * sin
-    across = -points[:, 0] * sin + points[:, 1] * cos
-    height = float(np.ptp(across)) if len(points) else 0.0
+    xs, ys = ink.ends()
+    along = xs * cos + ys * sin
+    across = -xs * sin + ys * cos
+    height = float(np.ptp(across)) if len(along) else 0.0
     limit = merge_gap * height
-    if limit > 0 and len(points):
-        # A gap wider than `limit` holds a whole bin `limit` / 2 wide: if every such bin between
-        # the ends has ink, there is none, and the sort below (most of this step's time) is skipped.
-        bins = ((along - along.min()) * (2.0 / limit)).astype(np.int64)
-        if np.bincount(bins).all():
-            return [points]
-    order = np.argsort(along, kind="stable")
-    ends = along[order]
-    gaps = np.flatnonzero(np.diff(ends) > limit)
-    cuts = [g for g in gaps
-            if bridge_level(region, (float(ends[g]), float(ends[g + 1])), (float(across.min()), float(across.max())), angle)
-            < bridge_floor]
+    if limit <= abs(cos) / UPSAMPLE + 1e-6 and len(along):
+        ink = ink.singles()
+        xs, ys = ink.ends()
+        along = xs * cos + ys * sin
+    runs = len(ink.n)
+    low, high = np.minimum(along[:runs], along[runs:]), np.maximum(along[:runs], along[runs:])
+    order = np.argsort(low, kind="stable")
+    starts, reached = low[order], np.maximum.accumulate(high[order])
+    gaps = np.flatnonzero(starts[1:] - reached[:-1] > limit)
+    band = (float(across.min()), float(across.max())) if len(along) else (0.0, 0.0)
+    cuts = [float(starts[g + 1]) for g in gaps
+            if bridge_level(region, (float(reached[g]), float(starts[g + 1])), band, angle) < bridge_floor]
     if not cuts:
-        return [points]
-    bounds = [0, *[g + 1 for g in cuts], len(order)]
-    return [points[np.sort(order[a:b])] for a, b in zip(bounds, bounds[1:])]
+        return [ink]
+    piece = np.searchsorted(np.array(cuts), low, side="right")
+    return [ink.take(piece == k) for k in range(len(cuts) + 1)]
 
 
 def bridge_level(region: np.ndarray, along: tuple[float, float], across: tuple[float, float],
@@ -320,11 +381,13 @@ def _near_pairs(bounds: np.ndarray, gap: float) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in pairs]
 
 
-def _extent(points: np.ndarray, angle: float) -> tuple[float, float, float, float]:
-    """(min, max) along and (min, max) across the direction `angle` of a point set."""
-    xs, ys = points[:, 0], points[:, 1]
-    if angle == 0.0:  # the same numbers as the rotation below, without a pass over the points
-        return float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+def _extent(ink: Ink, angle: float) -> tuple[float, float, float, float]:
+    """(min, max) along and (min, max) across the direction `angle` of a word's ink: those of
+    its runs' ends, as a projection is monotonic along each run."""
+    if angle == 0.0:  # the same numbers as the rotation below
+        x0, y0, x1, y1 = ink.bounds()
+        return x0, x1, y0, y1
+    xs, ys = ink.ends()
     cos, sin = math.cos(angle), math.sin(angle)
     along = xs * cos
     along += ys * sin
@@ -333,9 +396,9 @@ def _extent(points: np.ndarray, angle: float) -> tuple[float, float, float, floa
     return float(along.min()), float(along.max()), float(across.min()), float(across.max())
 
 
-def oriented_box(points: np.ndarray, angle: float, pad: float) -> np.ndarray:
-    """Smallest rectangle at `angle` around `points` (grown by `pad`), clockwise from top-left."""
-    a0, a1, c0, c1 = _extent(points, angle)
+def oriented_box(ink: Ink, angle: float, pad: float) -> np.ndarray:
+    """Smallest rectangle at `angle` around the ink (grown by `pad`), clockwise from top-left."""
+    a0, a1, c0, c1 = _extent(ink, angle)
     a0, a1, c0, c1 = a0 - pad, a1 + pad, c0 - pad, c1 + pad
     cos, sin = math.cos(angle), math.sin(angle)
     corners = [(a0, c0), (a1, c0), (a1, c1), (a0, c1)]
@@ -351,8 +414,7 @@ def word_boxes(score_map: np.ndarray, det: DetectorInput, *, text_threshold: flo
     the crop stage pads what lies outside.
     """
     maps = score_map[0] if score_map.ndim == 4 else score_map
-    region = np.ascontiguousarray(maps[:, :, 0], dtype=np.float32)
-    link = np.ascontiguousarray(maps[:, :, 1], dtype=np.float32)
+    region, link = cv2.split(np.ascontiguousarray(maps, dtype=np.float32))  # one pass over the interleaved maps
     components = find_words(region, link, text_threshold, link_threshold, low_text)
     peaks = components.peaks
     if box_fit == "craft":
@@ -371,11 +433,11 @@ def _ink_boxes(region: np.ndarray, components: Components, peaks: np.ndarray, bo
                straight_below_deg: float, merge_gap: float, bridge_floor: float) -> list[tuple[np.ndarray, float]]:
     labels = components.words + components.faint
     faint = [k in components.faint for k in labels]
-    points = [ink_points(region, components, k, box_level) for k in labels]
+    inks = [ink_runs(region, components, k, box_level) for k in labels]
     angles = [0.0 if weak else text_angle(region, components, (k,)) for k, weak in zip(labels, faint)]
     # a component the affinity map carried across a word space is cut there into words
     pieces = [(i, part) for i in range(len(labels))
-              for part in ([points[i]] if faint[i] else split_at_spaces(points[i], angles[i], region, merge_gap, bridge_floor))]
+              for part in ([inks[i]] if faint[i] else split_at_spaces(inks[i], angles[i], region, merge_gap, bridge_floor))]
     owners = [i for i, _ in pieces]
     found = []
     for group in fragment_groups([part for _, part in pieces], [angles[i] for i in owners], [faint[i] for i in owners],
@@ -386,6 +448,6 @@ def _ink_boxes(region: np.ndarray, components: Components, peaks: np.ndarray, bo
             if whole else angles[owners[group[0]]]
         if abs(math.degrees(angle)) < straight_below_deg:
             angle = 0.0
-        polygon = oriented_box(np.concatenate([pieces[i][1] for i in group]), angle, pad=0.5 / UPSAMPLE)
+        polygon = oriented_box(Ink.concat([pieces[i][1] for i in group]), angle, pad=0.5 / UPSAMPLE)
         found.append((polygon, float(peaks[list(members)].max())))
     return found

@@ -44,15 +44,26 @@ def rectify(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     border."""
     p = np.asarray(polygon, dtype=np.float64)
     if p[0, 1] == p[1, 1] and p[0, 0] == p[3, 0]:  # axis-aligned: whole pixels, exact copy
-        x0, y0 = math.floor(p[:, 0].min()), math.floor(p[:, 1].min())
-        x1, y1 = math.ceil(p[:, 0].max()), math.ceil(p[:, 1].max())
-        p = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+        return _copy_window(image, math.floor(p[:, 0].min()), math.floor(p[:, 1].min()),
+                            math.ceil(p[:, 0].max()), math.ceil(p[:, 1].max()))
     width = max(int(round(np.linalg.norm(p[1] - p[0]))), 1)
     height = max(int(round(np.linalg.norm(p[3] - p[0]))), 1)
     target = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
     # cv2 addresses pixel centres: continuous coordinate c is index c - 0.5
     matrix = cv2.getPerspectiveTransform((p - 0.5).astype(np.float32), (target - 0.5).astype(np.float32))
     return cv2.warpPerspective(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _copy_window(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """Pixels [y0, y1) x [x0, x1) (at least one of each), the border repeated outside the image:
+    what a warp by whole pixels gives, as a plain copy of the window (a tenth of the time)."""
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    height, width = image.shape[:2]
+    if 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height:
+        return image[y0:y1, x0:x1].copy()
+    rows = np.clip(np.arange(y0, y1), 0, height - 1)
+    cols = np.clip(np.arange(x0, x1), 0, width - 1)
+    return image[rows[:, None], cols]
 
 
 def stretch_contrast(crop: np.ndarray, target: float) -> np.ndarray:

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -46,6 +47,13 @@ STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
 PORT_RACE_RETRIES = 2
 REAP_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Triton 2.51 (nvidia-pytriton 0.7.0) sizes the buffer of an HTTP JSON request from its declared
+# shape before it reads a value: `"shape": [1, 100000, 100000, 3], "data": [1]` (about 100 bytes)
+# asks for 30 GB and aborts the server with std::bad_alloc. gRPC and binary HTTP bodies compare
+# the data size with the shape first, and 2.51 has no HTTP input size limit. So by default HTTP
+# inference demands this header with a random value given to no client: such requests get 403,
+# while health, metadata, the repository API and metrics stay on HTTP. Inference goes over gRPC.
+HTTP_INFERENCE_HEADER = "stdr-http-inference"
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 _LOAD_EVENT = re.compile(r"(loading: \S+|successfully loaded '[^']+'|failed to load '[^']+'.*)")
@@ -171,8 +179,15 @@ def server_environment(triton: EmbeddedTriton, base: dict[str, str]) -> dict[str
 
 
 def server_command(
-    binary: Path, repo: Path, host: str, ports: Ports, shm_prefix: str, backends: Path | None
+    binary: Path,
+    repo: Path,
+    host: str,
+    ports: Ports,
+    shm_prefix: str,
+    backends: Path | None,
+    http_inference_key: str | None = None,
 ) -> list[str]:
+    """The tritonserver command line; `http_inference_key` None leaves HTTP inference open."""
     command = [
         str(binary),
         f"--model-repository={repo}",
@@ -186,6 +201,8 @@ def server_command(
         # Our own shm names: several servers never collide, and a killed one can be cleaned up.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
     ]
+    if http_inference_key is not None:
+        command.append(f"--http-restricted-api=inference:{HTTP_INFERENCE_HEADER}={http_inference_key}")
     if backends is not None:
         # Our Python-based backends: none defines auto_complete_config, so Triton's auto-complete
         # pass would only start one more stub per model (about half of the load time here).
@@ -289,6 +306,7 @@ class TritonServer:
 
     `binary=None` runs the embedded server with our Python-based backends. Any other binary
     (e.g. /opt/tritonserver/bin/tritonserver in the NGC container) runs with its own backends.
+    Inference is served over gRPC only unless `http_inference` (see HTTP_INFERENCE_HEADER).
     """
 
     def __init__(
@@ -302,6 +320,7 @@ class TritonServer:
         log_path: Path | None = None,
         binary: Path | None = None,
         ready_timeout: float = 120.0,
+        http_inference: bool = False,
     ):
         self.repo = Path(repo).resolve()
         self.host = host
@@ -309,6 +328,7 @@ class TritonServer:
         self.log_path = Path(log_path) if log_path else None
         self.binary = Path(binary) if binary else None
         self.ready_timeout = ready_timeout
+        self.http_inference = http_inference
         self.ports: Ports | None = None
         self.shm_prefix = f"stdr_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._process: subprocess.Popen | None = None
@@ -369,7 +389,8 @@ class TritonServer:
         free = iter(free_ports(self.host, sum(port is None for port in self.requested)))
         self.ports = Ports(*(port if port is not None else next(free) for port in self.requested))
         binary, backends = self._launcher
-        command = server_command(binary, self.repo, self.host, self.ports, self.shm_prefix, backends)
+        key = None if self.http_inference else secrets.token_hex(16)
+        command = server_command(binary, self.repo, self.host, self.ports, self.shm_prefix, backends, key)
         with open(self.log_path, mode) as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()

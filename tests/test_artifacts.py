@@ -199,7 +199,7 @@ def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_
         assert steps["export"]["outputs"][model]["onnx"] == str(artefacts / family / "fp32" / "model.onnx")
     assert manifest["artifacts"] == str(artefacts) and manifest["versions"]["torch"] is not None  # installed, blocked
     checks = {(c["model"], c["check"], c["protocol"]): c["ok"] for c in manifest["smoke"]["checks"]}
-    assert checks[("pipeline", "reads the smoke image", "http")]  # exact text: packaged from trained weights
+    assert checks[("pipeline", "reads the smoke image", "grpc")]  # exact text: packaged from trained weights
     assert checks[("pipeline", "served words equal in-process words", "grpc")]  # reference ran from DIR too
     assert all(checks.values())
     lines = done.stderr.splitlines()

@@ -23,6 +23,7 @@ from onnx import TensorProto, helper
 
 from stdr_deploy.cli.serve import is_loopback
 from stdr_deploy.errors import MissingDependency, ServerError, UserInputError
+from stdr_deploy.triton_client import TritonModelRunner
 from stdr_deploy.server import (
     STUB,
     TritonServer,
@@ -145,7 +146,7 @@ def repo(tmp_path_factory) -> Path:
 def server(repo: Path, tmp_path_factory):
     """One running server for the module; other suites can do the same with their repository."""
     log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    with TritonServer(repo, log_path=log, ready_timeout=120) as running:
+    with TritonServer(repo, log_path=log, ready_timeout=120, http_inference=True) as running:
         yield running
 
 
@@ -329,10 +330,16 @@ def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path:
         ready = json.loads(text)
         assert [(m["name"], m["state"]) for m in ready["models"]] == [("relu", "READY")]
         assert ready["log"] == str(log)
-        module, client = http_client_for(ready["http_url"])
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(ready["grpc_url"].split("://", 1)[1])
         x = np.array([[3.0, -3.0, 0.25]], dtype=np.float32)
         with client:
-            np.testing.assert_array_equal(infer(module, client, "relu", x), expected(x))
+            np.testing.assert_array_equal(infer(grpcclient, client, "relu", x), expected(x))
+        # by default HTTP takes no inference (issue 23): our client says where to go instead
+        with pytest.raises(ServerError, match="takes inference over gRPC only") as refused:
+            TritonModelRunner(ready["http_url"], "relu").infer({"input": x})
+        assert "grpc://" in refused.value.hint
         assert log.is_file()
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(60) == 0
@@ -341,12 +348,6 @@ def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path:
         if cli.poll() is None:
             cli.kill()
     assert leftovers(repo) == []
-
-
-def http_client_for(url: str):
-    import tritonclient.http as httpclient
-
-    return httpclient, httpclient.InferenceServerClient(url.split("://", 1)[1])
 
 
 def test_serve_cli_refuses_an_empty_repository(tmp_path: Path):

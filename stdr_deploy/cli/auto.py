@@ -135,7 +135,8 @@ def _serve(server, exit_after_smoke: bool) -> None:
         server.stop()
         console.print("server stopped (--exit-after-smoke)")
         return
-    console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
+    console.print(f"serving inference on {server.grpc_url} (health and metadata also on {server.http_url}); "
+                  "Ctrl-C stops it")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     reason = "SIGTERM"

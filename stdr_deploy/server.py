@@ -41,6 +41,7 @@ PYTRITON = "nvidia-pytriton"
 STUB = "triton_python_backend_stub"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 OUR_BACKENDS = Path(__file__).resolve().parent / "backends"
+BACKENDS_SHARED = OUR_BACKENDS / "stdr_batching.py"  # copied beside each backend's model.py
 SHM_DIR = Path("/dev/shm")
 EXIT_TIMEOUT_S = 5  # tritonserver's own grace for in-flight requests on SIGTERM
 STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
@@ -125,12 +126,14 @@ def our_backends() -> dict[str, Path]:
 def backend_directory(cache: Path | None = None) -> Path:
     """A `--backend-directory` holding the Python backend (with our stub) and our backends.
 
-    Content-addressed by the pytriton version, the Python version and our model.py files, so it
+    Content-addressed by the pytriton version, the Python version and our backends' files, so it
     is built once, never modified afterwards, and a concurrent build simply loses the rename.
+    Each backend folder gets a copy of the module they share (`BACKENDS_SHARED`) beside its model.py.
     """
     triton = embedded_triton()
     backends = our_backends()
     digest = hashlib.sha256(f"{triton.version}|{triton.stub}".encode())
+    digest.update(BACKENDS_SHARED.read_bytes())
     for name, path in backends.items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
     parent = Path(cache or cache_dir()) / "triton-backends"
@@ -149,6 +152,7 @@ def backend_directory(cache: Path | None = None) -> Path:
         for name, model in backends.items():
             (staging / name).mkdir()
             shutil.copy2(model, staging / name / "model.py")
+            shutil.copy2(BACKENDS_SHARED, staging / name / BACKENDS_SHARED.name)
         try:
             os.rename(staging, target)
         except OSError:

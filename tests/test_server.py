@@ -369,9 +369,10 @@ def test_backend_directory_is_assembled_once_with_our_backends(tmp_path: Path):
     assert backend_directory(tmp_path) == first
     assert os.access(first / "python" / STUB, os.X_OK)
     assert (first / "python" / "libtriton_python.so").is_file()
-    assert (first / "onnxruntime" / "model.py").read_bytes() == (
-        Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends" / "onnxruntime" / "model.py"
-    ).read_bytes()
+    source = Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends"
+    for name in ("onnxruntime", "tensorrt"):
+        assert (first / name / "model.py").read_bytes() == (source / name / "model.py").read_bytes()
+        assert (first / name / "stdr_batching.py").read_bytes() == (source / "stdr_batching.py").read_bytes()
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left
 
 
@@ -426,6 +427,7 @@ def ort_backend(tmp_path: Path, monkeypatch):
 
     backends = backend_directory(tmp_path)
     monkeypatch.syspath_prepend(str(backends / "python"))
+    monkeypatch.delitem(sys.modules, "stdr_batching", raising=False)
     spec = importlib.util.spec_from_file_location("stdr_ort_backend", backends / "onnxruntime" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -501,5 +503,6 @@ def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert ort_backend.session_options({}).graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     args = {"model_repository": "/repo/craft", "model_version": "3"}
-    assert ort_backend.model_file(args, {}) == "/repo/craft/3/model.onnx"
-    assert ort_backend.model_file(args, {"default_model_filename": "craft.onnx"}) == "/repo/craft/3/craft.onnx"
+    assert ort_backend.model_file(args, {}, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/model.onnx"
+    config = {"default_model_filename": "craft.onnx"}
+    assert ort_backend.model_file(args, config, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/craft.onnx"

@@ -191,6 +191,8 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             "gpus": list(model.gpus) if model.instance_kind == "KIND_GPU" else [],
         },
         "dynamic_batching": dataclasses.asdict(model.dynamic_batching) if model.dynamic_batching else None,
+        # the plan's max profile past the batch axis, which our backends enforce (stdr_batching.py)
+        "max_input_dims": {name: list(shape.max[1:]) for name, shape in model.profile.items()},
         "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
         "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
         if fixed_shape

@@ -842,15 +842,39 @@ def test_backends_answer_each_request_and_blame_only_the_one_that_fails():
 
     good, bad, other = np.ones((2, 3)), np.full((1, 3), np.nan), np.ones((1, 4))
     missing = ValueError("missing input 'input'")
-    outcomes = run_requests([{"input": good}, {"input": bad}, missing, {"input": other}, {"input": good}], 8, run, np.concatenate, "rec")
+    outcomes = run_requests([{"input": good}, {"input": bad}, missing, {"input": other}, {"input": good}], 8, run, np.concatenate, "rec",
+                            {})
     assert runs == [5, 2, 1, 2, 1]  # the joint run of 0, 1, 4 fails; each is retried alone
     np.testing.assert_array_equal(outcomes[0]["output"], good * 2)
     assert isinstance(outcomes[1], RuntimeError) and str(outcomes[1]) == "rec: NaN in the input"
     assert outcomes[2] is missing
     np.testing.assert_array_equal(outcomes[3]["output"], other * 2)
     np.testing.assert_array_equal(outcomes[4]["output"], good * 2)
-    joined = run_requests([{"input": good}, {"input": other[:, :3]}], 8, run, np.concatenate, "rec")
+    joined = run_requests([{"input": good}, {"input": other[:, :3]}], 8, run, np.concatenate, "rec", {})
     assert runs[-1] == 3 and joined[1]["output"].shape == (1, 3)  # one run, split back by rows
+
+
+def test_backends_refuse_empty_inputs_and_inputs_beyond_the_limits_before_running():
+    """Issue 23: the plan's max profile (rendered as `max_input_dims:<input>`) caps every input."""
+    from stdr_deploy.backends.stdr_batching import InvalidInput, input_limits, run_requests
+
+    runs = []
+
+    def run(feed):
+        runs.append(feed["input"].shape)
+        return {"output": feed["input"]}
+
+    limits = input_limits({"max_input_dims:input": "3,64,96", "intra_op_thread_count": "1"})
+    assert limits == {"input": (3, 64, 96)}
+    fits, wide, empty, high = np.ones((2, 3, 64, 96)), np.ones((1, 3, 64, 97)), np.ones((1, 3, 64, 0)), np.ones((1, 3, 65, 8))
+    outcomes = run_requests([{"input": fits}, {"input": wide}, {"input": empty}, {"input": high}], 4, run,
+                            np.concatenate, "crnn_en", limits)
+    assert runs == [(2, 3, 64, 96)]  # only the request within the limits ran
+    assert all(isinstance(outcome, InvalidInput) for outcome in outcomes[1:])
+    assert "beyond this deployment's largest [3, 64, 96]" in str(outcomes[1]) and "[1, 3, 64, 97]" in str(outcomes[1])
+    assert str(outcomes[2]) == "crnn_en: input 'input' has no elements (shape [1, 3, 64, 0])"
+    unbatched = run_requests([{"input": np.ones((3, 64, 96))}], 0, run, np.concatenate, "m", limits)
+    assert unbatched[0]["output"].shape == (3, 64, 96)
 
 
 def test_backend_maps_every_engine_and_config_type_to_torch(backend):

@@ -246,6 +246,50 @@ def test_each_malformed_request_gets_its_own_clear_error(plan, server, clients, 
         except InferenceServerException as exc:
             if not re.search(case.error, exc.message() or ""):
                 wrong.append(f"{case.label}: {exc.message()!r} does not match {case.error!r}")
+            if exc.status() != INVALID_ARGUMENT:  # every one is the caller's mistake (issue 23)
+                wrong.append(f"{case.label}: {exc.status()} {exc.message()!r}")
+    assert wrong == []
+    assert_still_serving(server, clients, good_image, expected_words, stubs)
+
+
+INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"  # tritonclient.grpc's status of a refused request
+
+
+def sub_model_requests(plan) -> list[tuple[str, str, np.ndarray, str]]:
+    """(label, model, input, what the error must say): beyond each model's max profile, and empty."""
+    cases = []
+    for model in plan.models():
+        ((name, profile),) = model.profile.items()
+        top = profile.max
+        twice = (*top[:-2], top[-2] * 2, top[-1] * 2) if model.role == "detector" else (*top[:-1], top[-1] * 2)
+        wider = (*top[:-1], top[-1] + 1)
+        empty = (*top[:-1], 0)
+        cases += [
+            (f"{model.triton_name}-twice-max", model.triton_name, np.zeros(twice, np.float32), "beyond this deployment's largest"),
+            (f"{model.triton_name}-one-wider", model.triton_name, np.zeros(wider, np.float32), "beyond this deployment's largest"),
+            (f"{model.triton_name}-zero-width", model.triton_name, np.zeros(empty, np.float32), "has no elements"),
+        ]
+    return cases
+
+
+@serving
+def test_each_model_refuses_inputs_beyond_its_max_profile_or_empty(plan, server, clients, good_image, expected_words):
+    """Issue 23: a direct `craft` call of 4000x4000 grew its stub by 6 GB; zero-width calls
+    answered with raw ONNX Runtime text. Now both are INVALID_ARGUMENT before the model runs."""
+    stubs = orchestrator_processes(server)
+    module, client = clients["grpc"]
+    cases = sub_model_requests(plan)
+    assert ("craft-twice-max", "craft") == cases[0][:2] and cases[0][2].shape == (1, 3, 3200, 3200)
+    wrong = []
+    for label, model, array, error in cases:
+        tensor = module.InferInput("input", list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        try:
+            client.infer(model, [tensor])
+            wrong.append(f"{label}: answered instead of refused")
+        except InferenceServerException as exc:
+            if exc.status() != INVALID_ARGUMENT or error not in exc.message():
+                wrong.append(f"{label}: {exc.status()} {exc.message()!r}")
     assert wrong == []
     assert_still_serving(server, clients, good_image, expected_words, stubs)
 

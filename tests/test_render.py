@@ -171,8 +171,11 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         assert config.dynamic_batching.max_queue_delay_microseconds == model.dynamic_batching.max_queue_delay_us
 
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    # the plan's max profile past the batch axis, which our backends enforce (both of them)
+    limits = {f"max_input_dims:{name}": ",".join(map(str, shape.max[1:])) for name, shape in model.profile.items()}
     if model.backend == "onnxruntime":
         expected = {
+            **limits,
             "intra_op_thread_count": str(model.intra_op_threads),
             "inter_op_thread_count": str(model.inter_op_threads),
         }
@@ -194,7 +197,7 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected
     else:
-        assert parameters_of(config) == {}
+        assert parameters_of(config) == limits
         assert not config.HasField("optimization")
 
     if model.triton_name in FIXED_SHAPE:

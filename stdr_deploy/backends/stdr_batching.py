@@ -8,12 +8,58 @@ anything with `.shape`; the backend says how to join and run them.
 Per `execute` call, requests whose inputs agree past the batch axis are joined (at most
 `max_batch` rows) and run once; when a joint run fails, each request is run alone, so only the
 request at fault gets an error and the others are answered.
+
+Before that, every input is checked against the limits `stdr-deploy render` writes from the plan
+(config parameters `max_input_dims:<input>`, the max profile past the batch axis): an empty input
+or one beyond the max profile is the caller's mistake (`InvalidInput`, answered with Triton's
+INVALID_ARGUMENT) and never reaches the runtime, whose memory would grow to fit it.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Callable
+
+
+LIMIT_PREFIX = "max_input_dims:"  # config parameter key prefix, followed by the input's name
+
+
+class InvalidInput(ValueError):
+    """A request the model refuses as the caller's mistake (Triton's INVALID_ARGUMENT)."""
+
+
+def triton_error(outcome: Exception, pb_utils):
+    """The `pb_utils.TritonError` answering `outcome`: INVALID_ARGUMENT for the caller's mistakes,
+    INTERNAL for the rest (the backend passes its `triton_python_backend_utils` module)."""
+    error = pb_utils.TritonError
+    return error(str(outcome), error.INVALID_ARG if isinstance(outcome, InvalidInput) else error.INTERNAL)
+
+
+def input_limits(parameters: dict) -> dict:
+    """{input name: max dims past the batch axis} from the `max_input_dims:<input>` string parameters."""
+    return {
+        key[len(LIMIT_PREFIX):]: tuple(int(size) for size in value.split(","))
+        for key, value in parameters.items()
+        if key.startswith(LIMIT_PREFIX)
+    }
+
+
+def checked(feed, limits: dict, batched: bool, name: str):
+    """`feed`, or the InvalidInput that refuses it: an input with no elements, or larger than its limit."""
+    if isinstance(feed, Exception):
+        return feed
+    for input_name, array in feed.items():
+        shape = tuple(array.shape)
+        if 0 in shape:
+            return InvalidInput(f"{name}: input {input_name!r} has no elements (shape {list(shape)})")
+        top = limits.get(input_name)
+        dims = shape[1:] if batched else shape
+        if top is not None and (len(dims) != len(top) or any(size > most for size, most in zip(dims, top))):
+            return InvalidInput(
+                f"{name}: input {input_name!r} of shape {list(shape)} is beyond this deployment's largest "
+                f"{list(top)} (past the batch axis); send smaller inputs, or plan a larger profile"
+            )
+    return feed
 
 
 def model_file(args: dict, config: dict, default_filename: str) -> str:
@@ -55,12 +101,13 @@ def split_rows(sizes: list[int]) -> list[tuple[int, int]]:
     return bounds
 
 
-def run_requests(feeds: list, max_batch: int, run: Callable, join: Callable, name: str) -> list:
+def run_requests(feeds: list, max_batch: int, run: Callable, join: Callable, name: str, limits: dict) -> list:
     """Outputs ({name: array}) or the Exception to answer, for each feed of one `execute` call.
 
     `feeds[i]` is an input dict or the Exception that already fails request i; `run(feed)` runs
-    the model once; `join(arrays)` concatenates along the batch axis.
+    the model once; `join(arrays)` concatenates along the batch axis; `limits` is `input_limits`.
     """
+    feeds = [checked(feed, limits, max_batch > 0, name) for feed in feeds]
     shapes = [None if isinstance(f, Exception) else {n: tuple(a.shape) for n, a in f.items()} for f in feeds]
     outcomes: list = [None] * len(feeds)
     for group in batch_groups(shapes, max_batch):

@@ -43,7 +43,7 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_batching import model_file, run_requests  # noqa: E402
+from stdr_batching import InvalidInput, input_limits, model_file, run_requests, triton_error  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.onnx"
 
@@ -246,6 +246,7 @@ class TritonPythonModel:
         self.session = self.new_session()
         self.sessions: OrderedDict = OrderedDict()  # input shapes -> session, least recently used first
         self.run_options = run_options(config)
+        self.limits = input_limits(string_parameters(config))
         running = self.session.get_providers()
         log_info(f"{self.name}: {path} on {', '.join(running)} ({kind} {device_id})")
         if kind == "GPU" and "CUDAExecutionProvider" in dict(chosen) and "CUDAExecutionProvider" not in running:
@@ -258,7 +259,7 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         feeds = [self.request_feed(request) for request in requests]
-        outcomes = run_requests(feeds, self.max_batch_size, self.run, np.concatenate, self.name)
+        outcomes = run_requests(feeds, self.max_batch_size, self.run, np.concatenate, self.name, self.limits)
         return [self.response(outcome) for outcome in outcomes]
 
     def request_feed(self, request) -> dict[str, np.ndarray] | Exception:
@@ -267,7 +268,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 if name not in self.optional:
-                    return ValueError(f"{self.name}: missing input {name!r}")
+                    return InvalidInput(f"{self.name}: missing input {name!r}")
                 continue
             feed[name] = tensor.as_numpy()
         return feed
@@ -306,6 +307,6 @@ class TritonPythonModel:
 
     def response(self, outcome):
         if isinstance(outcome, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
+            return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
         tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in outcome.items()]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -33,7 +33,7 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_batching import model_file, run_requests  # noqa: E402
+from stdr_batching import InvalidInput, input_limits, model_file, run_requests, triton_error  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.plan"
 INSTALL_HINT = "install TensorRT 10 or 11 and torch with CUDA in the server's Python (pip install 'stdr-deploy[tensorrt]')"
@@ -99,6 +99,7 @@ class TritonPythonModel:
         except ValueError as exc:
             raise pb_utils.TritonModelException(f"{self.name}: {exc}") from None
         self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.limits = input_limits({k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()})
         try:
             import tensorrt as trt
             import torch
@@ -144,7 +145,7 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         feeds = [self.request_feed(request) for request in requests]
         max_batch = min(self.max_batch_size, self.engine_max_batch)
-        outcomes = run_requests(feeds, max_batch, self.run, self.torch.cat, self.name)
+        outcomes = run_requests(feeds, max_batch, self.run, self.torch.cat, self.name, self.limits)
         return [self.response(request, outcome) for request, outcome in zip(requests, outcomes)]
 
     def request_feed(self, request):
@@ -153,7 +154,7 @@ class TritonPythonModel:
         for name in self.input_types:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
-                return ValueError(f"{self.name}: missing input {name!r}")
+                return InvalidInput(f"{self.name}: missing input {name!r}")
             feed[name] = self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
         return feed
 
@@ -187,7 +188,7 @@ class TritonPythonModel:
 
     def response(self, request, outcome):
         if isinstance(outcome, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
+            return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
         wanted = set(request.requested_output_names()) or set(outcome)
         tensors = [
             pb_utils.Tensor.from_dlpack(name, self.torch.utils.dlpack.to_dlpack(tensor.contiguous()))

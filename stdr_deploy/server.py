@@ -202,6 +202,9 @@ def server_command(
         f"--metrics-address={host}",
         f"--metrics-port={ports.metrics}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        # Triton keeps up to this many gRPC request objects for reuse, each with the capacity of
+        # the largest request it held: one outlier upload would stay resident for good.
+        "--grpc-infer-allocation-pool-size=0",
         # Our own shm names: several servers never collide, and a killed one can be cleaned up.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
     ]

@@ -12,6 +12,7 @@ Latency: the normal image `--reads` times before the outliers, p50 and mean.
 
 The server's allocator is what this measures, so the process environment (e.g. MALLOC_* glibc
 tunables) is passed to tritonserver and its stubs unchanged; `--label` names the run.
+`--keep-grpc-pool` runs the server as before issue 23, without --grpc-infer-allocation-pool-size=0.
 
   python benchmarks/memory_after_outlier.py --label default --out benchmarks/results/memory-after-outlier
 """
@@ -36,6 +37,7 @@ from stdr_deploy.hardware import load_host
 from stdr_deploy.ocr.image_io import read_image
 from stdr_deploy.planner import make_plan
 from stdr_deploy.render import render
+from stdr_deploy import server as server_module
 from stdr_deploy.server import TritonServer, live_group_members
 from stdr_deploy.triton_client import TritonPipelineClient
 
@@ -81,7 +83,12 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=60.0)
     parser.add_argument("--label", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--keep-grpc-pool", action="store_true",
+                        help="leave out --grpc-infer-allocation-pool-size=0 (the server before issue 23)")
     args = parser.parse_args()
+    if args.keep_grpc_pool:
+        command = server_module.server_command
+        server_module.server_command = lambda *a: [arg for arg in command(*a) if "allocation-pool-size" not in arg]
 
     plan = make_plan(load_host(args.host_file))
     onnx = {"craft": export_model("craft", precision=plan.detector.precision, progress=False).onnx_path,

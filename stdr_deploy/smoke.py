@@ -211,6 +211,9 @@ def run_smoke(
                 texts == [w.text for w in expected_ref], [w.text for w in expected_ref], texts)
             gap = _max_polygon_gap(words, expected_ref)
             add("pipeline", "served boxes equal in-process boxes (<= 1 px)", gap <= 1.0, "<= 1.0 px", f"{gap:.3f} px")
+    if inference_url is None and any(c.check == "refuses inference over HTTP (gRPC only)" for c in report.checks):
+        report.checks.append(Check("pipeline", "some URL takes inference", False, "a grpc:// URL",
+                                   "every URL given refuses inference", "http"))
     if server_pid is not None and inference_url is not None:
         check_memory(report, inference_url, plan, server_pid, progress)
     return report

@@ -159,6 +159,14 @@ def check_numpy_bridge():
     pb_utils.Logger.log_info(f"pipeline: numpy {np.__version__} from {np.__file__}")
 
 
+def error_response(message, code_name):
+    """A failed response with Triton's error code `code_name`, where this Python backend has codes
+    (Triton 2.51 has); older backends answer every error as INTERNAL."""
+    code = getattr(pb_utils.TritonError, code_name, None)
+    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         check_numpy_bridge()
@@ -186,9 +194,9 @@ class TritonPythonModel:
             words = self.pipeline.read(single_image(batch))
             return pb_utils.InferenceResponse(output_tensors=words_to_tensors(words))
         except BadImageError as exc:  # the caller's mistake
-            message, code = str(exc), pb_utils.TritonError.INVALID_ARG
+            return error_response(str(exc), "INVALID_ARG")
         except (OcrError, ModelCallError) as exc:
-            message, code = str(exc), pb_utils.TritonError.INTERNAL
+            return error_response(str(exc), "INTERNAL")
         except Exception as exc:  # a bug must not fail the other requests of the batch
-            message, code = f"internal error ({type(exc).__name__}): {exc}", pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+            return error_response(f"internal error ({type(exc).__name__}): {exc}", "INTERNAL")
+

@@ -161,6 +161,8 @@ def test_smoke_failure_names_model_check_expected_and_got(default_deploy, tmp_pa
                        timeout=600)
     assert proc.returncode == 8, proc.stderr[-2000:]
     assert "crnn_en: config equals rendered config.pbtxt [http]" in proc.stderr
+    # an HTTP URL alone cannot pass a smoke: inference is served over gRPC only (issue 23)
+    assert "pipeline: some URL takes inference [http]" in proc.stderr
     assert "max_batch_size: 3 != 8" in proc.stderr
 
 

@@ -502,6 +502,8 @@ def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):
     assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert ort_backend.session_options({}).graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    shrink = {"parameters": {"memory.enable_memory_arena_shrinkage": {"string_value": "cpu:0"}}}  # as rendered
+    assert ort_backend.run_options(shrink).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
     args = {"model_repository": "/repo/craft", "model_version": "3"}
     assert ort_backend.model_file(args, {}, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/model.onnx"
     config = {"default_model_filename": "craft.onnx"}

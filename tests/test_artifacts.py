@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from stdr_deploy.artifacts import MANIFEST, ArtifactDir, default_families, package, supported_precisions
 from stdr_deploy.errors import UserInputError, ValidationError
@@ -77,7 +78,7 @@ def test_the_core_install_has_no_torch_and_the_export_extra_has_it():
     assert any(r.startswith("stdr-deploy[") and "export" in r for r in _requirements("test"))  # the README's test command exports models
 
 
-def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env):
+def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env, tmp_path):
     script = (
         "import importlib, pkgutil, sys, stdr_deploy\n"
         "names = [m.name for m in pkgutil.walk_packages(stdr_deploy.__path__, 'stdr_deploy.')\n"
@@ -91,7 +92,9 @@ def test_every_core_module_imports_without_torch_and_export_says_what_to_install
     assert int(done.stdout) > 40  # cli, engines, bench, models specs, ocr, ...
     blocked = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, env=no_torch_env)
     assert blocked.returncode != 0  # the block holds in these subprocesses
-    for args in (["export", "craft"], ["ocr", "--runtime", "torch", "x.png"], ["package", "out"]):
+    image = tmp_path / "x.png"  # a readable image: `ocr` loads its models once an image is read
+    Image.new("RGB", (64, 32), "white").save(image)
+    for args in (["export", "craft"], ["ocr", "--runtime", "torch", str(image)], ["package", "out"]):
         done = run(*args, env=no_torch_env)
         assert done.returncode == 3, (args, done.stderr)
         assert "pip install 'stdr-deploy[export]'" in done.stderr and "Traceback" not in done.stderr

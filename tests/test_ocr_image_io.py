@@ -137,14 +137,17 @@ def png_bomb(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
-# The CLI run with its own peak RSS (ru_maxrss, KiB) written last on stderr.
+# The CLI run with its own peak RSS (VmHWM, KiB) written last on stderr. Not ru_maxrss: Linux
+# carries that over exec from the parent, which is pytest with everything it loaded.
 WITH_PEAK_RSS = """
-import resource, sys
+import re, sys
+from pathlib import Path
 from stdr_deploy.cli import main
 try:
     main()
 finally:
-    sys.stderr.write(f"\\npeak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+    peak = re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)
+    sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
 """
 
 

@@ -31,7 +31,7 @@ from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
               help="Print the predictions as JSON on stdout, in the scorer's format "
               '({"images": [{"file", "words": [{"text", "polygon", "score"}]}]}).')
 @click.option("--url", help="Read through the `pipeline` model of a running Triton server "
-              "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
+              "(grpc://HOST:PORT; http://HOST:PORT only where `serve --http-inference` opened it) instead of in-process.")
 @artifacts_option
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")

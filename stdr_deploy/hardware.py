@@ -125,6 +125,7 @@ class HostFacts:
             )
         if data.get("source") not in SOURCES:
             raise ValueError(f"host file source must be one of {SOURCES}, got {data.get('source')!r}")
+        _check_host(data)
         runtimes = data["runtimes"]
         return cls(
             source=data["source"],
@@ -151,6 +152,35 @@ class HostFacts:
             notes=tuple(data.get("notes", ())),
             taken_at=data.get("taken_at"),
         )
+
+
+def _at_least(field_name: str, value: Any, low: float, number: type = int) -> None:
+    """ValueError naming `field_name` unless `value` is a number (an integer for int) >= low."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or (number is int and value != int(value)):
+        raise ValueError(f"host field {field_name} must be {'an integer' if number is int else 'a number'}, got {value!r}")
+    if value < low:
+        raise ValueError(f"host field {field_name} is {value}, must be at least {low}")
+
+
+def _check_host(data: dict[str, Any]) -> None:
+    """Refuse readings no machine has (no memory, no cores), so no plan is made from them."""
+    cpu = data["cpu"]
+    for name in ("physical_cores", "logical_cores", "allowed_cpus"):
+        _at_least(f"cpu.{name}", cpu[name], 1)
+    _at_least("memory_total_mib", data["memory_total_mib"], 1)
+    _at_least("memory_available_mib", data["memory_available_mib"], 0)
+    if data.get("cgroup_cpu_limit") is not None:
+        _at_least("cgroup_cpu_limit", data["cgroup_cpu_limit"], 0.01, float)
+    if data.get("cgroup_memory_limit_mib") is not None:
+        _at_least("cgroup_memory_limit_mib", data["cgroup_memory_limit_mib"], 1)
+    for position, gpu in enumerate(data["gpus"]):
+        _at_least(f"gpus[{position}].index", gpu["index"], 0)
+        _at_least(f"gpus[{position}].memory_total_mib", gpu["memory_total_mib"], 1)
+        _at_least(f"gpus[{position}].memory_free_mib", gpu["memory_free_mib"], 0)
+        if gpu["memory_free_mib"] > gpu["memory_total_mib"]:
+            raise ValueError(f"host field gpus[{position}].memory_free_mib ({gpu['memory_free_mib']}) "
+                             f"exceeds memory_total_mib ({gpu['memory_total_mib']})")
 
 
 def load_host(path: str | os.PathLike) -> HostFacts:

@@ -2,7 +2,8 @@
 
 Frozen dataclasses that round-trip through JSON (`to_dict` / `from_dict`), so a plan can be
 written by `stdr-deploy plan --json`, edited or pinned by a user, and read back by `render`,
-`build` and `auto`. No logic lives here beyond (de)serialisation.
+`build` and `auto`. No logic lives here beyond (de)serialisation and the range checks that make
+a hand-edited plan fail when it is read, naming the field, rather than reach a rendered config.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ ONNX_PRECISIONS = {
     "parseq": ("fp32", "fp16"),
     "parseq-tiny": ("fp32", "fp16"),
 }
+
+
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+ROLES = ("detector", "recognizer")
+MAX_CANVAS = 4096  # detector canvas: larger inputs exceed what the memory data covers by too much
+MIN_CANVAS_SIDE = 32  # the detector downsamples 5 times
+# Sanity bounds for a plan read from a file: far above what any planned deployment uses, low
+# enough that nothing sized from them can exhaust a host.
+MAX_DIM = 1 << 16  # any profile dimension
+MAX_INSTANCES = 256
+MAX_BATCH = 4096
+MAX_IMAGE_PIXELS_BOUND = 1 << 30  # 3 GiB as RGB uint8
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class Plan:
                 f"plan format_version {data.get('format_version')!r} is not {FORMAT_VERSION}; "
                 "re-run `stdr-deploy plan`"
             )
+        _check_plan(data)
         return cls(
             variant=data["variant"],
             device=data["device"],
@@ -124,6 +138,66 @@ class Plan:
             host_memory_budget_bytes=int(data.get("host_memory_budget_bytes", 0)),
             host_memory_estimate_bytes=int(data.get("host_memory_estimate_bytes", 0)),
         )
+
+
+def _in_range(field_name: str, value: Any, low: float, high: float | None = None, kind: type = int) -> None:
+    """ValueError naming `field_name` unless `value` is a `kind` within [low, high]."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (kind is int and value != int(value)):
+        raise ValueError(f"plan field {field_name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"plan field {field_name} is {value}, outside {bound}")
+
+
+def _one_of(field_name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"plan field {field_name} is {value!r}, not one of {', '.join(allowed)}")
+
+
+def _check_plan(data: dict[str, Any]) -> None:
+    """Refuse values no deployment can have (negative, zero where one is needed, absurdly large)."""
+    _one_of("variant", data["variant"], VARIANTS)
+    _one_of("device", data["device"], ("cpu", "gpu"))
+    for name in ("memory_budget_bytes", "memory_estimate_bytes", "host_memory_budget_bytes",
+                 "host_memory_estimate_bytes"):
+        _in_range(name, data.get(name, 0), 0)
+    pipeline = data["pipeline"]
+    _in_range("pipeline.instance_count", pipeline["instance_count"], 1, MAX_INSTANCES)
+    _one_of("pipeline.instance_kind", pipeline["instance_kind"], INSTANCE_KINDS)
+    _in_range("pipeline.canvas_size", pipeline["canvas_size"], MIN_CANVAS_SIDE, MAX_CANVAS)
+    _in_range("pipeline.mag_ratio", pipeline["mag_ratio"], 0.01, 16.0, float)
+    _in_range("pipeline.max_image_pixels", pipeline["max_image_pixels"], MIN_CANVAS_SIDE**2, MAX_IMAGE_PIXELS_BOUND)
+    _in_range("pipeline.recognizer_batch", pipeline["recognizer_batch"], 1, MAX_BATCH)
+    for name in ("text_threshold", "link_threshold", "low_text"):
+        _in_range(f"pipeline.{name}", pipeline[name], 0.0, 1.0, float)
+    pad_to = pipeline.get("pad_to", 32)
+    _in_range("pipeline.pad_to", pad_to, MIN_CANVAS_SIDE, MAX_CANVAS + MIN_CANVAS_SIDE)
+    if pad_to % MIN_CANVAS_SIDE:
+        raise ValueError(f"plan field pipeline.pad_to is {pad_to}, not a multiple of {MIN_CANVAS_SIDE}")
+    for role in ROLES:
+        model = data[role]
+        _one_of(f"{role}.role", model["role"], ROLES)
+        _one_of(f"{role}.precision", model["precision"], PRECISIONS)
+        _one_of(f"{role}.instance_kind", model["instance_kind"], INSTANCE_KINDS)
+        _in_range(f"{role}.max_batch_size", model["max_batch_size"], 0, MAX_BATCH)
+        _in_range(f"{role}.instance_count", model["instance_count"], 1, MAX_INSTANCES)
+        for name in ("intra_op_threads", "inter_op_threads", "workspace_bytes", "memory_estimate_bytes",
+                     "shape_sessions"):
+            _in_range(f"{role}.{name}", model.get(name, 0), 0)
+        for index, gpu in enumerate(model["gpus"]):
+            _in_range(f"{role}.gpus[{index}]", gpu, 0)
+        for tensor, points in model["profile"].items():
+            shapes = [points[point] for point in ("min", "opt", "max")]
+            for point, shape in zip(("min", "opt", "max"), shapes):
+                if not isinstance(shape, list) or not shape:
+                    raise ValueError(f"plan field {role}.profile.{tensor}.{point} must be a list of sizes, got {shape!r}")
+                for axis, size in enumerate(shape):
+                    _in_range(f"{role}.profile.{tensor}.{point}[{axis}]", size, 1, MAX_DIM)
+            if len({len(shape) for shape in shapes}) != 1 or any(
+                not a <= b <= c for a, b, c in zip(*shapes)
+            ):
+                raise ValueError(f"plan field {role}.profile.{tensor} must have min <= opt <= max, got {shapes}")
 
 
 def _model_plan(data: dict[str, Any]) -> ModelPlan:

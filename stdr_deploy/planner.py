@@ -26,6 +26,7 @@ from stdr_deploy import memory
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts
 from stdr_deploy.plan_schema import (
+    MAX_CANVAS,
     PRECISIONS,
     VARIANTS,
     DynamicBatching,
@@ -83,7 +84,6 @@ DETECTOR_MIN_SIDE = 32
 DEFAULT_CANVAS = 2560  # EasyOCR's canvas_size: the accuracy baseline uses it
 DEFAULT_DETECTOR_OPT_SIDE = 736  # the blog's images average ~720 px: padded, 736
 MIN_CANVAS = 640
-MAX_CANVAS = 4096  # --canvas: larger inputs exceed what the memory data covers by too much
 CANVAS_STEP = 256
 # CRNN takes [N, 1, 64, W]; W = ceil(w/h) * 64 per crop (EasyOCR). 1024 covers words up to
 # 16:1; the pipeline resizes wider crops down to it.

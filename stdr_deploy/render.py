@@ -53,6 +53,7 @@ CUDA_EP_SETTINGS = "cuda-ep-settings.json"
 # kSameAsRequested: the CUDA arena grows by what a run asks for, not to the next power of two
 # (which doubled GPU memory against the plan's estimate on the H100: 61 GB seen, 31.5 GB planned)
 ARENA_EXTEND_SAME_AS_REQUESTED = 1
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"  # Triton's ORT backend parameter, a run option
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             "gpus": list(model.gpus) if model.instance_kind == "KIND_GPU" else [],
         },
         "dynamic_batching": dataclasses.asdict(model.dynamic_batching) if model.dynamic_batching else None,
+        # the plan's max profile past the batch axis, which our backends enforce (stdr_batching.py)
+        "max_input_dims": {name: list(shape.max[1:]) for name, shape in model.profile.items()},
         "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
         "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
         if fixed_shape
@@ -211,6 +214,10 @@ def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
     if not model.memory_arena:
         parameters["enable_mem_arena"] = 0
         parameters["enable_mem_pattern"] = 0
+    else:
+        # the CPU arena gives chunks back after each run instead of keeping an outlier's peak
+        # (benchmarks/results/ort-arena-shrinkage); the GPU arena is bounded by max_input_dims
+        parameters[ARENA_SHRINKAGE] = "cpu:0"
     cuda = None
     if model.instance_kind == "KIND_GPU":
         measured = cuda_ep_settings()

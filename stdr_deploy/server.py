@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -47,12 +48,20 @@ NGC_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 STUB = "triton_python_backend_stub"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 OUR_BACKENDS = Path(__file__).resolve().parent / "backends"
+BACKENDS_SHARED = OUR_BACKENDS / "stdr_batching.py"  # copied beside each backend's model.py
 SHM_DIR = Path("/dev/shm")
 EXIT_TIMEOUT_S = 5  # tritonserver's own grace for in-flight requests on SIGTERM
 STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
 PORT_RACE_RETRIES = 2
 REAP_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Triton 2.51 (nvidia-pytriton 0.7.0) sizes the buffer of an HTTP JSON request from its declared
+# shape before it reads a value: `"shape": [1, 100000, 100000, 3], "data": [1]` (about 100 bytes)
+# asks for 30 GB and aborts the server with std::bad_alloc. gRPC and binary HTTP bodies compare
+# the data size with the shape first, and 2.51 has no HTTP input size limit. So by default HTTP
+# inference demands this header with a random value given to no client: such requests get 403,
+# while health, metadata, the repository API and metrics stay on HTTP. Inference goes over gRPC.
+HTTP_INFERENCE_HEADER = "stdr-http-inference"
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 _LOAD_EVENT = re.compile(r"(loading: \S+|successfully loaded '[^']+'|failed to load '[^']+'.*)")
@@ -124,12 +133,14 @@ def our_backends() -> dict[str, Path]:
 def backend_directory(cache: Path | None = None) -> Path:
     """A `--backend-directory` holding the Python backend (with our stub) and our backends.
 
-    Content-addressed by the pytriton version, the Python version and our model.py files, so it
+    Content-addressed by the pytriton version, the Python version and our backends' files, so it
     is built once, never modified afterwards, and a concurrent build simply loses the rename.
+    Each backend folder gets a copy of the module they share (`BACKENDS_SHARED`) beside its model.py.
     """
     triton = embedded_triton()
     backends = our_backends()
     digest = hashlib.sha256(f"{triton.version}|{triton.stub}".encode())
+    digest.update(BACKENDS_SHARED.read_bytes())
     for name, path in backends.items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
     parent = Path(cache or cache_dir()) / "triton-backends"
@@ -148,6 +159,7 @@ def backend_directory(cache: Path | None = None) -> Path:
         for name, model in backends.items():
             (staging / name).mkdir()
             shutil.copy2(model, staging / name / "model.py")
+            shutil.copy2(BACKENDS_SHARED, staging / name / BACKENDS_SHARED.name)
         try:
             os.rename(staging, target)
         except OSError:
@@ -178,8 +190,15 @@ def server_environment(triton: EmbeddedTriton, base: dict[str, str]) -> dict[str
 
 
 def server_command(
-    binary: Path, repo: Path, host: str, ports: Ports, shm_prefix: str, backends: Path | None
+    binary: Path,
+    repo: Path,
+    host: str,
+    ports: Ports,
+    shm_prefix: str,
+    backends: Path | None,
+    http_inference_key: str | None = None,
 ) -> list[str]:
+    """The tritonserver command line; `http_inference_key` None leaves HTTP inference open."""
     command = [
         str(binary),
         f"--model-repository={repo}",
@@ -194,9 +213,14 @@ def server_command(
         # the supervisor (stdr_deploy/supervise.py) reloads a model whose stub died that way.
         "--model-control-mode=explicit",
         "--load-model=*",
+        # Triton keeps up to this many gRPC request objects for reuse, each with the capacity of
+        # the largest request it held: one outlier upload would stay resident for good.
+        "--grpc-infer-allocation-pool-size=0",
         # Our own shm names: several servers never collide, and a killed one can be cleaned up.
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
     ]
+    if http_inference_key is not None:
+        command.append(f"--http-restricted-api=inference:{HTTP_INFERENCE_HEADER}={http_inference_key}")
     if backends is not None:
         # Our Python-based backends: none defines auto_complete_config, so Triton's auto-complete
         # pass would only start one more stub per model (about half of the load time here).
@@ -300,6 +324,7 @@ class TritonServer:
 
     `binary=None` runs the embedded server with our Python-based backends. Any other binary
     (e.g. /opt/tritonserver/bin/tritonserver in the NGC container) runs with its own backends.
+    Inference is served over gRPC only unless `http_inference` (see HTTP_INFERENCE_HEADER).
     """
 
     def __init__(
@@ -313,6 +338,7 @@ class TritonServer:
         log_path: Path | None = None,
         binary: Path | None = None,
         ready_timeout: float = 120.0,
+        http_inference: bool = False,
     ):
         self.repo = Path(repo).resolve()
         self.host = host
@@ -320,6 +346,7 @@ class TritonServer:
         self.log_path = Path(log_path) if log_path else None
         self.binary = Path(binary) if binary else None
         self.ready_timeout = ready_timeout
+        self.http_inference = http_inference
         self.ports: Ports | None = None
         self.shm_prefix = f"stdr_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         self._process: subprocess.Popen | None = None
@@ -391,7 +418,8 @@ class TritonServer:
         free = iter(free_ports(self.host, sum(port is None for port in self.requested)))
         self.ports = Ports(*(port if port is not None else next(free) for port in self.requested))
         binary, backends = self._launcher
-        command = server_command(binary, self.repo, self.host, self.ports, self.shm_prefix, backends)
+        key = None if self.http_inference else secrets.token_hex(16)
+        command = server_command(binary, self.repo, self.host, self.ports, self.shm_prefix, backends, key)
         with open(self.log_path, mode) as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()

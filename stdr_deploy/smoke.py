@@ -17,7 +17,7 @@ import numpy as np
 
 from stdr_deploy.errors import SmokeFailed
 from stdr_deploy.plan_schema import ModelPlan, Plan
-from stdr_deploy.triton_client import Endpoint, TritonPipelineClient, connect, infer
+from stdr_deploy.triton_client import Endpoint, TritonPipelineClient, connect, http_inference_refused, infer
 
 # Words drawn on the smoke image: short, distinct, no ambiguous glyphs (0/O, 1/l/I).
 SMOKE_WORDS = ("STDR", "deploy", "Triton", "2026")
@@ -153,8 +153,10 @@ def run_smoke(
 ) -> SmokeReport:
     """All checks against every URL (e.g. the HTTP and the gRPC endpoint of one server).
 
-    The per-model min/opt/max inferences run against the first URL only. With `server_pid`
-    (the tritonserver process), the checks end with `check_memory` on the first URL.
+    The per-model min/opt/max inferences run against the first URL that takes inference only (an
+    HTTP URL of a server that serves inference over gRPC only is checked for health, configs and
+    that refusal). With `server_pid` (the tritonserver process), the checks end with
+    `check_memory` on that URL.
 
     `reference` is the in-process pipeline's `read`: served words and boxes must equal its own on
     the smoke image. `expect_text=False` skips the exact-text check (random-weight recognizers).
@@ -162,7 +164,8 @@ def run_smoke(
     report = SmokeReport()
     image = smoke_image()
     expected_ref = reference(image) if reference else None
-    for index, url in enumerate(urls):
+    inference_url = None
+    for url in urls:
         endpoint = Endpoint.parse(url)
         add = lambda model, check, ok, expected="", got="", seconds=0.0: report.checks.append(  # noqa: E731
             Check(model, check, bool(ok), str(expected), str(got), endpoint.protocol, round(seconds, 4))
@@ -182,8 +185,13 @@ def run_smoke(
             served, _, exc = _timed(lambda: _served_config(client, endpoint, name))
             diffs = config_differences(rendered_config(repo, name), served) if served is not None else [str(exc)]
             add(name, "config equals rendered config.pbtxt", not diffs, "no differences", "; ".join(diffs))
+        if endpoint.protocol == "http":
+            refused, _, exc = _timed(lambda: http_inference_refused(endpoint))
+            if refused:
+                add("server", "refuses inference over HTTP (gRPC only)", True, True, True)
+                continue
         # The profile shapes cost the most (the detector's max canvas): check them on one protocol.
-        for model in plan.models() if index == 0 else ():
+        for model in plan.models() if inference_url is None else ():
             for point, feeds in profile_inputs(model).items():
                 progress(f"{endpoint.url}: {model.triton_name} at {point} shape")
                 shape = next(iter(feeds.values())).shape
@@ -192,6 +200,7 @@ def run_smoke(
                 got = out["output"].shape if out else exc
                 ok = out is not None and tuple(out["output"].shape) == want and np.isfinite(out["output"]).all()
                 add(model.triton_name, f"infer at {point} shape {list(shape)}", ok, want, got, seconds)
+        inference_url = inference_url or url
         progress(f"{endpoint.url}: pipeline reads the smoke image")
         words, seconds, exc = _timed(lambda: TritonPipelineClient(endpoint.url).read(image))
         texts = [w.text for w in words] if words is not None else exc
@@ -202,8 +211,11 @@ def run_smoke(
                 texts == [w.text for w in expected_ref], [w.text for w in expected_ref], texts)
             gap = _max_polygon_gap(words, expected_ref)
             add("pipeline", "served boxes equal in-process boxes (<= 1 px)", gap <= 1.0, "<= 1.0 px", f"{gap:.3f} px")
-    if server_pid is not None and urls:
-        check_memory(report, urls[0], plan, server_pid, progress)
+    if inference_url is None and any(c.check == "refuses inference over HTTP (gRPC only)" for c in report.checks):
+        report.checks.append(Check("pipeline", "some URL takes inference", False, "a grpc:// URL",
+                                   "every URL given refuses inference", "http"))
+    if server_pid is not None and inference_url is not None:
+        check_memory(report, inference_url, plan, server_pid, progress)
     return report
 
 

@@ -244,7 +244,7 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
     Raises ServerError when the deployment fails its first probe (nothing to recover to), and
     CrashLoop when recovery gives up.
     """
-    prober = Prober(server.http_url, repository_probes(repo), policy.timeout_s)
+    prober = Prober(server.grpc_url, repository_probes(repo), policy.timeout_s)
     failures = prober.check()
     if failures and server.exit_reason() is None:  # (a server that died meanwhile is the loop's to handle)
         raise server.failure("the deployment does not answer its probes: " + "; ".join(failures.values()))

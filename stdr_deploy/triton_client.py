@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import http.client
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 from stdr_deploy.ocr import Word
+from stdr_deploy.server import HTTP_INFERENCE_HEADER
 
 GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
 
@@ -91,10 +94,30 @@ def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarr
     except InferenceServerException as exc:
         if exc.status() == GRPC_UNAVAILABLE:
             raise _no_answer(endpoint, exc.message()) from exc
+        if HTTP_INFERENCE_HEADER in (exc.message() or ""):
+            raise ServerError(
+                f"{endpoint.url} takes inference over gRPC only: {exc.message()}",
+                hint="use the server's grpc:// URL (`serve` and `auto` print it); "
+                "`stdr-deploy serve --http-inference` opens HTTP inference to trusted clients",
+            ) from exc
         raise ServerError(f"model {model!r} failed on {endpoint.url}: {exc.message()}") from exc
     except (OSError, http.client.HTTPException) as exc:  # HTTP: refused, reset, closed or timed out
         raise _no_answer(endpoint, str(exc) or type(exc).__name__) from exc
     return {name: result.as_numpy(name) for name in outputs}
+
+
+def http_inference_refused(endpoint: Endpoint, model: str = "pipeline") -> bool:
+    """Whether this HTTP endpoint refuses inference (see stdr_deploy.server.HTTP_INFERENCE_HEADER).
+
+    An empty request body is enough: the restriction answers 403 before the body is read, an open
+    server 400 for the missing inputs.
+    """
+    request = urllib.request.Request(f"http://{endpoint.address}/v2/models/{model}/infer", data=b"{}", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=30).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code == 403 and HTTP_INFERENCE_HEADER in exc.read().decode(errors="replace")
+    return False
 
 
 def _no_answer(endpoint: Endpoint, detail: str) -> ServerUnreachable:

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import os
+import pickle
 import zipfile
 import urllib.error
 import urllib.request
@@ -340,6 +341,13 @@ def load_state_dict(path: str | Path) -> dict:
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a Python object: never retry without it
+        raise WeightsError(
+            f"{path} holds Python objects besides tensors ({_unpickler_detail(exc)}); stdr-deploy reads "
+            "only tensors, since loading anything else from a pickle can run code",
+            hint="where the file came from, save only the tensors: torch.save(model.state_dict(), PATH), "
+            "and pass that file with --weights PATH; or use a registry name (stdr-deploy weights list)",
+        ) from None
     except Exception as exc:  # torch raises many types for a bad file; all mean "unreadable"
         raise WeightsError(
             f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}",
@@ -357,6 +365,17 @@ def load_state_dict(path: str | Path) -> dict:
         if all(key.startswith(prefix) for key in data):
             data = {key[len(prefix) :]: value for key, value in data.items()}
     return data
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """What torch's restricted unpickler refused, without torch's advice to load unrestricted."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        lines = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if lines:
+            return lines[0][:200]
+    return "an object the safe loader does not accept"
 
 
 def load_into(model, path: str | Path, model_name: str) -> None:

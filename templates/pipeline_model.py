@@ -15,9 +15,11 @@ processing setting of the plan. The recognizer batches of one image (crops padde
 widths) are sent together with `async_exec`, so they run side by side and the recognizer's
 dynamic batcher can merge them with the crops of other requests.
 
-Errors stay per request: an unusable image (0-sized, too many pixels, wrong layout) or a failed
-model call answers that request with a `TritonError` saying what went wrong; the other requests
-of the batch are answered normally.
+Errors stay per request: an unusable image (0-sized, too small, too many pixels, wrong layout)
+answers that request with a `TritonError` of code INVALID_ARGUMENT, a failed model call or a bug
+with one of code INTERNAL, each saying what went wrong; the other requests of the batch are
+answered normally. The image's size is checked from its tensor shape before any work, so a
+request above the plan's pixel limit costs nothing beyond its upload.
 
 The folder is self-contained: besides Triton's Python backend (23.04 or newer, for BLS
 `preferred_memory`) it needs numpy, opencv-python-headless and Pillow, e.g. in the NGC
@@ -36,7 +38,7 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_ocr.errors import OcrError  # noqa: E402
+from stdr_ocr.errors import BadImageError, OcrError  # noqa: E402
 from stdr_ocr.pipeline import OcrPipeline  # noqa: E402
 from stdr_ocr.settings import PipelineSettings  # noqa: E402
 
@@ -123,7 +125,7 @@ def settings_from_parameters(parameters):
 def single_image(batch):
     """[1, H, W, 3] -> [H, W, 3]; Triton already checked the dtype and the last dim."""
     if batch.ndim != 4 or batch.shape[0] != 1:
-        raise OcrError(f"expected one image of shape [1, H, W, 3], got shape {list(batch.shape)}")
+        raise BadImageError(f"expected one image of shape [1, H, W, 3], got shape {list(batch.shape)}")
     return batch[0]
 
 
@@ -157,6 +159,14 @@ def check_numpy_bridge():
     pb_utils.Logger.log_info(f"pipeline: numpy {np.__version__} from {np.__file__}")
 
 
+def error_response(message, code_name):
+    """A failed response with Triton's error code `code_name`, where this Python backend has codes
+    (Triton 2.51 has); older backends answer every error as INTERNAL."""
+    code = getattr(pb_utils.TritonError, code_name, None)
+    error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         check_numpy_bridge()
@@ -183,8 +193,10 @@ class TritonPythonModel:
             batch = pb_utils.get_input_tensor_by_name(request, "input").as_numpy()
             words = self.pipeline.read(single_image(batch))
             return pb_utils.InferenceResponse(output_tensors=words_to_tensors(words))
+        except BadImageError as exc:  # the caller's mistake
+            return error_response(str(exc), "INVALID_ARG")
         except (OcrError, ModelCallError) as exc:
-            message = str(exc)
+            return error_response(str(exc), "INTERNAL")
         except Exception as exc:  # a bug must not fail the other requests of the batch
-            message = f"internal error ({type(exc).__name__}): {exc}"
-        return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+            return error_response(f"internal error ({type(exc).__name__}): {exc}", "INTERNAL")
+

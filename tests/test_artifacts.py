@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from stdr_deploy.artifacts import MANIFEST, ArtifactDir, default_families, package, supported_precisions
 from stdr_deploy.errors import UserInputError, ValidationError
@@ -82,7 +83,7 @@ def test_the_core_install_has_no_torch_and_the_export_extra_has_it():
     assert any(r.startswith("stdr-deploy[") and "export" in r for r in _requirements("test"))  # the README's test command exports models
 
 
-def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env):
+def test_every_core_module_imports_without_torch_and_export_says_what_to_install(no_torch_env, tmp_path):
     script = (
         "import importlib, pkgutil, sys, stdr_deploy\n"
         "names = [m.name for m in pkgutil.walk_packages(stdr_deploy.__path__, 'stdr_deploy.')\n"
@@ -98,7 +99,9 @@ def test_every_core_module_imports_without_torch_and_export_says_what_to_install
         blocked = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, env=no_torch_env)
         assert blocked.returncode != 0, module
     assert subprocess.run([sys.executable, "-c", "import onnxruntime"], env=no_torch_env).returncode == 0
-    for args in (["export", "craft"], ["ocr", "--runtime", "torch", "x.png"], ["package", "out"]):
+    image = tmp_path / "x.png"  # a readable image: `ocr` loads its models once an image is read
+    Image.new("RGB", (64, 32), "white").save(image)
+    for args in (["export", "craft"], ["ocr", "--runtime", "torch", str(image)], ["package", "out"]):
         done = run(*args, env=no_torch_env)
         assert done.returncode == 3, (args, done.stderr)
         assert "pip install 'stdr-deploy[export]'" in done.stderr and "Traceback" not in done.stderr
@@ -239,7 +242,7 @@ def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_
         assert steps["export"]["outputs"][model]["onnx"] == str(artefacts / family / "fp32" / "model.onnx")
     assert manifest["artifacts"] == str(artefacts) and manifest["versions"]["torch"] is not None  # installed, blocked
     checks = {(c["model"], c["check"], c["protocol"]): c["ok"] for c in manifest["smoke"]["checks"]}
-    assert checks[("pipeline", "reads the smoke image", "http")]  # exact text: packaged from trained weights
+    assert checks[("pipeline", "reads the smoke image", "grpc")]  # exact text: packaged from trained weights
     assert checks[("pipeline", "served words equal in-process words", "grpc")]  # reference ran from DIR too
     assert all(checks.values())
     lines = done.stderr.splitlines()

@@ -46,7 +46,9 @@ def test_auto_default_deploys_and_reads_text(default_deploy):
     checks = manifest["smoke"]["checks"]
     assert manifest["smoke"]["ok"] and all(c["ok"] for c in checks)
     names = {(c["model"], c["check"], c["protocol"]) for c in checks}
-    assert ("pipeline", "reads the smoke image", "http") in names
+    # inference over gRPC only: HTTP answers health and configs and refuses inference (issue 23)
+    assert ("server", "refuses inference over HTTP (gRPC only)", "http") in names
+    assert ("pipeline", "reads the smoke image", "http") not in names
     assert ("pipeline", "reads the smoke image", "grpc") in names
     assert ("pipeline", "served words equal in-process words", "grpc") in names
     assert {c["check"].split(" shape")[0] for c in checks if c["model"] == "craft"} >= {
@@ -92,8 +94,8 @@ def test_auto_parseq_tiny_random_weights_serves_what_runs_in_process(tmp_path, s
     assert manifest["plan"]["recognizer"]["family"] == "parseq-tiny"
     checks = {(c["check"], c["protocol"]): c for c in manifest["smoke"]["checks"]}
     # random weights read nonsense: the text check is replaced by served == in-process
-    assert ("reads the smoke image", "http") not in checks
-    assert checks[("served words equal in-process words", "http")]["ok"]
+    assert ("reads the smoke image", "grpc") not in checks
+    assert checks[("served words equal in-process words", "grpc")]["ok"]
     assert checks[("served boxes equal in-process boxes (<= 1 px)", "grpc")]["ok"]
     assert (tmp_path / "repo" / "parseq" / "config.pbtxt").is_file()
 
@@ -159,6 +161,8 @@ def test_smoke_failure_names_model_check_expected_and_got(default_deploy, tmp_pa
                        timeout=600)
     assert proc.returncode == 8, proc.stderr[-2000:]
     assert "crnn_en: config equals rendered config.pbtxt [http]" in proc.stderr
+    # an HTTP URL alone cannot pass a smoke: inference is served over gRPC only (issue 23)
+    assert "pipeline: some URL takes inference [http]" in proc.stderr
     assert "max_batch_size: 3 != 8" in proc.stderr
 
 

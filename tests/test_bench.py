@@ -323,7 +323,7 @@ def relu_server(tmp_path_factory):
         'output [ { name: "output" data_type: TYPE_FP32 dims: [ 4 ] } ]\n'
         "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
     )
-    with TritonServer(repo) as server:
+    with TritonServer(repo, http_inference=True) as server:  # the load generator speaks both protocols
         yield server
 
 

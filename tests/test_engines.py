@@ -776,17 +776,15 @@ def test_cli_build_of_an_onnxruntime_plan_exits_2(tmp_path):
 
 
 @pytest.fixture
-def backend(monkeypatch: pytest.MonkeyPatch):
-    """backends/tensorrt/model.py, imported outside Triton.
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """backends/tensorrt/model.py as the server gets it (beside its shared module), imported
+    outside Triton; its pb_utils import is the real file Triton ships."""
+    from stdr_deploy.server import backend_directory
 
-    Only the import needs `triton_python_backend_utils` (the stub provides it in the server);
-    an empty module stands in, since none of the functions tested here call into it.
-    """
-    import types
-
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
-    path = Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends" / "tensorrt" / "model.py"
-    spec = importlib.util.spec_from_file_location("tensorrt_backend_model", path)
+    backends = backend_directory(tmp_path)
+    monkeypatch.syspath_prepend(str(backends / "python"))
+    monkeypatch.delitem(sys.modules, "stdr_batching", raising=False)
+    spec = importlib.util.spec_from_file_location("tensorrt_backend_model", backends / "tensorrt" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -794,8 +792,9 @@ def backend(monkeypatch: pytest.MonkeyPatch):
 
 def test_backend_finds_the_engine_where_triton_would(backend):
     args = {"model_repository": "/repo/craft", "model_version": "1"}
-    assert backend.model_file(args, {}) == "/repo/craft/1/model.plan"
-    assert backend.model_file(args, {"default_model_filename": "craft.engine"}) == "/repo/craft/1/craft.engine"
+    assert backend.model_file(args, {}, backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/1/model.plan"
+    config = {"default_model_filename": "craft.engine"}
+    assert backend.model_file(args, config, backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/1/craft.engine"
 
 
 def test_backend_reads_io_types_from_the_rendered_config(backend):
@@ -812,7 +811,9 @@ def test_backend_reads_io_types_from_the_rendered_config(backend):
     assert backend.missing_in_engine(["output1"], ["output"]) == ["output1"]
 
 
-def test_backend_joins_requests_of_one_shape_up_to_the_engines_max_batch(backend):
+def test_backends_join_requests_of_one_shape_up_to_the_max_batch():
+    from stdr_deploy.backends.stdr_batching import batch_groups, split_rows
+
     crop = (3, 32, 128)
     shapes = [
         {"input": (4, *crop)},
@@ -822,9 +823,58 @@ def test_backend_joins_requests_of_one_shape_up_to_the_engines_max_batch(backend
         {"input": (1, 1, 64, 256)},  # another shape: its own run
         {"input": (2, *crop)},
     ]
-    assert backend.batch_groups(shapes, 16) == [[0, 1], [2], [3, 5], [4]]
-    assert backend.batch_groups(shapes, 0) == [[0], [1], [2], [3], [4], [5]]
-    assert backend.split_rows([4, 8]) == [(0, 4), (4, 12)]
+    assert batch_groups(shapes, 16) == [[0, 1], [2], [3, 5], [4]]
+    assert batch_groups(shapes, 0) == [[0], [1], [2], [3], [4], [5]]
+    assert split_rows([4, 8]) == [(0, 4), (4, 12)]
+
+
+def test_backends_answer_each_request_and_blame_only_the_one_that_fails():
+    from stdr_deploy.backends.stdr_batching import run_requests
+
+    runs = []
+
+    def run(feed):
+        x = feed["input"]
+        runs.append(x.shape[0])
+        if np.isnan(x).any():
+            raise ValueError("NaN in the input")
+        return {"output": x * 2}
+
+    good, bad, other = np.ones((2, 3)), np.full((1, 3), np.nan), np.ones((1, 4))
+    missing = ValueError("missing input 'input'")
+    outcomes = run_requests([{"input": good}, {"input": bad}, missing, {"input": other}, {"input": good}], 8, run, np.concatenate, "rec",
+                            {})
+    assert runs == [5, 2, 1, 2, 1]  # the joint run of 0, 1, 4 fails; each is retried alone
+    np.testing.assert_array_equal(outcomes[0]["output"], good * 2)
+    assert isinstance(outcomes[1], RuntimeError) and str(outcomes[1]) == "rec: NaN in the input"
+    assert outcomes[2] is missing
+    np.testing.assert_array_equal(outcomes[3]["output"], other * 2)
+    np.testing.assert_array_equal(outcomes[4]["output"], good * 2)
+    joined = run_requests([{"input": good}, {"input": other[:, :3]}], 8, run, np.concatenate, "rec", {})
+    assert runs[-1] == 3 and joined[1]["output"].shape == (1, 3)  # one run, split back by rows
+
+
+def test_backends_refuse_empty_inputs_and_inputs_beyond_the_limits_before_running():
+    """Issue 23: the plan's max profile (rendered as `max_input_dims:<input>`) caps every input."""
+    from stdr_deploy.backends.stdr_batching import InvalidInput, input_limits, run_requests
+
+    runs = []
+
+    def run(feed):
+        runs.append(feed["input"].shape)
+        return {"output": feed["input"]}
+
+    limits = input_limits({"max_input_dims:input": "3,64,96", "intra_op_thread_count": "1"})
+    assert limits == {"input": (3, 64, 96)}
+    fits, wide, empty, high = np.ones((2, 3, 64, 96)), np.ones((1, 3, 64, 97)), np.ones((1, 3, 64, 0)), np.ones((1, 3, 65, 8))
+    outcomes = run_requests([{"input": fits}, {"input": wide}, {"input": empty}, {"input": high}], 4, run,
+                            np.concatenate, "crnn_en", limits)
+    assert runs == [(2, 3, 64, 96)]  # only the request within the limits ran
+    assert all(isinstance(outcome, InvalidInput) for outcome in outcomes[1:])
+    assert "beyond this deployment's largest [3, 64, 96]" in str(outcomes[1]) and "[1, 3, 64, 97]" in str(outcomes[1])
+    assert str(outcomes[2]) == "crnn_en: input 'input' has no elements (shape [1, 3, 64, 0])"
+    unbatched = run_requests([{"input": np.ones((3, 64, 96))}], 0, run, np.concatenate, "m", limits)
+    assert unbatched[0]["output"].shape == (3, 64, 96)
 
 
 def test_backend_maps_every_engine_and_config_type_to_torch(backend):

@@ -146,10 +146,10 @@ def test_4gb_host_plan_serves_the_benchmark_images_under_4gb(shared, craft_int8_
     with TritonServer(repo, log_path=tmp_path / "tritonserver.log") as server:
         with TreeSampler(server.pid) as tree:
             with ThreadPoolExecutor(plan.pipeline.instance_count) as pool:
-                words = list(pool.map(lambda image: TritonPipelineClient(server.http_url).read(image), images))
+                words = list(pool.map(lambda image: TritonPipelineClient(server.grpc_url).read(image), images))
         served_peak = max(tree.peak, sum(tree.high_water_marks().values()))
         report = SmokeReport()
-        check_memory(report, server.http_url, plan, server.pid, progress=lambda message: None)
+        check_memory(report, server.grpc_url, plan, server.pid, progress=lambda message: None)
     print(json.dumps({"served_peak_bytes": served_peak, **report.memory}, indent=1))
     assert all(words), "every benchmark image has words"
     assert served_peak < 4 * GIB, f"peak RSS {served_peak / GIB:.2f} GiB serving the four images"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -117,3 +122,57 @@ def test_arrays_of_other_layouts_convert_and_bad_ones_are_refused():
         check_image(np.zeros((100, 100, 3), dtype=np.uint8), max_pixels=9_999)
     with pytest.raises(BadImageError, match="RGB uint8"):
         check_image(np.zeros((10, 10), dtype=np.uint8), max_pixels=1_000)
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A 1-bit all-black PNG: 30000x30000 is ~110 KB on disk and 900 M pixels (2.7 GB as RGB) decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte, then the bits of one row
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+# The CLI run with its own peak RSS (VmHWM, KiB) written last on stderr. Not ru_maxrss: Linux
+# carries that over exec from the parent, which is pytest with everything it loaded.
+WITH_PEAK_RSS = """
+import re, sys
+from pathlib import Path
+from stdr_deploy.cli import main
+try:
+    main()
+finally:
+    peak = re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)
+    sys.stderr.write(f"\\npeak_rss_kib={peak}\\n")
+"""
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_in_under_200_mb(tmp_path):
+    """Issue 23: `ocr` on this file grew to 19 GB and was OOM-killed; now exit 2, nothing decoded."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb(30000, 30000))
+    assert bomb.stat().st_size < 200_000
+    done = subprocess.run([sys.executable, "-c", WITH_PEAK_RSS, "ocr", str(bomb)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot read image {bomb}: its header declares 900000000 pixels" in done.stderr
+    assert "nothing was decoded" in done.stderr and "Traceback" not in done.stderr
+    peak_mib = int(done.stderr.rsplit("peak_rss_kib=", 1)[1]) / 1024
+    assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_the_header_is_checked_against_the_limit_before_decoding(tmp_path):
+    """Above our limit but below Pillow's own bomb limit: refused by our check; at the limit: read."""
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_bomb(10000, 6000))  # 60 M pixels: over the default 50 M
+    with pytest.raises(ImageReadError, match=r"declares 10000x6000 = 60000000 pixels, over the limit of 50000000"):
+        read_image(path)
+    small = tmp_path / "small.png"
+    small.write_bytes(png_bomb(40, 30))
+    with pytest.raises(ImageReadError, match="over the limit of 1199"):
+        read_image(small, max_pixels=1199)
+    assert read_image(small, max_pixels=1200).shape == (30, 40, 3)

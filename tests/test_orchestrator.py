@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tritonclient.http as httpclient
+import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from stdr_deploy.ocr.image_io import read_image
@@ -94,7 +94,7 @@ def client(onnx_files, tmp_path_factory):
     (broken / "config.pbtxt").write_text(config)
 
     with TritonServer(repo) as server:
-        client = httpclient.InferenceServerClient(server.http_url.split("://", 1)[1], network_timeout=300)
+        client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
         yield client
         client.close()  # an open connection would make the server wait out its exit timeout
 
@@ -108,17 +108,17 @@ def reference(onnx_files):
 
 
 def ask(client, image: np.ndarray, model: str = "pipeline"):
-    tensor = httpclient.InferInput("input", list(image.shape), np_to_triton_dtype(image.dtype))
+    tensor = grpcclient.InferInput("input", list(image.shape), np_to_triton_dtype(image.dtype))
     tensor.set_data_from_numpy(image)
-    outputs = [httpclient.InferRequestedOutput("output"), httpclient.InferRequestedOutput("boxes")]
+    outputs = [grpcclient.InferRequestedOutput("output"), grpcclient.InferRequestedOutput("boxes")]
     result = client.infer(model, [tensor], outputs=outputs)
     return [t.decode() for t in result.as_numpy("output")[0]], result.as_numpy("boxes")[0]
 
 
 def recognizer_counts(client) -> tuple[int, int]:
     """(requests, crops) the recognizer model has served so far."""
-    stats = client.get_inference_statistics("crnn_en")["model_stats"][0]
-    return stats["inference_stats"]["success"]["count"], stats["inference_count"]
+    stats = client.get_inference_statistics("crnn_en").model_stats[0]
+    return stats.inference_stats.success.count, stats.inference_count
 
 
 def test_served_words_equal_the_in_process_pipeline(client, reference, shared):

@@ -708,3 +708,30 @@ def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():
         plan = make_plan(host_of("cpu-xeon-2core"), recognizer=recognizer, variant="onnxruntime")
         [line] = [r for r in plan.reasons if r.startswith(f"recognizer {recognizer} reads")]
         assert "276 words" in line and other in line and "accuracy-sets/recognizers" in line
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [("memory_total_mib", 0, "gpus[0].memory_total_mib"), ("memory_total_mib", -81559, "gpus[0].memory_total_mib"),
+     ("memory_free_mib", -1, "gpus[0].memory_free_mib"), ("memory_free_mib", 10**7, "gpus[0].memory_free_mib")],
+)
+def test_plan_refuses_a_host_file_with_impossible_gpu_memory(field, value, named, tmp_path):
+    """Issue 23: a host file is checked when read; the error names the field (exit 2), no plan is made."""
+    data = json.loads((HOSTS / "h100-80g-hbm3.json").read_text())
+    data["gpus"][0][field] = value
+    host_file = tmp_path / "host.json"
+    host_file.write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["plan", "--host", str(host_file), "--json"])
+    assert isinstance(result.exception, UserInputError) and result.exception.exit_code == 2
+    assert named in str(result.exception) and str(host_file) in str(result.exception)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("field", "value"), [("memory_total_mib", 0), ("memory_available_mib", -1)])
+def test_plan_refuses_a_host_file_with_impossible_host_memory(field, value, tmp_path):
+    data = json.loads((HOSTS / "cpu-xeon-2core.json").read_text())
+    data[field] = value
+    host_file = tmp_path / "host.json"
+    host_file.write_text(json.dumps(data))
+    with pytest.raises(UserInputError, match=rf"host field {field} is {value}"):
+        load_host(host_file)

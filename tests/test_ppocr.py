@@ -233,7 +233,7 @@ def test_pipeline_reads_scenes_a_image_like_rapidocr(shared, ppocr_det_onnx, ppo
 def test_served_ppocr_pipeline_equals_in_process(shared, ppocr_det_onnx, ppocr_rec_onnx, tmp_path):
     """PP-OCRv4 det + rec rendered from a plan and served; the words and boxes equal the
     in-process pipeline's, and the recognizer got the crops in batches (width buckets)."""
-    import tritonclient.http as httpclient
+    import tritonclient.grpc as grpcclient
     from tritonclient.utils import np_to_triton_dtype
 
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
@@ -276,19 +276,19 @@ def test_served_ppocr_pipeline_equals_in_process(shared, ppocr_det_onnx, ppocr_r
     image = _rgb(shared / "testdata/scenes_A/img00.png")
     expected = reference.read(image)
     with TritonServer(repo) as server:
-        client = httpclient.InferenceServerClient(server.http_url.split("://", 1)[1], network_timeout=300)
+        client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
         try:
-            tensor = httpclient.InferInput("input", [1, *image.shape], np_to_triton_dtype(image.dtype))
+            tensor = grpcclient.InferInput("input", [1, *image.shape], np_to_triton_dtype(image.dtype))
             tensor.set_data_from_numpy(image[None])
             result = client.infer("pipeline", [tensor])
             texts = [t.decode() for t in result.as_numpy("output")[0]]
             boxes = result.as_numpy("boxes")[0]
-            stats = client.get_inference_statistics("ppocr_rec")["model_stats"][0]
+            stats = client.get_inference_statistics("ppocr_rec").model_stats[0]
         finally:
             client.close()
     assert texts == [w.text for w in expected] and "ENTRY" in texts
     np.testing.assert_allclose(boxes[:, :8].reshape(-1, 4, 2), [w.polygon for w in expected], atol=1e-3)
-    assert stats["inference_stats"]["success"]["count"] < stats["inference_count"]  # batched, not one per crop
+    assert stats.inference_stats.success.count < stats.inference_count  # batched, not one per crop
 
 
 # --- bench --peers -----------------------------------------------------------------------------

@@ -3,10 +3,11 @@ server killed under load, a build killed mid-way.
 
 One tritonserver, started once for the module, serves the CPU repository that `make_plan` plans
 for the recorded 2-core Xeon host, rendered with the real exported CRAFT and CRNN models; its
-pixel limit is the plan's own. Well over a hundred malformed requests go to it over HTTP and
-gRPC. Each must come back as its own error that says what was wrong, and afterwards the server
-must be live and ready, with the same orchestrator process, and read a good image exactly as the
-in-process pipeline does. Killing a render or an export mid-way is tested beside them
+pixel limit is the plan's own. About a hundred malformed requests go to it over gRPC, and HTTP
+inference requests (issue 23's one that crashed Triton among them) are refused before their body
+is read. Each must come back as its own error that says what was wrong, and afterwards the
+server must be live and ready, with the same orchestrator process, and read a good image
+exactly as the in-process pipeline does. Killing a render or an export mid-way is tested beside them
 (tests/test_render.py, tests/test_export.py); killing a build is here, against the TensorRT
 stand-in, as TensorRT cannot run on this machine.
 """
@@ -47,15 +48,18 @@ from stdr_deploy.ocr.settings import PipelineSettings
 from stdr_deploy.planner import make_plan
 from stdr_deploy.render import render
 from stdr_deploy.runners import make_pipeline
-from stdr_deploy.server import TritonServer, live_group_members
-from stdr_deploy.triton_client import TritonPipelineClient
+from stdr_deploy.server import HTTP_INFERENCE_HEADER, TritonServer, live_group_members
+from stdr_deploy.triton_client import Endpoint, TritonPipelineClient, http_inference_refused
 
 TESTS = Path(__file__).resolve().parent
 CPU_HOST = TESTS / "hosts" / "cpu-xeon-2core.json"
 H100 = TESTS / "hosts" / "h100-80g-hbm3.json"
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
 GOOD = "testdata/scenes_A/img00.png"  # 338x472, seven words
-PROTOCOLS = ("http", "grpc")
+# Issue 23: ~100 bytes over HTTP that aborted tritonserver 2.51 (std::bad_alloc): a huge declared
+# shape, one value. HTTP inference is refused by default (stdr_deploy.server.HTTP_INFERENCE_HEADER).
+HUGE_SHAPE = [1, 100000, 100000, 3]
+ISSUE_23_CURL = json.dumps({"inputs": [{"name": "input", "shape": HUGE_SHAPE, "datatype": "UINT8", "data": [1]}]})
 
 
 def serving(test):
@@ -130,15 +134,17 @@ def ask(module, client, array: np.ndarray, name: str = "input"):
 
 
 def assert_still_serving(server: TritonServer, clients, good_image, expected_words, stubs: list[int]) -> None:
-    """Live, ready, the same orchestrator process, no crash in the log, and a good read."""
+    """Live and ready on both protocols, the same orchestrator process, no crash in the log, and
+    a good read over gRPC."""
     for module, client in clients.values():
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("pipeline")
-        result = ask(module, client, good_image[None])
-        texts = [t.decode() for t in result.as_numpy("output")[0]]
-        assert texts == [w.text for w in expected_words]
-        np.testing.assert_allclose(
-            result.as_numpy("boxes")[0][:, :8].reshape(-1, 4, 2), [w.polygon for w in expected_words], atol=1e-3
-        )
+    module, client = clients["grpc"]
+    result = ask(module, client, good_image[None])
+    texts = [t.decode() for t in result.as_numpy("output")[0]]
+    assert texts == [w.text for w in expected_words]
+    np.testing.assert_allclose(
+        result.as_numpy("boxes")[0][:, :8].reshape(-1, 4, 2), [w.polygon for w in expected_words], atol=1e-3
+    )
     assert orchestrator_processes(server) == stubs
     log = server.log_path.read_text(errors="replace")
     assert "unhealthy" not in log and "Signal (" not in log
@@ -226,15 +232,12 @@ def malformed_requests(image: np.ndarray, max_pixels: int) -> list[Bad]:
 
 
 @serving
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_each_malformed_request_gets_its_own_clear_error(
-    protocol, plan, server, clients, good_image, expected_words
-):
+def test_each_malformed_request_gets_its_own_clear_error(plan, server, clients, good_image, expected_words):
     stubs = orchestrator_processes(server)
     assert len(stubs) == plan.pipeline.instance_count
-    module, client = clients[protocol]
+    module, client = clients["grpc"]
     cases = malformed_requests(good_image, plan.pipeline.max_image_pixels)
-    assert len(cases) * len(PROTOCOLS) >= 100
+    assert len(cases) >= 80
     wrong = []
     for case in cases:
         try:
@@ -243,6 +246,50 @@ def test_each_malformed_request_gets_its_own_clear_error(
         except InferenceServerException as exc:
             if not re.search(case.error, exc.message() or ""):
                 wrong.append(f"{case.label}: {exc.message()!r} does not match {case.error!r}")
+            if exc.status() != INVALID_ARGUMENT:  # every one is the caller's mistake (issue 23)
+                wrong.append(f"{case.label}: {exc.status()} {exc.message()!r}")
+    assert wrong == []
+    assert_still_serving(server, clients, good_image, expected_words, stubs)
+
+
+INVALID_ARGUMENT = "StatusCode.INVALID_ARGUMENT"  # tritonclient.grpc's status of a refused request
+
+
+def sub_model_requests(plan) -> list[tuple[str, str, np.ndarray, str]]:
+    """(label, model, input, what the error must say): beyond each model's max profile, and empty."""
+    cases = []
+    for model in plan.models():
+        ((name, profile),) = model.profile.items()
+        top = profile.max
+        twice = (*top[:-2], top[-2] * 2, top[-1] * 2) if model.role == "detector" else (*top[:-1], top[-1] * 2)
+        wider = (*top[:-1], top[-1] + 1)
+        empty = (*top[:-1], 0)
+        cases += [
+            (f"{model.triton_name}-twice-max", model.triton_name, np.zeros(twice, np.float32), "beyond this deployment's largest"),
+            (f"{model.triton_name}-one-wider", model.triton_name, np.zeros(wider, np.float32), "beyond this deployment's largest"),
+            (f"{model.triton_name}-zero-width", model.triton_name, np.zeros(empty, np.float32), "has no elements"),
+        ]
+    return cases
+
+
+@serving
+def test_each_model_refuses_inputs_beyond_its_max_profile_or_empty(plan, server, clients, good_image, expected_words):
+    """Issue 23: a direct `craft` call of 4000x4000 grew its stub by 6 GB; zero-width calls
+    answered with raw ONNX Runtime text. Now both are INVALID_ARGUMENT before the model runs."""
+    stubs = orchestrator_processes(server)
+    module, client = clients["grpc"]
+    cases = sub_model_requests(plan)
+    assert ("craft-twice-max", "craft") == cases[0][:2] and cases[0][2].shape == (1, 3, 3200, 3200)
+    wrong = []
+    for label, model, array, error in cases:
+        tensor = module.InferInput("input", list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        try:
+            client.infer(model, [tensor])
+            wrong.append(f"{label}: answered instead of refused")
+        except InferenceServerException as exc:
+            if exc.status() != INVALID_ARGUMENT or error not in exc.message():
+                wrong.append(f"{label}: {exc.status()} {exc.message()!r}")
     assert wrong == []
     assert_still_serving(server, clients, good_image, expected_words, stubs)
 
@@ -261,19 +308,16 @@ def binary_request(shape, declared_bytes: int, sent_bytes: int, header_length_ex
     return header + bytes(sent_bytes), headers
 
 
-# label -> (body, headers, what the error must say)
+# label -> (body, headers): HTTP inference requests, each refused before its body is read.
 RAW_HTTP = {
-    "png-file-as-body": (b"\x89PNG\r\n\x1a\n" + bytes(64), {}, "failed to parse the request JSON"),
-    "no-inputs": (b"{}", {}, "Unable to parse 'inputs'"),
-    "too-few-values": (json_request([1, 8, 8, 3], [1, 2, 3]), {}, "Shape does not match"),
-    "too-many-values": (json_request([1, 2, 2, 3], list(range(13))), {}, "Shape does not match"),
-    "negative-values": (json_request([1, 2, 2, 3], [-1] * 12), {}, "non-unsigned-integer"),
-    "text-values": (json_request([1, 2, 2, 3], ["a"] * 12), {}, "non-unsigned-integer"),
-    "fraction-values": (json_request([1, 2, 2, 3], [0.5] * 12), {}, "non-unsigned-integer"),
-    "negative-dimension": (json_request([1, -2, 2, 3], [1] * 12), {}, "Unable to parse 'shape'"),
-    "binary-cut-short": (*binary_request([1, 8, 8, 3], 192, 100), "expecting 92 additional bytes"),
-    "header-longer-than-body": (*binary_request([1, 8, 8, 3], 192, 192, header_length_extra=500),
-                                "inference header size should be in range"),
+    "issue-23-huge-shape-one-value": (ISSUE_23_CURL.encode(), {}),
+    "png-file-as-body": (b"\x89PNG\r\n\x1a\n" + bytes(64), {}),
+    "no-inputs": (b"{}", {}),
+    "too-few-values": (json_request([1, 8, 8, 3], [1, 2, 3]), {}),
+    "negative-dimension": (json_request([1, -2, 2, 3], [1] * 12), {}),
+    "binary-huge-shape": binary_request(HUGE_SHAPE, 1, 1),
+    "binary-cut-short": binary_request([1, 8, 8, 3], 192, 100),
+    "header-longer-than-body": binary_request([1, 8, 8, 3], 192, 192, header_length_extra=500),
 }
 
 
@@ -296,21 +340,27 @@ def raw_grpc_requests() -> dict[str, tuple[service_pb2.ModelInferRequest, str]]:
         "data-given-twice": (grpc_request([1, 8, 8, 3], bytes(192), [0] * 192), "contents field must not be specified"),
         "input-given-twice": (twice, "input 'input' already exists in request"),
         "unknown-dimension": (grpc_request([1, -1, 8, 3], bytes(192)), "All input dimensions should be specified"),
+        # issue 23's request over gRPC: the size is checked against the shape before any allocation
+        "huge-shape-one-value": (grpc_request(HUGE_SHAPE, contents=[1]), "input byte size mismatch"),
+        "huge-shape-one-byte": (grpc_request(HUGE_SHAPE, b"\x01"), "input byte size mismatch"),
     }
 
 
 @serving
 def test_malformed_protocol_messages_are_refused_one_by_one(server, clients, good_image, expected_words):
+    """HTTP inference, issue 23's crashing request first, gets 403 before its body is read; raw
+    gRPC messages get INVALID_ARGUMENT; the server stays ready throughout."""
     stubs = orchestrator_processes(server)
+    assert http_inference_refused(Endpoint.parse(server.http_url))
     wrong = []
     host, port = address(server.http_url).rsplit(":", 1)
-    for label, (body, headers, error) in RAW_HTTP.items():
+    for label, (body, headers) in RAW_HTTP.items():
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
         connection.request("POST", "/v2/models/pipeline/infer", body=body, headers=headers)
         response = connection.getresponse()
         answer = response.read().decode(errors="replace")
         connection.close()
-        if response.status < 400 or not re.search(error, json.loads(answer).get("error", "")):
+        if response.status != 403 or HTTP_INFERENCE_HEADER not in json.loads(answer).get("error", ""):
             wrong.append(f"http {label}: {response.status} {answer[:200]}")
     with grpc.insecure_channel(address(server.grpc_url)) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -327,13 +377,6 @@ def test_malformed_protocol_messages_are_refused_one_by_one(server, clients, goo
 
 @serving
 def test_data_that_does_not_match_its_shape_is_refused(server, clients):
-    body, headers = binary_request([1, 8, 8, 3], 100, 100)
-    host, port = address(server.http_url).rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    connection.request("POST", "/v2/models/pipeline/infer", body=body, headers=headers)
-    response = connection.getresponse()
-    assert response.status == 400 and "byte size mismatch" in response.read().decode()
-    connection.close()
     requests = [grpc_request([1, 8, 8, 3], bytes(100)), grpc_request([1, 8, 8, 3], bytes(1000)),
                 grpc_request([1, 8, 8, 3], contents=[1, 2, 3])]
     with grpc.insecure_channel(address(server.grpc_url)) as channel:
@@ -361,7 +404,7 @@ def test_a_server_killed_under_load_fails_each_client_clearly_and_serve_exits_7(
     """With no recovery allowed (--max-restarts 0), a dead server ends `serve` at once, with why;
     tests/test_supervise.py has the restart."""
     cli = subprocess.Popen([*CLI, "serve", "--repo", str(repo), "--log", str(tmp_path / "serve.log"), "--json",
-                            "--max-restarts", "0"],
+                            "--max-restarts", "0", "--http-inference"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = ready_json(cli)

@@ -171,13 +171,18 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         assert config.dynamic_batching.max_queue_delay_microseconds == model.dynamic_batching.max_queue_delay_us
 
     accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    # the plan's max profile past the batch axis, which our backends enforce (both of them)
+    limits = {f"max_input_dims:{name}": ",".join(map(str, shape.max[1:])) for name, shape in model.profile.items()}
     if model.backend == "onnxruntime":
         expected = {
+            **limits,
             "intra_op_thread_count": str(model.intra_op_threads),
             "inter_op_thread_count": str(model.inter_op_threads),
         }
         if not model.memory_arena:  # CPU plans: the memory data is measured with both off
             expected["enable_mem_arena"] = expected["enable_mem_pattern"] = "0"
+        else:  # the CPU arena returns an outlier's memory after the run (issue 23)
+            expected["memory.enable_memory_arena_shrinkage"] = "cpu:0"
         if model.instance_kind == "KIND_GPU":
             measured = cuda_ep_settings()  # the GPU measurement decides search mode and layout
             expected["cudnn_conv_algo_search"] = {"EXHAUSTIVE": "0", "HEURISTIC": "1"}[measured["cudnn_conv_algo_search"]]
@@ -194,7 +199,7 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected
     else:
-        assert parameters_of(config) == {}
+        assert parameters_of(config) == limits
         assert not config.HasField("optimization")
 
     if model.triton_name in FIXED_SHAPE:
@@ -544,3 +549,52 @@ def test_int8_outside_the_cpu_detector_is_refused(tmp_path):
     ):
         with pytest.raises(UserInputError, match="int8"):
             render(plan, tmp_path / "repo", stand_in_artifacts(plan, tmp_path / "artifacts"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("canvas_size", -5), ("canvas_size", 10**9), ("max_image_pixels", 0), ("recognizer_batch", 2.5),
+     ("text_threshold", 7.0), ("instance_count", 0)],
+)
+def test_render_refuses_a_plan_with_an_impossible_pipeline_value(field, value, tmp_path):
+    """Issue 23: out-of-range values are refused when the plan is read, naming the field; nothing is written."""
+    data = CPU_PLAN.to_dict()
+    data["pipeline"][field] = value
+    out = tmp_path / "repo"
+    result = CliRunner().invoke(cli, ["render", "--plan", str(_plan_file_dict(data, tmp_path)), "--out", str(out)])
+    assert isinstance(result.exception, UserInputError) and result.exception.exit_code == 2
+    assert f"pipeline.{field}" in str(result.exception) and str(value) in str(result.exception)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "named"),
+    [(("detector", "profile", "input", "max", 2), -32, "detector.profile.input.max[2]"),
+     (("detector", "profile", "input", "max", 3), 10**9, "detector.profile.input.max[3]"),
+     (("recognizer", "max_batch_size"), -1, "recognizer.max_batch_size"),
+     (("detector", "precision"), "fp8", "detector.precision")],
+)
+def test_render_refuses_a_plan_with_an_impossible_model_value(path, value, named, tmp_path):
+    data = CPU_PLAN.to_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    result = CliRunner().invoke(cli, ["render", "--plan", str(_plan_file_dict(data, tmp_path)), "--out", str(tmp_path / "r")])
+    assert isinstance(result.exception, UserInputError) and named in str(result.exception)
+
+
+def test_render_of_a_negative_canvas_exits_2(tmp_path):
+    data = CPU_PLAN.to_dict()
+    data["pipeline"]["canvas_size"] = -5
+    done = subprocess.run([sys.executable, "-c", "from stdr_deploy.cli import main; main()", "render", "--plan",
+                           str(_plan_file_dict(data, tmp_path)), "--out", str(tmp_path / "repo")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "plan field pipeline.canvas_size is -5" in done.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def _plan_file_dict(data: dict, folder: Path) -> Path:
+    path = folder / "plan.json"
+    path.write_text(json.dumps(data))
+    return path

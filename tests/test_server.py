@@ -23,6 +23,7 @@ from onnx import TensorProto, helper
 
 from stdr_deploy.cli.serve import is_loopback
 from stdr_deploy.errors import MissingDependency, ServerError, UserInputError
+from stdr_deploy.triton_client import TritonModelRunner
 from stdr_deploy.server import (
     STUB,
     TritonServer,
@@ -145,7 +146,7 @@ def repo(tmp_path_factory) -> Path:
 def server(repo: Path, tmp_path_factory):
     """One running server for the module; other suites can do the same with their repository."""
     log = tmp_path_factory.mktemp("logs") / "tritonserver.log"
-    with TritonServer(repo, log_path=log, ready_timeout=120) as running:
+    with TritonServer(repo, log_path=log, ready_timeout=120, http_inference=True) as running:
         yield running
 
 
@@ -339,10 +340,16 @@ def test_serve_cli_prints_json_when_ready_and_stops_cleanly_on_sigterm(tmp_path:
         ready = json.loads(text)
         assert [(m["name"], m["state"]) for m in ready["models"]] == [("relu", "READY")]
         assert ready["log"] == str(log)
-        module, client = http_client_for(ready["http_url"])
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(ready["grpc_url"].split("://", 1)[1])
         x = np.array([[3.0, -3.0, 0.25]], dtype=np.float32)
         with client:
-            np.testing.assert_array_equal(infer(module, client, "relu", x), expected(x))
+            np.testing.assert_array_equal(infer(grpcclient, client, "relu", x), expected(x))
+        # by default HTTP takes no inference (issue 23): our client says where to go instead
+        with pytest.raises(ServerError, match="takes inference over gRPC only") as refused:
+            TritonModelRunner(ready["http_url"], "relu").infer({"input": x})
+        assert "grpc://" in refused.value.hint
         assert log.is_file()
         cli.send_signal(signal.SIGTERM)
         assert cli.wait(60) == 0
@@ -360,25 +367,21 @@ def test_auto_keeps_serving_until_sigterm_then_says_it_stopped(tmp_path: Path):
     write_model(repo, RELU_CONFIG)
     script = (
         "from pathlib import Path\nfrom stdr_deploy.cli.auto import _serve\nfrom stdr_deploy.server import TritonServer\n"
+        "from stdr_deploy.supervise import Policy\n"
         f"server = TritonServer(Path({str(repo)!r}), log_path=Path({str(tmp_path / 'server.log')!r}))\n"
-        "server.start(); server.wait_ready()\n_serve(server, exit_after_smoke=False)\n"
+        f"server.start(); server.wait_ready()\n_serve(server, Path({str(repo)!r}), False, Policy(), False)\n"
     )
     auto = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     try:
         first = auto.stderr.readline()
-        assert first.startswith("serving on http://127.0.0.1:") and "Ctrl-C stops it" in first, first
+        assert first.startswith("serving inference on grpc://127.0.0.1:") and "Ctrl-C stops it" in first, first
         auto.send_signal(signal.SIGTERM)
         assert auto.wait(60) == 0
-        assert auto.stderr.read().strip() == "server stopped (SIGTERM)"
+        assert auto.stderr.read().strip().splitlines()[-1] == "server stopped (SIGTERM)"
     finally:
         if auto.poll() is None:
             auto.kill()
     assert leftovers(repo) == []
-
-def http_client_for(url: str):
-    import tritonclient.http as httpclient
-
-    return httpclient, httpclient.InferenceServerClient(url.split("://", 1)[1])
 
 
 def test_serve_cli_refuses_an_empty_repository(tmp_path: Path):
@@ -400,9 +403,10 @@ def test_backend_directory_is_assembled_once_with_our_backends(tmp_path: Path):
     assert backend_directory(tmp_path) == first
     assert os.access(first / "python" / STUB, os.X_OK)
     assert (first / "python" / "libtriton_python.so").is_file()
-    assert (first / "onnxruntime" / "model.py").read_bytes() == (
-        Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends" / "onnxruntime" / "model.py"
-    ).read_bytes()
+    source = Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends"
+    for name in ("onnxruntime", "tensorrt"):
+        assert (first / name / "model.py").read_bytes() == (source / name / "model.py").read_bytes()
+        assert (first / name / "stdr_batching.py").read_bytes() == (source / "stdr_batching.py").read_bytes()
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left
 
 
@@ -457,6 +461,7 @@ def ort_backend(tmp_path: Path, monkeypatch):
 
     backends = backend_directory(tmp_path)
     monkeypatch.syspath_prepend(str(backends / "python"))
+    monkeypatch.delitem(sys.modules, "stdr_batching", raising=False)
     spec = importlib.util.spec_from_file_location("stdr_ort_backend", backends / "onnxruntime" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -531,6 +536,9 @@ def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):
     assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert ort_backend.session_options({}).graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    shrink = {"parameters": {"memory.enable_memory_arena_shrinkage": {"string_value": "cpu:0"}}}  # as rendered
+    assert ort_backend.run_options(shrink).get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
     args = {"model_repository": "/repo/craft", "model_version": "3"}
-    assert ort_backend.model_file(args, {}) == "/repo/craft/3/model.onnx"
-    assert ort_backend.model_file(args, {"default_model_filename": "craft.onnx"}) == "/repo/craft/3/craft.onnx"
+    assert ort_backend.model_file(args, {}, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/model.onnx"
+    config = {"default_model_filename": "craft.onnx"}
+    assert ort_backend.model_file(args, config, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/craft.onnx"

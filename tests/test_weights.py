@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -182,6 +183,32 @@ def test_bad_files_are_weights_errors(shared, tmp_path, kind):
     with pytest.raises(WeightsError) as info:
         load_model("parseq-tiny", path)
     assert str(path) in str(info.value) and info.value.hint
+
+
+class _RunsCode:
+    """A pickled object whose loading would run a shell command (it must never load)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("kind", ["python-object", "code"])
+def test_refused_pickles_get_safe_advice_only(tmp_path, kind):
+    """Issue 23: the error must not pass on torch's advice to retry with weights_only=False."""
+    path, marker = tmp_path / f"{kind}.pt", tmp_path / "ran"
+    if kind == "code":
+        torch.save({"weights": _RunsCode(marker)}, path)
+    else:
+        write_bad(kind, path, tmp_path)
+    with pytest.raises(WeightsError) as info:
+        load_state_dict(path)
+    text = f"{info.value}\n{info.value.hint}"
+    assert "holds Python objects besides tensors" in text and "state_dict()" in info.value.hint
+    assert "weights_only" not in text and "False" not in text
+    assert not marker.exists()
 
 
 def test_wrong_model_names_the_key_differences(shared):

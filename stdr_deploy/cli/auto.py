@@ -144,7 +144,8 @@ def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) ->
         console.print("server stopped (--exit-after-smoke)")
         return
     signal.signal(signal.SIGTERM, _terminated)  # before the line that invites it
-    console.print(f"serving on {server.http_url} and {server.grpc_url}; Ctrl-C stops it")
+    console.print(f"serving inference on {server.grpc_url} (health and metadata also on {server.http_url}); "
+                  "Ctrl-C stops it")
     try:
         reason = supervise(server, repo, policy, as_json)  # giving up ends the command with exit code 7 and why
     except _Terminated:

@@ -44,7 +44,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 
 
 @click.command("bench")
-@click.option("--url", help="A running server (grpc://HOST:PORT or http://HOST:PORT). Default: start one.")
+@click.option("--url", help="A running server (grpc://HOST:PORT; http:// only with `serve --http-inference`). Default: start one.")
 @click.option("--repo", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Serve this rendered repository (default without --url: deploy with `auto` in a temporary folder).")
 @click.option("--models", "models", default="craft,crnn-en", show_default=True, help="Models for the model level (comma-separated).")

@@ -30,7 +30,7 @@ from stdr_deploy.errors import UserInputError
 @artifacts_option
 @detector_precision_option
 @click.option("--url", help="Read through the `pipeline` model of a running Triton server "
-              "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
+              "(grpc://HOST:PORT; http://HOST:PORT only where `serve --http-inference` opened it) instead of in-process.")
 @click.option("--iou", "iou_threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               show_default=True, help="IoU at which a predicted box matches a ground-truth word.")
 @click.option("--predictions", "predictions_path", type=click.Path(path_type=Path, dir_okay=False),

@@ -31,7 +31,7 @@ from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
               help="Print the predictions as JSON on stdout, in the scorer's format "
               '({"images": [{"file", "words": [{"text", "polygon", "score"}]}]}).')
 @click.option("--url", help="Read through the `pipeline` model of a running Triton server "
-              "(http://HOST:PORT or grpc://HOST:PORT) instead of in-process.")
+              "(grpc://HOST:PORT; http://HOST:PORT only where `serve --http-inference` opened it) instead of in-process.")
 @artifacts_option
 @click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write each image with its boxes and words drawn on it, as DIR/<name>.png.")
@@ -54,7 +54,8 @@ def command(images, runtime, detector, recognizer, weights, as_json, url, artifa
                                  hint="drop them, or drop --url to read in-process")
         pipeline = TritonPipelineClient(url)
     else:
-        pipeline = host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision)
+        pipeline = LoadOnFirstUse(lambda: host_pipeline(runtime, detector, recognizer, weights, artifacts,
+                                                        detector_precision))
     results, failures = read_all(pipeline, list(images), annotate_dir)
     if as_json:
         print_json({"images": [OcrPipeline.to_prediction(name, words) for name, _, words in results]})
@@ -62,6 +63,20 @@ def command(images, runtime, detector, recognizer, weights, as_json, url, artifa
         for name, _, words in results:
             click.echo(f"{name}: {' '.join(w.text for w in words)}")
     raise_for_failures(failures, len(images))
+
+
+class LoadOnFirstUse:
+    """A pipeline built when the first image has been read: files refused on their header alone
+    (missing, not an image, a decompression bomb) cost no model load and its memory."""
+
+    def __init__(self, make):
+        self._make = make
+        self._pipeline = None
+
+    def read(self, image):
+        if self._pipeline is None:
+            self._pipeline = self._make()
+        return self._pipeline.read(image)
 
 
 def host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision):

@@ -46,15 +46,20 @@ def model_dirs(repo: Path) -> list[Path]:
 @click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
               help="Seconds to wait for the server and every model to be ready.")
 @supervision_options
+@click.option("--http-inference", is_flag=True,
+              help="Also take inference over HTTP. Off by default: one small JSON request can crash this "
+              "Triton's HTTP frontend; use it only with trusted clients.")
 @click.option("--json", "as_json", is_flag=True,
               help="Once ready, print one JSON object (urls, pid, log, models) on stdout, then one JSON "
               "line per supervision event.")
-def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path, timeout, policy, as_json):
+def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path, timeout, policy, http_inference,
+            as_json):
     """Start Triton on --repo, wait until every model is ready, and serve until Ctrl-C.
 
     Without a tritonserver of your own this runs the one shipped in nvidia-pytriton, with
     stdr-deploy's Python-based `onnxruntime` and `tensorrt` backends. Other commands reach the
-    server through its URLs (`--url http://127.0.0.1:PORT` or `grpc://...`).
+    server through its gRPC URL (`--url grpc://127.0.0.1:PORT`); HTTP serves health, metadata and
+    the repository API, and inference only with --http-inference.
 
     While serving, a supervisor probes every model with a real request. A model that fails its
     probe (e.g. its Python-backend stub died) is unloaded, so Triton's /v2/health/ready says not
@@ -77,7 +82,7 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
         console.print(f"[yellow]warning:[/] serving on {host}: other machines can reach this server, unauthenticated")
     log_path = log_path or workspace / "server.log"
     server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
-                          metrics_port=metrics_port, log_path=log_path)
+                          metrics_port=metrics_port, log_path=log_path, http_inference=http_inference)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: _interrupt(stop))
     started = time.monotonic()

@@ -1,8 +1,12 @@
 """Turn any image file or array into the RGB uint8 array the pipeline reads.
 
 Pillow does the decoding (PNG, JPEG, BMP, TIFF, WebP, ...) because it applies EXIF orientation
-and keeps 16-bit samples; OpenCV is the fallback for files Pillow cannot open. Whatever the source
-(gray, palette, RGBA, 16-bit, float), the result is HxWx3 uint8 RGB.
+and keeps 16-bit samples. Whatever the source (gray, palette, RGBA, 16-bit, float), the result is
+HxWx3 uint8 RGB.
+
+The size a file declares in its header is checked before anything is decoded: a 100 KB PNG can
+declare 30000x30000 pixels (a decompression bomb). There is no other decoder to fall back on:
+OpenCV's `imdecode` reads no header on its own and takes no size limit per call.
 """
 
 from __future__ import annotations
@@ -10,50 +14,53 @@ from __future__ import annotations
 import os
 import warnings
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadImageError, ImageReadError
+from .settings import PipelineSettings
 
 # Below this many pixels on a side an array holds no legible text: such a request (a 1x1 image,
 # or encoded file bytes sent as one row of pixels) is refused rather than answered with no words.
 MIN_IMAGE_SIDE = 8
+MAX_IMAGE_PIXELS = PipelineSettings.max_image_pixels  # the pipeline's default limit
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read `path` as RGB uint8, upright as its EXIF orientation says."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read `path` as RGB uint8, upright as its EXIF orientation says; files whose header declares
+    more than `max_pixels` pixels are refused before decoding."""
     name = os.fspath(path)
     try:
-        with open(name, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ImageReadError(name, exc.strerror or str(exc)) from None
-    if not data:
-        raise ImageReadError(name, "the file is empty")
-    try:
-        return _read_with_pillow(name)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        pillow_reason = str(exc) or type(exc).__name__
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None:
-        raise ImageReadError(name, f"not an image format Pillow or OpenCV can decode ({pillow_reason})")
-    if decoded.ndim == 3:
-        code = cv2.COLOR_BGRA2RGBA if decoded.shape[2] == 4 else cv2.COLOR_BGR2RGB
-        decoded = cv2.cvtColor(decoded, code)
-    return to_rgb8(decoded)
+        if os.stat(name).st_size == 0:
+            raise ImageReadError(name, "the file is empty")
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning is for its larger default limit; ours is checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageReadError(name, _too_many(f"{width}x{height} = {width * height}", max_pixels))
+                return _decode(img)
+    except Image.DecompressionBombError as exc:  # declared size above Pillow's hard limit
+        raise ImageReadError(name, _too_many(str(exc).split(" pixels)")[0].split("(")[-1], max_pixels)) from None
+    except UnidentifiedImageError:
+        raise ImageReadError(name, "not an image format Pillow can decode") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # missing, unreadable, truncated or corrupt
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ImageReadError(name, reason) from None
 
 
-def _read_with_pillow(name: str) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(name) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("P", "PA"):
-                img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
-            elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-                img = img.convert("RGB")
-            return to_rgb8(np.asarray(img))
+def _too_many(declared: str, max_pixels: int) -> str:
+    return f"its header declares {declared} pixels, over the limit of {max_pixels}; nothing was decoded"
+
+
+def _decode(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    return to_rgb8(np.asarray(img))
 
 
 def to_rgb8(array: np.ndarray) -> np.ndarray:

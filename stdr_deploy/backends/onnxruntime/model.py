@@ -20,23 +20,30 @@ the sessions draw from one shared CUDA arena, so activations are held once per i
 real backend ignores the parameter.
 
 Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
-import the stdr_deploy package.
+import the stdr_deploy package. Request batching and retry come from `stdr_batching`, which
+`server.backend_directory()` copies beside this file (shared with the `tensorrt` backend).
 
-Tensors cross the stub boundary through DLPack, not `as_numpy()` / `Tensor(name, ndarray)`: the
-stubs of nvidia-pytriton (0.5.7 and 0.7.0 alike) were built for NumPy 1; under NumPy 2 those calls read
-the item size as 0 (inputs repeat their first element, outputs arrive empty).
+Tensors cross the stub boundary as `as_numpy()` / `Tensor(name, ndarray)`: the stubs of
+nvidia-pytriton were built for NumPy 1, which the project pins (numpy<2); the pipeline model
+fails its load when the server's NumPy does not match the stub.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
+import sys
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+# The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stdr_batching import InvalidInput, input_limits, model_file, run_requests, triton_error  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.onnx"
 
@@ -66,12 +73,6 @@ def string_parameters(config: dict) -> dict[str, str]:
 
 def as_bool(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "on", "yes")
-
-
-def model_file(args: dict, config: dict) -> str:
-    """`<model dir>/<version>/<default_model_filename or model.onnx>`, as Triton resolves it."""
-    name = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
-    return os.path.join(args["model_repository"], args["model_version"], name)
 
 
 def session_options(config: dict) -> ort.SessionOptions:
@@ -211,45 +212,6 @@ def log_info(message: str) -> None:
     pb_utils.Logger.log_info(message)
 
 
-class _Capsule:
-    """Hands a DLPack capsule to `np.from_dlpack`, which wants an object with `__dlpack__`."""
-
-    def __init__(self, capsule):
-        self.capsule = capsule
-
-    def __dlpack__(self, **_):
-        return self.capsule
-
-    def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU: the Python backend hands inputs over in CPU memory by default
-
-
-def input_array(tensor) -> np.ndarray:
-    return np.from_dlpack(_Capsule(tensor.to_dlpack()))
-
-
-def output_tensor(name: str, array: np.ndarray):
-    """A pb_utils.Tensor that owns `array` through DLPack.
-
-    The stub takes the capsule over (renames it and calls the DLPack deleter itself) but leaves
-    NumPy's capsule destructor in place, which then fails loudly on the new name. Once the
-    capsule is taken, we clear that destructor, as newer stubs do themselves.
-    """
-    capsule = np.ascontiguousarray(array).__dlpack__()
-    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
-    if not _capsule_is_valid(capsule, b"dltensor"):
-        _capsule_set_destructor(capsule, None)
-    return tensor
-
-
-_capsule_is_valid = ctypes.pythonapi.PyCapsule_IsValid
-_capsule_is_valid.argtypes = [ctypes.py_object, ctypes.c_char_p]
-_capsule_is_valid.restype = ctypes.c_int
-_capsule_set_destructor = ctypes.pythonapi.PyCapsule_SetDestructor
-_capsule_set_destructor.argtypes = [ctypes.py_object, ctypes.c_void_p]
-_capsule_set_destructor.restype = ctypes.c_int
-
-
 class TritonPythonModel:
     """One ONNX Runtime session per Triton model instance."""
 
@@ -273,7 +235,7 @@ class TritonPythonModel:
         chosen, notes = providers(config, kind, device_id, ort.get_available_providers())
         for note in notes:
             log_warning(f"{self.name}: {note}")
-        path = model_file(args, config)
+        path = model_file(args, config, DEFAULT_MODEL_FILENAME)
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(f"{self.name}: model file not found: {path}")
         options = session_options(config)
@@ -284,6 +246,7 @@ class TritonPythonModel:
         self.session = self.new_session()
         self.sessions: OrderedDict = OrderedDict()  # input shapes -> session, least recently used first
         self.run_options = run_options(config)
+        self.limits = input_limits(string_parameters(config))
         running = self.session.get_providers()
         log_info(f"{self.name}: {path} on {', '.join(running)} ({kind} {device_id})")
         if kind == "GPU" and "CUDAExecutionProvider" in dict(chosen) and "CUDAExecutionProvider" not in running:
@@ -296,11 +259,8 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         feeds = [self.request_feed(request) for request in requests]
-        results: list = [None] * len(requests)
-        for group in self.batches(feeds):
-            for index, outcome in zip(group, self.run_group([feeds[i] for i in group])):
-                results[index] = outcome
-        return [self.response(outcome) for outcome in results]
+        outcomes = run_requests(feeds, self.max_batch_size, self.run, np.concatenate, self.name, self.limits)
+        return [self.response(outcome) for outcome in outcomes]
 
     def request_feed(self, request) -> dict[str, np.ndarray] | Exception:
         feed = {}
@@ -308,48 +268,10 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 if name not in self.optional:
-                    return ValueError(f"{self.name}: missing input {name!r}")
+                    return InvalidInput(f"{self.name}: missing input {name!r}")
                 continue
-            feed[name] = input_array(tensor)
+            feed[name] = tensor.as_numpy()
         return feed
-
-    def batches(self, feeds: list) -> list[list[int]]:
-        """Request indexes that can run as one ORT call: same input shapes past the batch axis."""
-        if self.max_batch_size <= 0:
-            return [[i] for i in range(len(feeds))]
-        groups: dict = {}
-        singles = []
-        for index, feed in enumerate(feeds):
-            if isinstance(feed, Exception):
-                singles.append([index])
-                continue
-            key = tuple(sorted((name, array.shape[1:], array.dtype.str) for name, array in feed.items()))
-            groups.setdefault(key, []).append(index)
-        return list(groups.values()) + singles
-
-    def run_group(self, feeds: list) -> list:
-        """Outputs per request; a failing joint run is retried one by one to blame the right one."""
-        if len(feeds) == 1 or any(isinstance(feed, Exception) for feed in feeds):
-            return [self.run_one(feed) for feed in feeds]
-        sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
-        joined = {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
-        try:
-            outputs = self.run(joined)
-        except Exception:  # noqa: BLE001 - any ORT failure: find out which request caused it
-            return [self.run_one(feed) for feed in feeds]
-        bounds = np.cumsum([0] + sizes)
-        return [
-            {name: array[start:stop] for name, array in outputs.items()}
-            for start, stop in zip(bounds[:-1], bounds[1:])
-        ]
-
-    def run_one(self, feed) -> dict[str, np.ndarray] | Exception:
-        if isinstance(feed, Exception):
-            return feed
-        try:
-            return self.run(feed)
-        except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
-            return RuntimeError(f"{self.name}: {exc}")
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(self.outputs)
@@ -385,6 +307,6 @@ class TritonPythonModel:
 
     def response(self, outcome):
         if isinstance(outcome, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
-        tensors = [output_tensor(name, array) for name, array in outcome.items()]
+            return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
+        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in outcome.items()]
         return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -16,15 +16,24 @@ error response; the others are answered.
 Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
 import the stdr_deploy package. `tensorrt` and `torch` (CUDA buffers, DLPack) are imported in
 `initialize`, so a server without them fails to load the model with a clear message.
-Tensors cross the stub boundary through DLPack (see the onnxruntime backend for why).
+Tensors cross the stub boundary as torch tensors through DLPack. Request batching and retry
+come from `stdr_batching`, which `server.backend_directory()` copies beside this file (shared
+with the `onnxruntime` backend).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
+
+# The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stdr_batching import InvalidInput, input_limits, model_file, run_requests, triton_error  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.plan"
 INSTALL_HINT = "install TensorRT 10 or 11 and torch with CUDA in the server's Python (pip install 'stdr-deploy[tensorrt]')"
@@ -55,12 +64,6 @@ TENSORRT_DTYPES = {
 # --- pure helpers (tested without Triton, TensorRT or a GPU) ----------------------------------
 
 
-def model_file(args: dict, config: dict) -> str:
-    """`<model dir>/<version>/<default_model_filename or model.plan>`, as Triton resolves it."""
-    name = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
-    return os.path.join(args["model_repository"], args["model_version"], name)
-
-
 def io_types(config: dict) -> tuple[dict[str, str], dict[str, str]]:
     """(input name -> torch dtype name, output name -> torch dtype name) from the model config."""
 
@@ -82,39 +85,6 @@ def missing_in_engine(config_names: list[str], engine_names: list[str]) -> list[
     return [name for name in config_names if name not in engine_names]
 
 
-def batch_groups(shapes: list, max_batch: int) -> list[list[int]]:
-    """Request indexes to run together: same input shapes past the batch axis, at most
-    `max_batch` rows per run. `shapes[i]` is {input: shape} or None for a request that failed
-    already (it stays alone); `max_batch` 0 means the model has no batch axis (no joining).
-    """
-    if max_batch <= 0:
-        return [[i] for i in range(len(shapes))]
-    open_groups: dict = {}
-    groups: list[list[int]] = []
-    for index, request in enumerate(shapes):
-        if request is None:
-            groups.append([index])
-            continue
-        key = tuple(sorted((name, tuple(shape[1:])) for name, shape in request.items()))
-        rows = max(shape[0] for shape in request.values())
-        group = open_groups.get(key)
-        if group is None or group["rows"] + rows > max_batch:
-            group = open_groups[key] = {"indexes": [], "rows": 0}
-            groups.append(group["indexes"])
-        group["indexes"].append(index)
-        group["rows"] += rows
-    return groups
-
-
-def split_rows(sizes: list[int]) -> list[tuple[int, int]]:
-    """[2, 3, 1] -> [(0, 2), (2, 5), (5, 6)]: each request's rows in the joined batch."""
-    bounds, start = [], 0
-    for size in sizes:
-        bounds.append((start, start + size))
-        start += size
-    return bounds
-
-
 # --- the model --------------------------------------------------------------------------------
 
 
@@ -129,6 +99,7 @@ class TritonPythonModel:
         except ValueError as exc:
             raise pb_utils.TritonModelException(f"{self.name}: {exc}") from None
         self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.limits = input_limits({k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()})
         try:
             import tensorrt as trt
             import torch
@@ -138,7 +109,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(f"{self.name}: TensorRT engines run on a GPU (instance kind KIND_GPU)")
         self.torch = torch
         self.device = torch.device("cuda", int(args.get("model_instance_device_id", "0")))
-        path = model_file(args, config)
+        path = model_file(args, config, DEFAULT_MODEL_FILENAME)
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(f"{self.name}: engine file not found: {path}")
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -173,11 +144,8 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         feeds = [self.request_feed(request) for request in requests]
-        shapes = [None if isinstance(f, Exception) else {n: tuple(t.shape) for n, t in f.items()} for f in feeds]
-        outcomes: list = [None] * len(requests)
-        for group in batch_groups(shapes, min(self.max_batch_size, self.engine_max_batch)):
-            for index, outcome in zip(group, self.run_group([feeds[i] for i in group])):
-                outcomes[index] = outcome
+        max_batch = min(self.max_batch_size, self.engine_max_batch)
+        outcomes = run_requests(feeds, max_batch, self.run, self.torch.cat, self.name, self.limits)
         return [self.response(request, outcome) for request, outcome in zip(requests, outcomes)]
 
     def request_feed(self, request):
@@ -186,30 +154,9 @@ class TritonPythonModel:
         for name in self.input_types:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
-                return ValueError(f"{self.name}: missing input {name!r}")
+                return InvalidInput(f"{self.name}: missing input {name!r}")
             feed[name] = self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
         return feed
-
-    def run_group(self, feeds: list) -> list:
-        """Outputs per request; a failing joint run is retried one by one to blame the right one."""
-        if len(feeds) == 1 or any(isinstance(feed, Exception) for feed in feeds):
-            return [self.run_one(feed) for feed in feeds]
-        torch = self.torch
-        sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
-        joined = {name: torch.cat([feed[name] for feed in feeds]) for name in self.input_types}
-        try:
-            outputs = self.run(joined)
-        except Exception:  # noqa: BLE001 - any TensorRT failure: find out which request caused it
-            return [self.run_one(feed) for feed in feeds]
-        return [{name: out[start:stop] for name, out in outputs.items()} for start, stop in split_rows(sizes)]
-
-    def run_one(self, feed):
-        if isinstance(feed, Exception):
-            return feed
-        try:
-            return self.run(feed)
-        except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
-            return RuntimeError(f"{self.name}: {exc}")
 
     def run(self, feed: dict) -> dict:
         """One engine run: CPU tensors in, CPU tensors (config dtypes) out."""
@@ -241,7 +188,7 @@ class TritonPythonModel:
 
     def response(self, request, outcome):
         if isinstance(outcome, Exception):
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(outcome)))
+            return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
         wanted = set(request.requested_output_names()) or set(outcome)
         tensors = [
             pb_utils.Tensor.from_dlpack(name, self.torch.utils.dlpack.to_dlpack(tensor.contiguous()))

@@ -1,8 +1,8 @@
 """fp32 CRAFT export -> int8 (static QDQ) ONNX for CPU serving, checked and cached like an export.
 
-Why: on CPUs with VNNI/AMX int8 units, ONNX Runtime (MLAS) runs the quantized detector 2.5-4x
-faster than fp32 (2-core Xeon, scenes_A img03 at 1600x1216: 1.85 s against 5.3 s) for ~0.5 %
-of words read, so it is an opt-in for CPU deployments; fp32 stays the default.
+Why: on CPUs with int8 units, ONNX Runtime (MLAS) runs the quantized detector several times
+faster than fp32 for a fraction of a percent of the words read (measured figures: the planner's
+`INT8_XEON_IMG01_S` and `INT8_WORDS_READ`, and the README), so CPU plans serve it.
 
 Recipe (measured on the 2-core Xeon; every value is in the cache key):
 1. opset 11 -> 13 with `onnx.version_converter` (per-channel DequantizeLinear needs opset 13);
@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from stdr_deploy.errors import ValidationError
-from stdr_deploy.export import ExportResult, Stages, cached_or_built
+from stdr_deploy.export.cache import ExportResult, cached_or_built
+from stdr_deploy.progress import Stages
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
 REPORT_FORMAT = 1
@@ -185,13 +186,13 @@ class _CalibrationFeeds:
 
 def _validate(fp32_path: Path, int8_path: Path, image: np.ndarray) -> dict[str, Any]:
     """Same words as fp32 on the smoke image (or ValidationError); score-map gap on `image`."""
-    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.export.fp32 import fp32_onnx
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
     from stdr_deploy.ocr.detector_input import detector_input
-    from stdr_deploy.runners import OrtRunner
-    from stdr_deploy.smoke import smoke_image
+    from stdr_deploy.ort_runner import OrtRunner
+    from stdr_deploy.smoke_image import smoke_image
 
-    recognizer = OrtRunner(ensure_onnx("crnn-en"))
+    recognizer = OrtRunner(fp32_onnx("crnn-en"))
     fp32, int8 = OrtRunner(fp32_path), OrtRunner(int8_path)
     smoke = smoke_image()
     words = {

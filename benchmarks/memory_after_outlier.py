@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stdr_deploy.export import export_model
+from stdr_deploy.onnx_files import export_model
 from stdr_deploy.hardware import load_host
 from stdr_deploy.ocr.image_io import read_image
 from stdr_deploy.planner import make_plan

@@ -86,7 +86,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.onnx, shape, outlier, args.runs, args.settle, args.threads)))
         return
     if args.onnx is None:
-        from stdr_deploy.export import export_model
+        from stdr_deploy.onnx_files import export_model
 
         args.onnx = str(export_model("craft", progress=False).onnx_path)
     runs = {setting: [] for setting in SETTINGS}

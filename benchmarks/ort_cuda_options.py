@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from stdr_deploy.export import ensure_onnx
+from stdr_deploy.onnx_files import ensure_onnx
 
 SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 THREADS = (1, 0)  # 1: what the configs render for GPU instances; 0: ORT's choice

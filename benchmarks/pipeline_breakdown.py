@@ -142,10 +142,10 @@ def timed_read(package: Any, pipeline: Any, image: np.ndarray) -> dict[str, Any]
 
 def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     import stdr_deploy.ocr as current
-    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.onnx_files import ensure_onnx
     from stdr_deploy.ocr import PipelineSettings, read_image
     from stdr_deploy.ocr.detector_input import detector_input
-    from stdr_deploy.runners import OrtRunner
+    from stdr_deploy.ort_runner import OrtRunner
 
     providers = args.providers.split(",")
     detector = OrtRunner(ensure_onnx("craft", precision=args.precision), providers=providers, intra_op_threads=args.threads)

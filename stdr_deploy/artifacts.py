@@ -22,14 +22,14 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from stdr_deploy import __version__
 from stdr_deploy.errors import UserInputError, ValidationError, require_torch
+from stdr_deploy.plan_schema import PRECISIONS
 from stdr_deploy.workspace import atomic_path, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
+# `package` tries every ONNX precision (plan_schema.PRECISIONS) and keeps those the export
+# accepts for a family at run time (`onnx_files.check_precision`), so a precision the export
+# learns is packaged without a change here.
 FORMAT_VERSION = 1
-# Every ONNX precision stdr-deploy knows of; `package` keeps those the export accepts for a
-# family at run time (`export.check_precision`), so a precision the export learns is packaged
-# without a change here.
-KNOWN_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class OnnxSource(Protocol):
@@ -44,7 +44,7 @@ class ExportCache:
 
     def onnx_file(self, family: str, precision: str) -> Path:
         require_torch()
-        from stdr_deploy.export import ensure_onnx
+        from stdr_deploy.onnx_files import ensure_onnx
 
         return ensure_onnx(family, self.weights.get(family), precision=precision)
 
@@ -165,9 +165,9 @@ def default_families() -> list[str]:
     return [name for name, spec in MODEL_SPECS.items() if WEIGHTS[spec.default_weights].package]
 
 
-def supported_precisions(family: str, precisions: Iterable[str] = KNOWN_PRECISIONS) -> list[str]:
+def supported_precisions(family: str, precisions: Iterable[str] = PRECISIONS) -> list[str]:
     """The precisions the export accepts for `family` now (asked, not assumed)."""
-    from stdr_deploy.export import check_precision
+    from stdr_deploy.onnx_files import check_precision
 
     found = []
     for precision in precisions:
@@ -193,7 +193,8 @@ def package(
     an earlier manifest in `out` for other (family, precision) pairs are kept.
     """
     require_torch()
-    from stdr_deploy.export import export_model, tool_versions
+    from stdr_deploy.export.fp32 import tool_versions
+    from stdr_deploy.onnx_files import export_model
     from stdr_deploy.models import get_spec
     from stdr_deploy.weights import resolve_weights
 
@@ -204,7 +205,7 @@ def package(
         get_spec(family)  # unknown names fail before any export
     wanted = []
     for family in families:
-        chosen = supported_precisions(family, precisions or KNOWN_PRECISIONS)
+        chosen = supported_precisions(family, precisions or PRECISIONS)
         if precisions:
             refused = sorted(set(precisions) - set(chosen))
             if refused:

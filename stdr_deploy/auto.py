@@ -85,7 +85,7 @@ def run_auto(
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
 
     def export() -> dict[str, Any]:
-        from stdr_deploy.export import onnx_precision
+        from stdr_deploy.onnx_files import onnx_precision
 
         state["onnx"] = {}
         outputs = {}
@@ -131,7 +131,7 @@ def run_auto(
         return {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url, "pid": server.pid}
 
     def smoke() -> dict[str, Any]:
-        from stdr_deploy.export import onnx_precision
+        from stdr_deploy.onnx_files import onnx_precision
         from stdr_deploy.runners import make_pipeline
         from stdr_deploy.smoke import run_smoke
 

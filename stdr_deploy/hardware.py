@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from stdr_deploy.memory import MIB
+
 FORMAT_VERSION = 1
 SOURCES = ("probe", "vendor-spec")
 
@@ -41,7 +43,6 @@ INFERENCE_CPU_FLAGS = (
 
 # cgroup v1 reports "no limit" as a huge number near 2**63 rounded down to the page size.
 _CGROUP_UNLIMITED = 1 << 60
-_MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def parse_meminfo(text: str) -> tuple[int, int]:
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         if rest.strip():
-            values[key] = int(rest.split()[0]) * 1024 // _MIB  # kB -> MiB
+            values[key] = int(rest.split()[0]) * 1024 // MIB  # kB -> MiB
     return values["MemTotal"], values.get("MemAvailable", values.get("MemFree", 0))
 
 
@@ -253,7 +254,7 @@ def parse_cgroup_memory(text: str) -> int | None:
     value = text.strip()
     if value == "max" or int(value) >= _CGROUP_UNLIMITED:
         return None
-    return int(value) // _MIB
+    return int(value) // MIB
 
 
 def cuda_version_string(version: int) -> str:
@@ -347,8 +348,8 @@ def read_gpus() -> tuple[tuple[GpuFacts, ...], str | None, str | None, list[str]
                 GpuFacts(
                     index=index,
                     name=_text(pynvml.nvmlDeviceGetName(handle)),
-                    memory_total_mib=memory.total // _MIB,
-                    memory_free_mib=memory.free // _MIB,
+                    memory_total_mib=memory.total // MIB,
+                    memory_free_mib=memory.free // MIB,
                     compute_capability=tuple(pynvml.nvmlDeviceGetCudaComputeCapability(handle)),
                     mig_enabled=mig,
                 )

@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 
+MIB = 1 << 20  # bytes in a MiB, for every size the package prints or plans in MiB
 DATA_PACKAGE = "stdr_deploy.memory_data"
 FORMAT_VERSION = 1
 ARENA_OFF = "arena_off"  # the CPU arena and memory pattern off: what plans render on the CPU

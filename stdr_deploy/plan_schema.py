@@ -14,7 +14,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 VARIANTS = ("onnxruntime", "tensorrt_plan")
-# ModelPlan.precision values; each is its own ONNX graph (`export.onnx_precision`).
+# ModelPlan.precision values; each is its own ONNX graph (`onnx_files.onnx_precision`).
 PRECISIONS = ("fp32", "fp16", "int8")
 # The ONNX graphs each model family is made in: fp16 mixed precision (stdr_deploy.precision)
 # for GPU instances (ONNX Runtime CUDA, TensorRT); int8 static QDQ CRAFT (stdr_deploy.quantize).

@@ -35,9 +35,10 @@ from stdr_deploy.plan_schema import (
     Plan,
     ShapeProfile,
 )
+from stdr_deploy.ocr.recognizers import CRNN_WIDTHS, RECOGNIZER_NAMES
 from stdr_deploy.profiles import Profile, ProfileSettings
 
-MIB = 1 << 20
+MIB = memory.MIB
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,6 @@ MODELS = {
     "ppocr": ModelFacts("ppocr", "ppocr_rec", "recognizer", "input", 2_690_352, 360.0),
     "ppocr-det": ModelFacts("ppocr-det", "ppocr_det", "detector", "input", 1_171_841, 160.0),
 }
-RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny", "ppocr")
 
 # Shapes. Detector inputs are padded to multiples of 32 (EasyOCR's resize), so the largest
 # input of a canvas C is round_up(C, 32) on the long side; the smallest is 32 x 32.
@@ -122,7 +122,13 @@ ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights
 # 2-core Xeon with AMX/VNNI, scenes_A img01: int8 at 1600x1280 in 1.49 s, fp32 at 2560x2048 in
 # 13.8 s, so pixels per second per core (ORT's conv kernels scale with cores up to ~8).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units
-DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / 13.8 / 2}
+# int8 CRAFT on the 2-core AMX Xeon (benchmarks/results/cpu-xeon-2c-int8/, the README's figures):
+# img01 at 2560x2048 took 5.7 s against 13.8 s in fp32; scenes_A and the synthetic sets read 542
+# of 600 words against 545 in fp32. Help text and plan reasons quote these.
+INT8_XEON_IMG01_S = {"fp32": 13.8, "int8": 5.7}
+INT8_WORDS_READ = {"fp32": 545, "int8": 542}
+INT8_WORDS_LOST = f"~{1 - INT8_WORDS_READ['int8'] / INT8_WORDS_READ['fp32']:.1%} fewer words read"
+DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / INT8_XEON_IMG01_S["fp32"] / 2}
 # int8 over fp32 on a CPU with AVX2 but no int8 dot-product units: 2-core AMD EPYC (AVX2 only,
 # shared and busy), CRAFT at 1280x1024, three alternating pairs: int8 took 37.7/26.9/33.3 s and
 # fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
@@ -143,7 +149,7 @@ BATCH_HALVING_COST = 0.05  # more recognizer calls on crowded images (a guess, s
 # same words at 1600 as at 2560; 80 -> 76 words from 1600 to 1280 (5 % over 320 px); below 1280
 # small text falls under CRAFT's reliable size fast (not measured: counted three times as dear).
 CANVAS_COST = ((1600, 0.01), (1280, 0.04), (0, 0.12))
-INT8_ACCURACY_COST = 0.006  # int8 CRAFT reads ~0.6 % fewer words (served, scenes_A)
+INT8_ACCURACY_COST = 0.006  # int8 CRAFT: 1 - 542/545 words read (INT8_WORDS_READ), rounded up
 
 # Defaults when no profile says otherwise.
 GPU_DEFAULTS = ProfileSettings(
@@ -243,8 +249,6 @@ def shape_sessions(target: Target, family: str, max_shape: tuple[int, ...]) -> i
         per_side = -(-max_shape[-1] // GPU_DETECTOR_PAD)
         return per_side * per_side
     if family == "crnn-en":
-        from stdr_deploy.ocr.recognizers import CRNN_WIDTHS
-
         return batches * len(CRNN_WIDTHS)
     return batches if family.startswith("parseq") else 0
 
@@ -400,15 +404,16 @@ def choose_precisions(
         det = "int8"
         reasons.append(
             f"detector int8: the CPU has int8 dot-product units ({', '.join(units)}), where static QDQ CRAFT runs "
-            f"2.4x faster than fp32 (2-core AMX Xeon, img01 at 2560x2048: 5.7 s against 13.8 s) for ~0.6 % fewer "
-            "words read (served, scenes_A); recognizer fp32; --detector-precision fp32 overrides"
+            f"{INT8_XEON_IMG01_S['fp32'] / INT8_XEON_IMG01_S['int8']:.1f}x faster than fp32 (2-core AMX Xeon, img01 "
+            f"at 2560x2048: {INT8_XEON_IMG01_S['int8']} s against {INT8_XEON_IMG01_S['fp32']} s) for {INT8_WORDS_LOST} "
+            "(scenes_A and the synthetic sets); recognizer fp32; --detector-precision fp32 overrides"
         )
     elif "avx2" in host.cpu.features:
         det = "int8"
         reasons.append(
             "detector int8: the CPU has AVX2 but no int8 dot-product units (VNNI/AMX); measured on such a CPU "
             f"(2-core AMD EPYC, busy), int8 CRAFT was faster than fp32 in every pair (1.07x to 2.0x, median "
-            f"{AVX2_INT8_SPEEDUP}x) for ~0.6 % fewer words read; recognizer fp32; --detector-precision fp32 overrides"
+            f"{AVX2_INT8_SPEEDUP}x) for {INT8_WORDS_LOST}; recognizer fp32; --detector-precision fp32 overrides"
         )
     else:
         det = "fp32"
@@ -737,8 +742,8 @@ def make_plan(
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
     (`profiles.resolve_profile` picks the matching one); `variant` forces one. Precisions
     (None: the host decides, see `choose_precisions`) and `canvas` fix those settings."""
-    if recognizer not in RECOGNIZERS:
-        raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZERS)}")
+    if recognizer not in RECOGNIZER_NAMES:
+        raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZER_NAMES)}")
     for role, precision in (("detector", detector_precision), ("recognizer", recognizer_precision)):
         if precision not in (None, *PRECISIONS):
             raise UserInputError(

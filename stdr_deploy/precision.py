@@ -48,7 +48,8 @@ import numpy as np
 
 from stdr_deploy.compare import argmax_flips
 from stdr_deploy.errors import ValidationError, require_onnx
-from stdr_deploy.export import ExportResult, Stages, cached_or_built
+from stdr_deploy.export.cache import ExportResult, cached_or_built
+from stdr_deploy.progress import Stages
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def mixed_precision(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str,
 
 def _parity(name: str, fp32_path: Path, fp16_path: Path) -> dict[str, Any]:
     """fp16 against fp32 on ONNX Runtime CPU, seeded inputs at the spec's validation shapes."""
-    from stdr_deploy.export import parity_inputs
+    from stdr_deploy.export.parity import parity_inputs
     from stdr_deploy.models import get_spec
 
     spec = get_spec(name)
@@ -243,16 +244,16 @@ def half_vs_full(expected: np.ndarray, got: np.ndarray, *, argmax: bool) -> dict
 
 def _smoke_words(name: str, fp32: ExportResult, fp16_path: Path) -> dict[str, Any]:
     """The pipeline with the fp16 model reads the smoke image like the one with the fp32 model."""
-    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.export.fp32 import fp32_onnx
     from stdr_deploy.models import get_spec
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
-    from stdr_deploy.smoke import smoke_image
+    from stdr_deploy.smoke_image import smoke_image
 
     if get_spec(name).role == "detector":
-        family, recognizer = "crnn-en", CpuRunner(ensure_onnx("crnn-en"))
+        family, recognizer = "crnn-en", CpuRunner(fp32_onnx("crnn-en"))
         pipelines = {p: (CpuRunner(path), recognizer) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
     else:
-        family, detector = name, CpuRunner(ensure_onnx("craft"))
+        family, detector = name, CpuRunner(fp32_onnx("craft"))
         pipelines = {p: (detector, CpuRunner(path)) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
     image = smoke_image()
     texts = {

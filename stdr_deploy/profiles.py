@@ -17,9 +17,11 @@ from typing import Any
 
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.hardware import HostFacts
+from stdr_deploy.plan_schema import PRECISIONS as PLAN_PRECISIONS
 
 DEVICES = ("cpu", "gpu")
-PRECISIONS = ("fp32", "fp16")
+# What a profile may force; int8 is the planner's own choice for CPUs with int8 units.
+PRECISIONS = tuple(p for p in PLAN_PRECISIONS if p != "int8")
 MAX_RECOGNIZER_BATCH = 64
 
 

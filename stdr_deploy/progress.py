@@ -2,15 +2,20 @@
 
 A live display (rich) draws nothing into a file or a pipe, so a long step would be silent
 there. These lines say when each step starts and ends, and a heartbeat every
-`HEARTBEAT_S` seconds says that a long one is still running.
+`HEARTBEAT_S` seconds says that a long one is still running. `Stages` times the stages of an
+export (fp32, fp16, int8) and shows each as a progress line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 HEARTBEAT_S = 10.0
 
@@ -93,3 +98,66 @@ class PlainProgress:
             task["completed"] = completed
         if task["completed"] >= task["total"]:
             task["activity"].end()
+
+
+@contextlib.contextmanager
+def progress_display(enabled: bool, name: str) -> Iterator[Progress | None]:
+    """A rich progress display on a terminal, timestamped lines in a log, nothing when disabled."""
+    if not enabled:
+        yield None
+        return
+    if not interactive():  # a log: timestamped lines, as a live display would draw nothing
+        with PlainProgress(f"export {name}") as plain:
+            yield plain
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        yield bar
+
+
+class Stages:
+    """Times each stage and, with a progress display, shows one line per stage."""
+
+    def __init__(self, bar: Progress | None) -> None:
+        self.bar = bar
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, total: int = 1) -> Iterator[StageTask]:
+        task = StageTask(self.bar, name, total)
+        start = time.perf_counter()
+        yield task
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        task.finish()
+
+
+class StageTask:
+    """One progress line; counts steps (e.g. parity runs) when a display is shown."""
+
+    def __init__(self, bar: Progress | None, name: str, total: int) -> None:
+        self.bar = bar
+        self.total = total
+        self.task = bar.add_task(name, total=total) if bar is not None else None
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def extend(self, steps: int) -> None:
+        """More work than planned (a parity retry with the next candidate)."""
+        self.total += steps
+        if self.bar is not None:
+            self.bar.update(self.task, total=self.total)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.total)

@@ -1,8 +1,8 @@
 """fp32 CRAFT export -> int8 (static QDQ) ONNX for CPU serving, checked and cached like an export.
 
-Why: on CPUs with VNNI/AMX int8 units, ONNX Runtime (MLAS) runs the quantized detector 2.5-4x
-faster than fp32 (2-core Xeon, scenes_A img03 at 1600x1216: 1.85 s against 5.3 s) for ~0.5 %
-of words read, so it is an opt-in for CPU deployments; fp32 stays the default.
+Why: on CPUs with int8 units, ONNX Runtime (MLAS) runs the quantized detector several times
+faster than fp32 for a fraction of a percent of the words read (measured figures: the planner's
+`INT8_XEON_IMG01_S` and `INT8_WORDS_READ`, and the README), so CPU plans serve it.
 
 Recipe (measured on the 2-core Xeon; every value is in the cache key):
 1. opset 11 -> 13 with `onnx.version_converter` (per-channel DequantizeLinear needs opset 13);
@@ -30,7 +30,6 @@ export fails); the largest score-map difference on a calibration image is record
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import time
 from pathlib import Path
@@ -39,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from stdr_deploy.errors import ValidationError, require_onnx
-from stdr_deploy.export import ExportResult, Stages, cached_or_built, tool_versions
+from stdr_deploy.export.cache import ExportResult, cached_or_built
+from stdr_deploy.export.fp32 import tool_versions
+from stdr_deploy.progress import Stages
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
 REPORT_FORMAT = 1
@@ -107,7 +108,7 @@ def _build(fp32: ExportResult, folder: Path, stages: Stages, flavour: str) -> di
         "flavour": {"runtime": flavour, **FLAVOURS[flavour]},
         "excluded_nodes": excluded,
         "calibration": {"seed": CALIBRATION_SEED, "shapes": [list(image.shape[:2]) for image in images]},
-        "versions": {dist: importlib.metadata.version(dist) for dist in ("onnx", "onnxruntime")},
+        "versions": {dist: tool_versions()[dist] for dist in ("onnx", "onnxruntime")},  # None: not installed
         "onnx": {"sha256": sha256_file(model_path), "bytes": model_path.stat().st_size, "opset": QUANT_OPSET},
         "validation": validation,
         "seconds": {**stages.seconds, "total": round(time.perf_counter() - started, 3)},
@@ -185,13 +186,13 @@ class _CalibrationFeeds:
 
 def _validate(fp32_path: Path, int8_path: Path, image: np.ndarray) -> dict[str, Any]:
     """Same words as fp32 on the smoke image (or ValidationError); score-map gap on `image`."""
-    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.export.fp32 import fp32_onnx
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
     from stdr_deploy.ocr.detector_input import detector_input
-    from stdr_deploy.runners import OrtRunner
-    from stdr_deploy.smoke import smoke_image
+    from stdr_deploy.ort_runner import OrtRunner
+    from stdr_deploy.smoke_image import smoke_image
 
-    recognizer = OrtRunner(ensure_onnx("crnn-en"))
+    recognizer = OrtRunner(fp32_onnx("crnn-en"))
     fp32, int8 = OrtRunner(fp32_path), OrtRunner(int8_path)
     smoke = smoke_image()
     words = {

@@ -14,8 +14,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from stdr_deploy.artifacts import ExportCache, OnnxSource
-from stdr_deploy.errors import MissingDependency, UserInputError, require_torch
+from stdr_deploy.errors import UserInputError, require_torch
 from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+from stdr_deploy.ort_runner import OrtRunner
 
 RUNTIMES = ("onnxruntime", "torch")
 DETECTOR = "craft"
@@ -40,27 +41,6 @@ class TorchRunner:
         outputs = y if isinstance(y, (tuple, list)) else (y,)
         names = [t.name for t in self.spec.outputs + self.spec.optional_outputs]
         return {name: out.numpy() for name, out in zip(names, outputs)}
-
-
-class OrtRunner:
-    """An ONNX file in an ONNX Runtime session; `providers` default to the CPU provider."""
-
-    def __init__(self, onnx_path: str | Path, providers: list[Any] | None = None, intra_op_threads: int = 0):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependency(
-                "onnxruntime is not installed", hint="pip install onnxruntime (or onnxruntime-gpu)"
-            ) from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=providers or ["CPUExecutionProvider"]
-        )
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
 
 
 def make_runner(

@@ -16,11 +16,10 @@ from typing import Any, Callable
 import numpy as np
 
 from stdr_deploy.errors import SmokeFailed
+from stdr_deploy.memory import MIB
 from stdr_deploy.plan_schema import ModelPlan, Plan
+from stdr_deploy.smoke_image import SMOKE_WORDS, smoke_image
 from stdr_deploy.triton_client import Endpoint, TritonPipelineClient, connect, http_inference_refused, infer
-
-# Words drawn on the smoke image: short, distinct, no ambiguous glyphs (0/O, 1/l/I).
-SMOKE_WORDS = ("STDR", "deploy", "Triton", "2026")
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,6 @@ class SmokeReport:
         if bad:
             lines = [f"{c.model}: {c.check} [{c.protocol}] expected {c.expected!r}, got {c.got!r}" for c in bad]
             raise SmokeFailed(f"{len(bad)} smoke check(s) failed:\n  " + "\n  ".join(lines))
-
-
-def smoke_image(words: tuple[str, ...] = SMOKE_WORDS, size: int = 44) -> np.ndarray:
-    """RGB image with `words` drawn one per row in Pillow's bundled font (no font files needed)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default(size=size)
-    width, row = 480, int(size * 2.2)
-    image = Image.new("RGB", (width, row * len(words) + size), (245, 243, 236))
-    draw = ImageDraw.Draw(image)
-    for i, word in enumerate(words):
-        draw.text((40 + 30 * (i % 2), size // 2 + i * row), word, fill=(20, 24, 32), font=font)
-    return np.asarray(image)
 
 
 def rendered_config(repo: Path, model: str):
@@ -125,12 +111,9 @@ def profile_inputs(model: ModelPlan, seed: int = 0) -> dict[str, dict[str, np.nd
 
 def expected_output_shape(model: ModelPlan, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The output shape each family must produce for an input shape (from the model specs)."""
-    batch = input_shape[0]
-    if model.role == "detector":
-        return (batch, input_shape[2] // 2, input_shape[3] // 2, 2)
-    if model.family == "crnn-en":
-        return (batch, input_shape[3] // 4 - 1, 97)
-    return (batch, 26, 95)
+    from stdr_deploy.models import get_spec
+
+    return get_spec(model.family).output_shape(input_shape)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, Exception | None]:
@@ -383,15 +366,14 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
     rows = [("host RAM (server process tree)", host_peak, host_estimate, host_budget)]
     if gpu:
         rows.append(("GPU memory (NVML)", gpu_peak[0], plan.memory_estimate_bytes, plan.memory_budget_bytes))
-    mib = 1 << 20
-    per_model = ", ".join(f"{k} {v // mib} MiB" for k, v in sorted(marks.items(), key=lambda kv: -kv[1]))
+    per_model = ", ".join(f"{k} {v // MIB} MiB" for k, v in sorted(marks.items(), key=lambda kv: -kv[1]))
     for what, peak, estimate, budget in rows:
         report.checks.append(Check(
-            "deployment", f"{what} peak within the budget", peak <= budget, f"<= {budget // mib} MiB",
-            f"{peak // mib} MiB (estimate {estimate // mib} MiB; per process: {per_model})", "", round(seconds, 4)))
+            "deployment", f"{what} peak within the budget", peak <= budget, f"<= {budget // MIB} MiB",
+            f"{peak // MIB} MiB (estimate {estimate // MIB} MiB; per process: {per_model})", "", round(seconds, 4)))
         if estimate < peak:
             report.warnings.append(
-                f"planner bug: {what} estimate {estimate // mib} MiB is below the measured peak {peak // mib} MiB "
+                f"planner bug: {what} estimate {estimate // MIB} MiB is below the measured peak {peak // MIB} MiB "
                 f"at the max shapes (per process: {per_model})"
             )
     per_model_estimates = {}
@@ -402,8 +384,8 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
             if model.memory_estimate_bytes < measured:
                 report.warnings.append(
                     f"planner bug: {model.triton_name} ({model.family} {model.precision}, {model.instance_count} "
-                    f"instance(s)) estimate {model.memory_estimate_bytes // mib} MiB is below its measured peak "
-                    f"{measured // mib} MiB at max shape {list(next(iter(model.profile.values())).max)}"
+                    f"instance(s)) estimate {model.memory_estimate_bytes // MIB} MiB is below its measured peak "
+                    f"{measured // MIB} MiB at max shape {list(next(iter(model.profile.values())).max)}"
                 )
     report.memory = {
         "models": per_model_estimates,

@@ -142,7 +142,7 @@ def probe_image() -> np.ndarray:
     """A real image with one word, small enough that probing costs little."""
     import numpy as np
 
-    from stdr_deploy.smoke import smoke_image
+    from stdr_deploy.smoke_image import smoke_image
 
     return np.ascontiguousarray(smoke_image(PROBE_WORDS, PROBE_FONT_PX)[:, :PROBE_WIDTH])
 

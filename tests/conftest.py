@@ -37,7 +37,7 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def craft_onnx(session_cache: Path):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("craft", progress=False)
 
@@ -45,14 +45,14 @@ def craft_onnx(session_cache: Path):
 @pytest.fixture(scope="session")
 def craft_int8_onnx(craft_onnx, crnn_onnx):
     """The int8 CRAFT quantized from `craft_onnx` (its validation reads with `crnn_onnx`)."""
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("craft", precision="int8", progress=False)
 
 
 @pytest.fixture(scope="session")
 def crnn_onnx(session_cache: Path):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("crnn-en", progress=False)
 
@@ -60,7 +60,7 @@ def crnn_onnx(session_cache: Path):
 @pytest.fixture(scope="session")
 def parseq_tiny_onnx(session_cache: Path, shared: Path):
     """parseq-tiny with the oracle's random weights (the release weights need a download)."""
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("parseq-tiny", weights=shared / "oracles/parseq/parseq_tiny_random_A.pt", progress=False)
 
@@ -68,21 +68,21 @@ def parseq_tiny_onnx(session_cache: Path, shared: Path):
 @pytest.fixture(scope="session")
 def craft_fp16_onnx(craft_onnx, crnn_onnx):
     """The fp16 mixed-precision CRAFT made from `craft_onnx` (its validation reads with `crnn_onnx`)."""
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("craft", precision="fp16", progress=False)
 
 
 @pytest.fixture(scope="session")
 def crnn_fp16_onnx(craft_onnx, crnn_onnx):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("crnn-en", precision="fp16", progress=False)
 
 
 @pytest.fixture(scope="session")
 def parseq_tiny_fp16_onnx(craft_onnx, parseq_tiny_onnx, shared: Path):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     weights = shared / "oracles/parseq/parseq_tiny_random_A.pt"
     return export_model("parseq-tiny", weights=weights, precision="fp16", progress=False)

@@ -110,7 +110,7 @@ def test_every_core_module_imports_without_torch_and_export_says_what_to_install
 @pytest.mark.slow
 def test_the_core_reads_a_recognizer_charset_and_benches_without_onnx(no_torch_env, crnn_onnx, tmp_path):
     """What used the onnx package in the core now goes through ONNX Runtime, or says which extra counts FLOPs."""
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
     from stdr_deploy.models.ppocr import NUM_CLASSES
 
     rec = export_model("ppocr", progress=False).onnx_path

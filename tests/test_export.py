@@ -23,7 +23,9 @@ import pytest
 
 from stdr_deploy.compare import compare_outputs
 from stdr_deploy.errors import UserInputError, ValidationError
-from stdr_deploy.export import cache_key, cached_export, ensure_onnx, export_model
+from stdr_deploy.export.cache import cached_export
+from stdr_deploy.export.fp32 import cache_key
+from stdr_deploy.onnx_files import ensure_onnx, export_model
 from stdr_deploy.models import get_spec
 from stdr_deploy.workspace import sha256_file
 
@@ -203,7 +205,7 @@ def test_force_reexports_and_clears_leftovers_of_killed_exports(crnn_onnx, tmp_p
 def test_killed_export_leaves_nothing_where_the_cache_looks(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "STDR_DEPLOY_CACHE": str(cache)}
-    code = "from stdr_deploy.export import export_model; export_model('crnn-en', progress=False)"
+    code = "from stdr_deploy.onnx_files import export_model; export_model('crnn-en', progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -290,7 +292,7 @@ def test_calibration_images_are_deterministic_and_varied():
 @pytest.mark.slow
 def test_int8_craft_reads_the_smoke_image_like_fp32_and_is_cached(craft_int8_onnx, craft_onnx):
     from stdr_deploy.runners import make_pipeline
-    from stdr_deploy.smoke import SMOKE_WORDS, smoke_image
+    from stdr_deploy.smoke_image import SMOKE_WORDS, smoke_image
 
     report = craft_int8_onnx.report
     assert report["precision"] == "int8" and report["fp32"]["onnx_sha256"] == craft_onnx.report["onnx"]["sha256"]
@@ -338,7 +340,7 @@ def _fp32_inputs_of(model: onnx.ModelProto, op_types: set[str]) -> dict[str, boo
 
 def _check_fp16_export(result, fp32, kept: set[str]) -> None:
     from stdr_deploy.precision import FP16_TOLERANCE
-    from stdr_deploy.smoke import SMOKE_WORDS
+    from stdr_deploy.smoke_image import SMOKE_WORDS
 
     report = result.report
     assert report["precision"] == "fp16" and report["fp32"]["onnx_sha256"] == fp32.report["onnx"]["sha256"]
@@ -420,7 +422,7 @@ def test_fp16_craft_matches_fp32_on_a_scene_and_keeps_its_words(shared, craft_fp
 
 
 def test_each_plan_precision_is_served_from_its_own_graph():
-    from stdr_deploy.export import onnx_precision
+    from stdr_deploy.onnx_files import onnx_precision
 
     assert [onnx_precision(p) for p in ("fp32", "fp16", "int8")] == ["fp32", "fp16", "int8"]
     with pytest.raises(UserInputError, match="precision"):

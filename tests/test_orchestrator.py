@@ -75,7 +75,7 @@ class OrtRunner:
 
 @pytest.fixture(scope="module")
 def onnx_files() -> dict[str, Path]:
-    from stdr_deploy.export import ensure_onnx
+    from stdr_deploy.onnx_files import ensure_onnx
 
     return {"craft": ensure_onnx("craft"), "crnn_en": ensure_onnx("crnn-en")}
 

@@ -18,14 +18,14 @@ rapidocr = pytest.importorskip("rapidocr_onnxruntime", reason="the test extra in
 
 @pytest.fixture(scope="session")
 def ppocr_rec_onnx(session_cache: Path):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("ppocr", progress=False)
 
 
 @pytest.fixture(scope="session")
 def ppocr_det_onnx(session_cache: Path):
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     return export_model("ppocr-det", progress=False)
 
@@ -36,7 +36,7 @@ def engine():
 
 
 def _session(path):
-    from stdr_deploy.runners import OrtRunner
+    from stdr_deploy.ort_runner import OrtRunner
 
     return OrtRunner(path, intra_op_threads=2)
 

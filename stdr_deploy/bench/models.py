@@ -405,7 +405,7 @@ class _OnnxFiles:
 
     def path(self, model: str) -> Path:
         if model not in self._paths:
-            from stdr_deploy.export import ensure_onnx
+            from stdr_deploy.onnx_files import ensure_onnx
 
             weights = self.weights.get(model)
             if weights == RANDOM_WEIGHTS:

@@ -22,6 +22,7 @@ from stdr_deploy.cli.options import (
 )
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.cli.serve import supervise, supervision_summary
+from stdr_deploy.plan_schema import VARIANTS
 from stdr_deploy.progress import Activity, interactive, log_line
 
 
@@ -30,7 +31,7 @@ from stdr_deploy.progress import Activity, interactive, log_line
 @weights_option
 @artifacts_option
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
-@click.option("--variant", type=click.Choice(["onnxruntime", "tensorrt_plan"]), help="Force a variant.")
+@click.option("--variant", type=click.Choice(VARIANTS), help="Force a variant.")
 @detector_precision_option
 @recognizer_precision_option
 @canvas_option

@@ -57,7 +57,7 @@ def command(
     node counts, parity figures, timings) sits beside every model.
     """
     from stdr_deploy.errors import require_torch
-    from stdr_deploy.export import export_model
+    from stdr_deploy.onnx_files import export_model
 
     require_torch()
     result = export_model(

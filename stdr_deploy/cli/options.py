@@ -10,19 +10,20 @@ from typing import Callable
 import click
 
 from stdr_deploy.errors import UserInputError
+from stdr_deploy.ocr.detectors import DETECTORS
+from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
 from stdr_deploy.plan_schema import PRECISIONS
+from stdr_deploy.planner import INT8_WORDS_LOST
+from stdr_deploy.runners import RUNTIMES
 from stdr_deploy.supervise import Policy
 from stdr_deploy.workspace import default_workspace
 
-RECOGNIZERS = ("crnn-en", "parseq", "parseq-tiny", "ppocr")
-DETECTORS = ("craft", "ppocr-det")
-RUNTIMES = ("onnxruntime", "torch")
 
 
 def recognizer_option(fn: Callable) -> Callable:
     return click.option(
         "--recognizer",
-        type=click.Choice(RECOGNIZERS),
+        type=click.Choice(RECOGNIZER_NAMES),
         default="crnn-en",
         show_default=True,
         help="Recognizer family (crnn-en ships trained weights offline; ppocr is PP-OCRv4's ONNX "
@@ -33,7 +34,7 @@ def recognizer_option(fn: Callable) -> Callable:
 def detector_option(fn: Callable) -> Callable:
     return click.option(
         "--detector",
-        type=click.Choice(DETECTORS),
+        type=click.Choice(list(DETECTORS)),
         default="craft",
         show_default=True,
         help="Detector family: craft (word boxes) or ppocr-det (PP-OCRv4 DBNet, ONNX Runtime only: "
@@ -48,7 +49,7 @@ def detector_precision_option(fn: Callable) -> Callable:
         default=None,
         help="Detector precision (default: from the host; GPU fp16, CPU int8 where the CPU has "
         "VNNI/AMX int8 units or AVX2, else fp32). int8 is CPU-only (a statically quantized CRAFT, "
-        "~0.6 % fewer words read), fp16 GPU-only.",
+        f"{INT8_WORDS_LOST}), fp16 GPU-only.",
     )(fn)
 
 

@@ -9,9 +9,8 @@ from rich.table import Table
 
 from stdr_deploy.cli.options import canvas_option, detector_precision_option, recognizer_option, recognizer_precision_option
 from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.memory import MIB
 from stdr_deploy.plan_schema import VARIANTS
-
-MIB = 1 << 20
 
 
 @click.command("plan")

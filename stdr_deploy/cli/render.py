@@ -125,7 +125,7 @@ def _parse_artifacts(values: tuple[str, ...]) -> dict[str, Path]:
 
 def _exported_models(plan, given: dict[str, Path], source) -> dict[str, Path]:
     """ONNX files for the ONNX Runtime models not given; TensorRT engines must come from the build."""
-    from stdr_deploy.export import onnx_precision
+    from stdr_deploy.onnx_files import onnx_precision
     from stdr_deploy.render import PLATFORMS
 
     missing_engines = [

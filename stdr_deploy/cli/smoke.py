@@ -38,7 +38,7 @@ def command(urls, repo, plan_path, weights, artifacts, no_text, as_json):
     The served pipeline's words and boxes must also equal the in-process pipeline's
     (ONNX Runtime variant). Exit 8 when a check fails, naming model, check, expected and got.
     """
-    from stdr_deploy.export import onnx_precision
+    from stdr_deploy.onnx_files import onnx_precision
     from stdr_deploy.runners import make_pipeline
     from stdr_deploy.ocr import PipelineSettings
     from stdr_deploy.smoke import run_smoke

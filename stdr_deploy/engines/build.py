@@ -208,7 +208,7 @@ def apply_build_results(plan: Plan, results: Mapping[str, BuildResult]) -> Plan:
 def export_onnx(plan: Plan, weights: Mapping[str, str] | None = None) -> dict[str, Path]:
     """ONNX file per Triton model name in the plan's precision, from the export cache (exported when
     missing); int8 is the QDQ flavour TensorRT parses (`stdr_deploy.quantize.FLAVOURS`)."""
-    from stdr_deploy.export import ensure_onnx, export_model, onnx_precision
+    from stdr_deploy.onnx_files import ensure_onnx, export_model, onnx_precision
     from stdr_deploy.quantize import quantize_detector
 
     weights = weights or {}

@@ -23,11 +23,11 @@ from typing import Any, Mapping
 
 from stdr_deploy.engines.graph import OnnxGraph
 from stdr_deploy.errors import UserInputError
+from stdr_deploy.memory import MIB
 from stdr_deploy.plan_schema import ModelPlan, Plan, ShapeProfile
 
 DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default: good engines at a moderate build time
 DETECTOR_SIZE_MULTIPLE = 32  # CRAFT inputs are padded to multiples of 32
-MIB = 1 << 20
 
 
 @dataclass(frozen=True)

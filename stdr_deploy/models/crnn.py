@@ -40,6 +40,7 @@ SPEC = ModelSpec(
         "interpolation": "linear",
         "pad": "repeat_last_column",
         "output_stride": 4,  # steps = width / 4 - 1
+        "steps_offset": -1,
         "blank_index": 0,
     },
     charset=CHARSET,

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stdr_deploy.models.parseq import BOS_ID, CHARSET, EOS_ID, IMG_HW, MAX_LABEL_LENGTH, PAD_ID, PATCH_HW, Size
+from stdr_deploy.models.parseq_config import BOS_ID, CHARSET, EOS_ID, IMG_HW, MAX_LABEL_LENGTH, PAD_ID, PATCH_HW, Size
 
 
 # ---------------------------------------------------------------- encoder (timm ViT layout)

@@ -92,6 +92,21 @@ class ModelSpec:
             raise UserInputError(f"{self.name} input height and width must be multiples of {multiple}, got {shape}")
         return tuple(shape)
 
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The concrete shape of the first output for an NCHW input shape: its named dims resolved
+        (`steps` from the preprocess `output_stride` and `steps_offset`)."""
+        batch, _, height, width = input_shape
+        steps = width // int(self.preprocess.get("output_stride", 1)) + int(self.preprocess.get("steps_offset", 0))
+        named = {
+            "batch": batch,
+            "height": height,
+            "width": width,
+            "half_height": height // 2,
+            "half_width": width // 2,
+            "steps": steps,
+        }
+        return tuple(dim if isinstance(dim, int) else named[dim] for dim in self.outputs[0].dims)
+
     def example_input(
         self, batch: int = 2, height: int | None = None, width: int | None = None, seed: int = 0
     ) -> np.ndarray:

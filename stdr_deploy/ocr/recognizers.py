@@ -62,6 +62,10 @@ MODEL_CHARSET = {
 }
 
 
+# Every recognizer family the pipeline reads, in the order the CLI and the planner list them.
+RECOGNIZER_NAMES = (*RECOGNIZERS, *MODEL_CHARSET)
+
+
 def get_family(name: str, charset: str | None = None) -> RecognizerFamily:
     if name in MODEL_CHARSET:
         if not charset:
@@ -70,5 +74,5 @@ def get_family(name: str, charset: str | None = None) -> RecognizerFamily:
     try:
         return RECOGNIZERS[name]
     except KeyError:
-        known = ", ".join([*RECOGNIZERS, *MODEL_CHARSET])
+        known = ", ".join(RECOGNIZER_NAMES)
         raise ValueError(f"unknown recognizer family {name!r}; known: {known}") from None

@@ -1,0 +1,32 @@
+"""An ONNX file in an ONNX Runtime session behind `infer(feeds) -> outputs`, the runner interface
+`OcrPipeline` drives. Low in the stack so the export checks (int8 validation) can run pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stdr_deploy.errors import MissingDependency
+
+
+class OrtRunner:
+    """An ONNX file in an ONNX Runtime session; `providers` default to the CPU provider."""
+
+    def __init__(self, onnx_path: str | Path, providers: list[Any] | None = None, intra_op_threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependency(
+                "onnxruntime is not installed", hint="pip install onnxruntime (or onnxruntime-gpu)"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, feeds)))

@@ -19,7 +19,9 @@ from stdr_deploy.errors import SmokeFailed
 from stdr_deploy.memory import MIB
 from stdr_deploy.plan_schema import ModelPlan, Plan
 from stdr_deploy.smoke_image import SMOKE_WORDS, smoke_image
-from stdr_deploy.triton_client import Endpoint, TritonPipelineClient, connect, http_inference_refused, infer
+from stdr_deploy.triton_client import (
+    Endpoint, TritonPipelineClient, connect, http_inference_refused, infer, rendered_config,
+)
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,6 @@ class SmokeReport:
         if bad:
             lines = [f"{c.model}: {c.check} [{c.protocol}] expected {c.expected!r}, got {c.got!r}" for c in bad]
             raise SmokeFailed(f"{len(bad)} smoke check(s) failed:\n  " + "\n  ".join(lines))
-
-
-def rendered_config(repo: Path, model: str):
-    """The config.pbtxt we wrote, parsed into Triton's own schema."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    return text_format.Parse((repo / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
 def _served_config(client: Any, endpoint: Endpoint, model: str):

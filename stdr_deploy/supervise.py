@@ -163,7 +163,7 @@ def repository_probes(repo: Path) -> list[Probe]:
     from tritonclient.grpc import model_config_pb2
     from tritonclient.utils import triton_to_np_dtype
 
-    from stdr_deploy.smoke import rendered_config
+    from stdr_deploy.triton_client import rendered_config
 
     configs = [rendered_config(repo, path.parent.name) for path in sorted(Path(repo).glob("*/config.pbtxt"))]
     orchestrators = [c for c in configs if ORCHESTRATOR_PARAMETER in c.parameters]

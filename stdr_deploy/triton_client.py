@@ -10,6 +10,7 @@ import http.client
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +161,11 @@ class TritonPipelineClient:
             Word(text, box[:8].reshape(4, 2).astype(float).tolist(), float(box[8]))
             for text, box in zip(texts, boxes)
         ]
+
+
+def rendered_config(repo: Path, model: str):
+    """The config.pbtxt we wrote, parsed into Triton's own schema."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse((repo / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())

@@ -170,8 +170,8 @@ def _readme_query(address: str, image: Path) -> subprocess.CompletedProcess:
     """The README quick start's tritonclient lines, run as written against `address` and `image`."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = readme.split("a few lines of `tritonclient`", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert '"127.0.0.1:8000"' in code and '"photo.jpg"' in code
-    code = code.replace('"127.0.0.1:8000"', repr(address)).replace('"photo.jpg"', repr(str(image)))
+    assert '"127.0.0.1:8001"' in code and '"photo.jpg"' in code
+    code = code.replace('"127.0.0.1:8001"', repr(address)).replace('"photo.jpg"', repr(str(image)))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
@@ -188,7 +188,7 @@ def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, sha
     images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
     with TritonServer(ws / "repo") as server:
         proc = run_cli("ocr", "--url", server.grpc_url, "--json", *map(str, images), timeout=1200)
-        snippet = _readme_query(server.http_url.split("://", 1)[1], images[0])
+        snippet = _readme_query(server.grpc_url.split("://", 1)[1], images[0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads(proc.stdout)
     assert set(served["images"][0]["words"][0]) >= {"text", "polygon", "score"}  # as the README shows

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "stdr_deploy" / "memory_data"
@@ -37,13 +38,10 @@ def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
         if model["backend"] != "onnxruntime" or model["triton_name"] not in marks:
             continue
         (max_shape,) = [shape["max"] for shape in model["profile"].values()]
-        elements = 1
-        for side in max_shape:
-            elements *= side
         entries.append({
             "family": model["family"],
             "precision": model["precision"],
-            "elements": elements,
+            "elements": math.prod(max_shape),
             "max_shape": max_shape,
             "instances": model["instance_count"],
             "shape_sessions": model.get("shape_sessions", 0),

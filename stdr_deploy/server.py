@@ -469,8 +469,12 @@ class TritonServer:
         """The exit code once the process has ended (negative: killed by that signal), else None."""
         return self._process.poll() if self._process else None
 
-    def exit_reason(self) -> str | None:
-        """How the server ended while serving, or None while it runs."""
+    def exit_reason(self, wait_s: float = 0.0) -> str | None:
+        """How the server ended while serving, or None while it runs (after waiting up to `wait_s`
+        for it to end: a probe that just failed may have seen it dying)."""
+        if wait_s and self._process:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(wait_s)
         returncode = self.returncode
         if returncode is None:
             return None

@@ -258,11 +258,8 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
         if exited is None and time.monotonic() < next_probe:
             continue
         failures = {} if exited else prober.check()
-        deadline = time.monotonic() + 1.0
-        while failures and exited is None and time.monotonic() < deadline:  # did the server die meanwhile?
-            exited = server.exit_reason()  # then say that, not the probe's connection error
-            if exited is None:
-                time.sleep(0.05)
+        if failures:  # a server that died during the probe: say that, not the probe's connection error
+            exited = server.exit_reason(wait_s=1.0)
         health = Health(exited, {} if exited else failures)
         now = time.monotonic()
         action = supervisor.decide(health, now)

@@ -82,7 +82,7 @@ def command(recognizer, weights, artifacts, profile, variant, detector_precision
         metrics_port=metrics_port,
         artifacts=artifacts,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         result = _deploy(options, run_auto)
     except KeyboardInterrupt:
@@ -159,16 +159,13 @@ def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) ->
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM after the "serving on" line, before supervision installs its own handlers."""
+    """SIGTERM while deploying (stops like Ctrl-C: run_auto stops a started server) or after the
+    "serving on" line, before supervision installs its own handlers."""
 
 
 def _terminated(*_) -> None:
     raise _Terminated
 
-
-def _interrupt(*_) -> None:
-    """SIGTERM while deploying: stop like Ctrl-C (run_auto stops a started server)."""
-    raise KeyboardInterrupt
 
 
 def summary_table(result, policy) -> Table:

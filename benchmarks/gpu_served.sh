@@ -22,6 +22,8 @@
 # churn:    per-call time when input shapes change from call to call (benchmarks/gpu_shape_churn.py).
 # served:   `stdr-deploy auto` for the fp32 and the fp16 deployment, each followed by the load
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.
+# pipelines: the last served deployment again with `pipeline` at each instance count of
+#           PIPELINES (e.g. "8 12"), at PIPELINE_LEVELS: is the CPU-side orchestrator the bound?
 set -u
 : "${OUT:?set OUT to the results folder}"
 PARTS=${PARTS:-/tmp/stdr-parts}
@@ -150,6 +152,18 @@ if has served; then
                 --out "$OUT/bench-$precision-floating" --json > "$OUT/bench-$precision-floating.json" 2> "$OUT/bench-$precision-floating.log"
             echo "bench $precision floating rc $?" >> "$OUT/steps.log"
         fi
+    done
+fi
+if has pipelines; then
+    repo="$WORK/repo-${PRECISIONS##* }"
+    for count in ${PIPELINES:-8 12}; do
+        step "bench (pipeline count $count)"
+        sed -i '/instance_group/,/}/ s/count: [0-9]*/count: '"$count"'/' "$repo/pipeline/config.pbtxt"
+        grep -A2 instance_group "$repo/pipeline/config.pbtxt" >> "$OUT/steps.log"
+        cli bench --repo "$repo" --no-model-level --scenes "$SCENES" --concurrency "${PIPELINE_LEVELS:-16,32}" \
+            --duration "$DURATION" --out "$OUT/bench-pipelines-$count" --json > "$OUT/bench-pipelines-$count.json" \
+            2> "$OUT/bench-pipelines-$count.log"
+        echo "bench pipelines $count rc $?" >> "$OUT/steps.log"
     done
 fi
 step "done"

@@ -14,7 +14,8 @@ from stdr_deploy.errors import MissingDependency
 class OrtRunner:
     """An ONNX file in an ONNX Runtime session; `providers` default to the CPU provider."""
 
-    def __init__(self, onnx_path: str | Path, providers: list[Any] | None = None, intra_op_threads: int = 0):
+    def __init__(self, onnx_path: str | Path, providers: list[Any] | None = None, intra_op_threads: int = 0,
+                 disabled_optimizers: tuple[str, ...] = ()):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -24,7 +25,8 @@ class OrtRunner:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=providers or ["CPUExecutionProvider"]
+            str(onnx_path), options, providers=providers or ["CPUExecutionProvider"],
+            disabled_optimizers=list(disabled_optimizers),
         )
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -106,6 +106,10 @@ MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU
 SERVER_BYTES = 320 * MIB  # tritonserver itself: VmHWM 278 MiB serving a CPU plan (4 GB host test)
 GPU_SERVER_BYTES = 1700 * MIB  # tritonserver serving a GPU plan maps the CUDA libraries: VmHWM
 # 1623-1666 MiB on the H200 (benchmarks/results/h200-fp16-served/, smoke memory of three deployments)
+# Served on the H200 (16 cores, 2 fp16 CRAFT instances, benchmarks/results/h200-fp16-served/
+# pipeline-instances/, one run): 4 / 8 / 12 / 16 pipeline instances gave 35.7 / 42.4 / 45.6 /
+# 42.7 req/s at concurrency 32, the GPU busy 68 % -> 76 %: 6 per detector instance.
+PIPELINES_PER_GPU_DETECTOR = 6
 PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
 PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
 PIPELINE_BYTES_PER_CANVAS_PIXEL = 16  # float32 detector input (12) + score maps (quarter size)
@@ -568,11 +572,12 @@ def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:
 
 
 def pipeline_instances(target: Target, knobs: Knobs, host: HostFacts) -> int:
-    """CPU: one request in flight per detector instance. GPU: two per detector instance and
-    GPU (one pre/post-processing while the other waits on the GPU), at most one per core."""
+    """CPU: one request in flight per detector instance. GPU: PIPELINES_PER_GPU_DETECTOR per
+    detector instance and GPU (the orchestrator's CPU work is what bounds a GPU plan), at most
+    one per core."""
     if target.device == "cpu":
         return knobs.detector_instances
-    return max(1, min(host.usable_cores, 2 * knobs.detector_instances * len(target.gpus)))
+    return max(1, min(host.usable_cores, PIPELINES_PER_GPU_DETECTOR * knobs.detector_instances * len(target.gpus)))
 
 
 @dataclass(frozen=True)
@@ -983,7 +988,8 @@ def _pipeline_plan(target: Target, knobs: Knobs, host: HostFacts, reasons: list[
     reasons.append(
         f"pipeline: {count} KIND_CPU instance(s) (pre/post-processing is numpy/OpenCV on the CPU"
         + (
-            "; two requests in flight per detector instance and GPU, at most one per core)"
+            f"; {PIPELINES_PER_GPU_DETECTOR} per detector instance and GPU, at most one per core: the orchestrator's "
+            "CPU work bounds a GPU plan, and on an H200 12 instances served 1.28x the requests of 4)"
             if target.device == "gpu"
             else "; one request in flight per detector instance)"
         )

@@ -29,7 +29,7 @@ On the CPU, ONNX Runtime runs the fp16 nodes it has no fp16 kernel for in fp32 b
 so these CPU figures measure the weight rounding and the fp16 kernels ONNX Runtime has, not
 a GPU's fp16 accumulation. ONNX Runtime 1.32's CPU provider crashes (SIGSEGV, while creating
 the session) on the fp16 PARSeq graph in its `NchwcTransformer` optimisation, so the checks
-here run with that pass off (`CpuRunner`); fp16 is served on GPUs only (render refuses it on
+here run with that pass off (`cpu_runner`); fp16 is served on GPUs only (render refuses it on
 KIND_CPU instances).
 """
 
@@ -49,6 +49,7 @@ import numpy as np
 from stdr_deploy.compare import argmax_flips
 from stdr_deploy.errors import ValidationError, require_onnx
 from stdr_deploy.export.cache import ExportResult, cached_or_built
+from stdr_deploy.ort_runner import OrtRunner
 from stdr_deploy.progress import Stages
 from stdr_deploy.workspace import cache_dir, sha256_file, write_json_atomic
 
@@ -197,7 +198,7 @@ def _parity(name: str, fp32_path: Path, fp16_path: Path) -> dict[str, Any]:
     from stdr_deploy.models import get_spec
 
     spec = get_spec(name)
-    reference, half = CpuRunner(fp32_path), CpuRunner(fp16_path)
+    reference, half = cpu_runner(fp32_path), cpu_runner(fp16_path)
     shapes, failures = [], []
     for x in parity_inputs(spec):
         expected, got = reference.infer({"input": x}), half.infer({"input": x})
@@ -250,11 +251,11 @@ def _smoke_words(name: str, fp32: ExportResult, fp16_path: Path) -> dict[str, An
     from stdr_deploy.smoke_image import smoke_image
 
     if get_spec(name).role == "detector":
-        family, recognizer = "crnn-en", CpuRunner(fp32_onnx("crnn-en"))
-        pipelines = {p: (CpuRunner(path), recognizer) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
+        family, recognizer = "crnn-en", cpu_runner(fp32_onnx("crnn-en"))
+        pipelines = {p: (cpu_runner(path), recognizer) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
     else:
-        family, detector = name, CpuRunner(fp32_onnx("craft"))
-        pipelines = {p: (detector, CpuRunner(path)) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
+        family, detector = name, cpu_runner(fp32_onnx("craft"))
+        pipelines = {p: (detector, cpu_runner(path)) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
     image = smoke_image()
     texts = {
         p: [w.text for w in OcrPipeline(det, rec, family, PipelineSettings()).read(image)]
@@ -268,25 +269,11 @@ def _smoke_words(name: str, fp32: ExportResult, fp16_path: Path) -> dict[str, An
     return {"smoke_words": texts["fp16"], "same_as_fp32": True}
 
 
-class CpuRunner:
-    """ONNX Runtime's CPU provider on one graph, `infer(feeds) -> outputs`, for the checks here.
-
-    `NchwcTransformer` is off: with it ONNX Runtime 1.32 crashes on the fp16 PARSeq graph (module
-    docstring); it only re-lays fp32 convolutions for speed, so results do not depend on it.
-    """
-
-    def __init__(self, path: str | Path, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"]
-        )
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(None, feeds)))
+def cpu_runner(path: str | Path) -> OrtRunner:
+    """ONNX Runtime's CPU provider on one graph, for the checks here. `NchwcTransformer` is off:
+    with it ONNX Runtime 1.32 crashes on the fp16 PARSeq graph (module docstring); it only
+    re-lays fp32 convolutions for speed, so results do not depend on it."""
+    return OrtRunner(path, disabled_optimizers=("NchwcTransformer",))
 
 
 def _versions() -> dict[str, str | None]:

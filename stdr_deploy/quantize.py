@@ -66,18 +66,31 @@ FLAVOURS = {
 _SOURCES = ("quantize.py", "calibration.py")  # code hashed into the key
 
 
-def int8_cache_key(fp32_sha256: str, flavour: str = "onnxruntime") -> str:
-    """`craft-int8[-tensorrt]-<hash>` of the fp32 model's bytes, the recipe, the code and the tool versions."""
+def _key_content(fp32_sha256: str) -> dict[str, Any]:
     root = Path(__file__).resolve().parent
-    content = {
+    return {
         "fp32_sha256": fp32_sha256,
         "recipe": RECIPE,
-        "flavour": FLAVOURS[flavour],
         "sources": {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in _SOURCES},
         "versions": {dist: tool_versions()[dist] for dist in ("onnx", "onnxruntime")},  # None: not installed
     }
+
+
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def int8_cache_key(fp32_sha256: str, flavour: str = "onnxruntime") -> str:
+    """`craft-int8[-tensorrt]-<hash>` of the fp32 model's bytes, the recipe, the code and the tool versions."""
     prefix = "craft-int8-" if flavour == "onnxruntime" else f"craft-int8-{flavour}-"
-    return prefix + hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return prefix + _digest({**_key_content(fp32_sha256), "flavour": FLAVOURS[flavour]})
+
+
+def calibration_ranges_path(fp32_sha256: str) -> Path:
+    """Where the MinMax activation ranges of one fp32 model are kept (ONNX Runtime's calibration
+    cache). The flavours differ only in how the ranges become QDQ, so they share them: the second
+    flavour skips the calibration inference (about a minute on a 2-core CPU)."""
+    return cache_dir() / "calibration" / f"craft-ranges-{_digest(_key_content(fp32_sha256))}.json"
 
 
 def quantize_detector(
@@ -96,7 +109,8 @@ def _build(fp32: ExportResult, folder: Path, stages: Stages, flavour: str) -> di
     images = calibration_images()
     model_path = folder / "model.onnx"
     with stages.stage("quantize", total=len(images)) as task:
-        excluded = _quantize(fp32.onnx_path, model_path, folder, images, task, FLAVOURS[flavour])
+        ranges = calibration_ranges_path(fp32.report["onnx"]["sha256"])
+        excluded = _quantize(fp32.onnx_path, model_path, folder, images, task, FLAVOURS[flavour], ranges)
     with stages.stage("validate"):
         validation = _validate(fp32.onnx_path, model_path, images[0])
     report = {
@@ -118,9 +132,12 @@ def _build(fp32: ExportResult, folder: Path, stages: Stages, flavour: str) -> di
 
 
 def _quantize(
-    fp32_path: Path, out: Path, folder: Path, images: list[np.ndarray], task: Any, flavour: dict[str, Any]
+    fp32_path: Path, out: Path, folder: Path, images: list[np.ndarray], task: Any, flavour: dict[str, Any],
+    ranges: Path,
 ) -> list[str]:
     """Run the recipe; intermediate graphs are written to `folder` and removed. Returns the fp32 nodes."""
+    import inspect
+
     onnx = require_onnx("the int8 export", "export")
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -136,6 +153,9 @@ def _quantize(
             f"none of the Conv nodes named like {EXCLUDED_CONVS} was found in the craft export",
             hint="the export's node names changed: update stdr_deploy.quantize.EXCLUDED_CONVS",
         )
+    shared = {}  # ONNX Runtime >= 1.32 reads the ranges from (or saves them to) a calibration cache
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        shared["calibration_cache_path"] = str(ranges)
     quantize_static(
         str(prepared),
         str(out),
@@ -152,6 +172,7 @@ def _quantize(
             "QuantizeBias": flavour["QuantizeBias"],
             "ActivationSymmetric": flavour["ActivationSymmetric"],
         },
+        **shared,
     )
     converted.unlink()
     prepared.unlink()

@@ -246,7 +246,9 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
     """
     prober = Prober(server.grpc_url, repository_probes(repo), policy.timeout_s)
     failures = prober.check()
-    if failures and server.exit_reason() is None:  # (a server that died meanwhile is the loop's to handle)
+    if stop.is_set():  # asked to stop during the first probe: its answer no longer matters
+        return
+    if failures and server.exit_reason(wait_s=1.0) is None:  # (a server that died meanwhile is the loop's to handle)
         raise server.failure("the deployment does not answer its probes: " + "; ".join(failures.values()))
     supervisor = Supervisor(policy, prober.orchestrators)
     report(Event("watching", f"supervising {', '.join(p.model for p in prober.probes)}: probing every "

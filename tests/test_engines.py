@@ -645,8 +645,16 @@ def test_the_int8_craft_parses_and_builds_with_tensorrt_rtx(craft_onnx, craft_in
     """The tensorrt flavour of the int8 CRAFT builds; the onnxruntime flavour (CPU plans) is what the
     parser refuses, which is why there are two (stdr_deploy.quantize)."""
     from stdr_deploy.engines import export_onnx
-    from stdr_deploy.quantize import quantize_detector
+    import inspect
 
+    from onnxruntime.quantization import quantize_static
+
+    from stdr_deploy.quantize import calibration_ranges_path, quantize_detector
+
+    # the onnxruntime flavour left its calibration ranges; this flavour reads them (same bytes as
+    # calibrating again, checked by hand on ONNX Runtime 1.32: only the QDQ placement differs)
+    if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # ONNX Runtime >= 1.32
+        assert calibration_ranges_path(craft_onnx.report["onnx"]["sha256"]).is_file()
     tensorrt_flavour = quantize_detector(craft_onnx, flavour="tensorrt")
     assert tensorrt_flavour.report["flavour"] == {
         "runtime": "tensorrt", "activation_type": "QInt8", "QuantizeBias": False, "ActivationSymmetric": True,

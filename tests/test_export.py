@@ -382,10 +382,10 @@ def test_fp16_crnn_reads_the_crops_like_fp32(shared, crnn_fp16_onnx, crnn_onnx):
     from PIL import Image
 
     from stdr_deploy.ocr.recognizers import get_family
-    from stdr_deploy.precision import CpuRunner
+    from stdr_deploy.precision import cpu_runner
 
     family = get_family("crnn-en")
-    runners = {"fp32": CpuRunner(crnn_onnx.onnx_path), "fp16": CpuRunner(crnn_fp16_onnx.onnx_path)}
+    runners = {"fp32": cpu_runner(crnn_onnx.onnx_path), "fp16": cpu_runner(crnn_fp16_onnx.onnx_path)}
     labels = json.loads((shared / "testdata/crops_A/labels.json").read_text())
     read = {name: [] for name in runners}
     for file in sorted(labels):
@@ -402,18 +402,18 @@ def test_fp16_craft_matches_fp32_on_a_scene_and_keeps_its_words(shared, craft_fp
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
     from stdr_deploy.ocr.detector_input import detector_input
     from stdr_deploy.ocr.image_io import read_image
-    from stdr_deploy.precision import FP16_TOLERANCE, CpuRunner, half_vs_full
+    from stdr_deploy.precision import FP16_TOLERANCE, cpu_runner, half_vs_full
 
     report = craft_fp16_onnx.report
     assert report["precision"] == "fp16" and 0 < report["parity"]["max_scaled"] <= FP16_TOLERANCE
     image = read_image(shared / "testdata/scenes_A/img03.png")
     settings = PipelineSettings(canvas_size=1280)
-    runners = {"fp32": CpuRunner(craft_onnx.onnx_path), "fp16": CpuRunner(craft_fp16_onnx.onnx_path)}
+    runners = {"fp32": cpu_runner(craft_onnx.onnx_path), "fp16": cpu_runner(craft_fp16_onnx.onnx_path)}
     feeds = {"input": detector_input(image, settings.canvas_size, settings.mag_ratio).tensor}
     maps = {name: runner.infer(feeds)["output"] for name, runner in runners.items()}
     row = half_vs_full(maps["fp32"], maps["fp16"], argmax=False)
     assert row["passed"], row
-    recognizer = CpuRunner(crnn_onnx.onnx_path)
+    recognizer = cpu_runner(crnn_onnx.onnx_path)
     words = {
         name: [w.text for w in OcrPipeline(runner, recognizer, "crnn-en", settings).read(image)]
         for name, runner in runners.items()

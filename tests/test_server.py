@@ -367,17 +367,20 @@ def test_auto_keeps_serving_until_sigterm_then_says_it_stopped(tmp_path: Path):
     write_model(repo, RELU_CONFIG)
     script = (
         "from pathlib import Path\nfrom stdr_deploy.cli.auto import _serve\nfrom stdr_deploy.server import TritonServer\n"
-        "from stdr_deploy.supervise import Policy\n"
+        "from stdr_deploy.supervise import Policy\nfrom types import SimpleNamespace\n"
         f"server = TritonServer(Path({str(repo)!r}), log_path=Path({str(tmp_path / 'server.log')!r}))\n"
-        f"server.start(); server.wait_ready()\n_serve(server, Path({str(repo)!r}), False, Policy(), False)\n"
+        "server.start(); server.wait_ready()\n"
+        f"_serve(SimpleNamespace(server=server, manifest={{}}), Path({str(repo)!r}), False, Policy(), True)\n"
     )
     auto = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     try:
         first = auto.stderr.readline()
         assert first.startswith("serving inference on grpc://127.0.0.1:") and "Ctrl-C stops it" in first, first
         auto.send_signal(signal.SIGTERM)
-        assert auto.wait(60) == 0
-        assert auto.stderr.read().strip().splitlines()[-1] == "server stopped (SIGTERM)"
+        code = auto.wait(60)
+        said = auto.stderr.read().strip()
+        assert code == 0, said
+        assert said.splitlines()[-1] == "server stopped (SIGTERM)"
     finally:
         if auto.poll() is None:
             auto.kill()

@@ -21,7 +21,7 @@ from stdr_deploy.cli.options import (
     workspace_option,
 )
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.cli.serve import supervise, supervision_summary
+from stdr_deploy.cli.serve import StopRequests, supervise, supervision_summary
 from stdr_deploy.plan_schema import VARIANTS
 from stdr_deploy.progress import Activity, interactive, log_line
 
@@ -89,11 +89,7 @@ def command(recognizer, weights, artifacts, profile, variant, detector_precision
         raise click.exceptions.Abort() from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if as_json:
-        print_json(result.manifest)
-    else:
-        console.print(summary_table(result, policy))
-    _serve(result.server, options.repo, exit_after_smoke, policy, as_json)
+    _serve(result, options.repo, exit_after_smoke, policy, as_json)
 
 
 def _deploy(options, run_auto):
@@ -138,34 +134,32 @@ def _deploy(options, run_auto):
         raise
 
 
-def _serve(server, repo: Path, exit_after_smoke: bool, policy, as_json: bool) -> None:
-    """Keep serving, supervised, until Ctrl-C or SIGTERM (or stop at once), and say that it stopped."""
-    if exit_after_smoke:
-        server.stop()
-        console.print("server stopped (--exit-after-smoke)")
-        return
-    signal.signal(signal.SIGTERM, _terminated)  # before the line that invites it
-    console.print(f"serving inference on {server.grpc_url} (health and metadata also on {server.http_url}); "
-                  "Ctrl-C stops it")
-    try:
-        reason = supervise(server, repo, policy, as_json)  # giving up ends the command with exit code 7 and why
-    except _Terminated:
-        reason = "SIGTERM"
-    except KeyboardInterrupt:
-        reason = "Ctrl-C"
-    finally:
-        server.stop()
-    console.print(f"server stopped ({reason})")
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM while deploying (stops like Ctrl-C: run_auto stops a started server) or after the
-    "serving on" line, before supervision installs its own handlers."""
+def _serve(result, repo: Path, exit_after_smoke: bool, policy, as_json: bool) -> None:
+    """Say what was deployed, keep serving it, supervised, until Ctrl-C or SIGTERM (or stop at
+    once), and say that it stopped."""
+    server = result.server
+    with StopRequests() as stop:  # before the lines that invite a signal
+        try:
+            if as_json:
+                print_json(result.manifest)
+            else:
+                console.print(summary_table(result, policy))
+            if exit_after_smoke:
+                stop.reason = "--exit-after-smoke"
+                return
+            console.print(f"serving inference on {server.grpc_url} (health and metadata also on "
+                          f"{server.http_url}); Ctrl-C stops it")
+            supervise(server, repo, policy, as_json, stop)  # giving up ends the command with exit code 7 and why
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C/SIGTERM: stop at once
+        finally:
+            server.stop()
+            console.print(f"server stopped ({stop.reason or 'Ctrl-C'})")
 
 
 def _terminated(*_) -> None:
-    raise _Terminated
-
+    """SIGTERM while deploying stops like Ctrl-C (run_auto stops a server it started)."""
+    raise KeyboardInterrupt
 
 
 def summary_table(result, policy) -> Table:

@@ -103,8 +103,9 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
             })
         else:
             console.print(status_table(server, models, seconds, policy))
-        console.print("serving; Ctrl-C stops it")
-        supervise(server, repo, policy, as_json)
+        with StopRequests() as requests:
+            console.print("serving; Ctrl-C stops it")
+            supervise(server, repo, policy, as_json, requests)
     except KeyboardInterrupt:
         pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
     finally:
@@ -115,36 +116,44 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
             console.print("server stopped")
 
 
-def supervise(server, repo: Path, policy, as_json: bool) -> str:
-    """Keep `server` answering until Ctrl-C or SIGTERM (also for `auto`); returns which of the two.
+class StopRequests:
+    """Ctrl-C and SIGTERM while serving: the first sets `event` (the supervisor lets its probe in
+    flight finish, then returns; an exception raised inside the gRPC client would print a
+    traceback), a second one stops at once (KeyboardInterrupt)."""
 
-    Each event is a log line on stderr, and a JSON line on stdout with --json. The first signal
-    lets the probe in flight finish (an exception raised inside the HTTP client's event loop
-    would print a traceback); a second one stops at once.
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = ""
+        self._previous: dict[int, object] = {}
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.reason = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.event.set()
+
+    def __enter__(self) -> StopRequests:
+        self._previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def supervise(server, repo: Path, policy, as_json: bool, stop: StopRequests) -> None:
+    """Keep `server` answering until `stop` (also for `auto`).
+
+    Each event is a log line on stderr, and a JSON line on stdout with --json.
     """
     from stdr_deploy.supervise import watch
-
-    stop = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum, _frame) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        received.append("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
-        stop.set()
 
     def report(event) -> None:
         log_line(f"supervise: {event.message}")
         if as_json:
             print_json(event.to_dict(), indent=None)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        watch(server, repo, policy, report, stop)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return received[0]
+    watch(server, repo, policy, report, stop.event)
 
 
 def _interrupt(stop: threading.Event) -> None:

@@ -158,11 +158,11 @@ def _registry_weights(family: str, weights: str | Path | None) -> bool:
 
 
 def default_families() -> list[str]:
-    """Families whose default weights come with an installed package (offline): craft, crnn-en."""
-    from stdr_deploy.models import MODEL_SPECS
-    from stdr_deploy.weights import WEIGHTS
+    """What `auto` deploys unless told otherwise: CRAFT and each device's default recognizer
+    (ppocr on CPU plans, crnn-en on GPU plans)."""
+    from stdr_deploy.planner import DEFAULT_RECOGNIZER
 
-    return [name for name, spec in MODEL_SPECS.items() if WEIGHTS[spec.default_weights].package]
+    return ["craft", *dict.fromkeys(DEFAULT_RECOGNIZER.values())]
 
 
 def supported_precisions(family: str, precisions: Iterable[str] = PRECISIONS) -> list[str]:
@@ -188,8 +188,8 @@ def package(
 ) -> dict[str, Any]:
     """Export (or take from the cache) each (family, precision) into `out` and write its manifest.
 
-    Without `families`/`precisions`: every family with offline weights, at every precision the
-    export supports for it. An explicit precision a family cannot have is an error. Entries of
+    Without `families`/`precisions`: `default_families()`, at every precision the export
+    supports for each. An explicit precision a family cannot have is an error. Entries of
     an earlier manifest in `out` for other (family, precision) pairs are kept.
     """
     require_torch()

@@ -26,7 +26,7 @@ from stdr_deploy.workspace import sha256_file, write_json_atomic
 class AutoOptions:
     workspace: Path
     repo: Path
-    recognizer: str = "crnn-en"
+    recognizer: str | None = None  # None: the planner decides (planner.DEFAULT_RECOGNIZER)
     weights: dict[str, str] = field(default_factory=dict)  # family -> path or registry name
     profile: str | None = None
     variant: str | None = None

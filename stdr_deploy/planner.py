@@ -195,6 +195,12 @@ FP16_PARITY = (
 # Words read over every check set (scenes_A, scenes-101, phrases-202, tilt-303, real_A: 276),
 # CRAFT fp32, only the recognizer changed (benchmarks/results/accuracy-sets/recognizers/).
 WORDS_READ = {"crnn-en": 234, "ppocr": 248}
+REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real photographed words
+# The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words on every
+# check set, at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
+# 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
+# GPU: crnn-en, the one with an fp16 graph and fixed-shape sessions measured served on a GPU.
+DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "crnn-en"}
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
@@ -738,16 +744,17 @@ def make_plan(
     host: HostFacts,
     profile: Profile | None = None,
     *,
-    recognizer: str = "crnn-en",
+    recognizer: str | None = None,
     variant: str | None = None,
     detector_precision: str | None = None,
     recognizer_precision: str | None = None,
     canvas: int | None = None,
 ) -> Plan:
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
-    (`profiles.resolve_profile` picks the matching one); `variant` forces one. Precisions
-    (None: the host decides, see `choose_precisions`) and `canvas` fix those settings."""
-    if recognizer not in RECOGNIZER_NAMES:
+    (`profiles.resolve_profile` picks the matching one); `variant` forces one. The recognizer,
+    precisions (None: the host decides, see `choose_recognizer` and `choose_precisions`) and
+    `canvas` fix those settings."""
+    if recognizer is not None and recognizer not in RECOGNIZER_NAMES:
         raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZER_NAMES)}")
     for role, precision in (("detector", detector_precision), ("recognizer", recognizer_precision)):
         if precision not in (None, *PRECISIONS):
@@ -759,14 +766,41 @@ def make_plan(
     requested = Requested(detector_precision, recognizer_precision, canvas)
     reasons: list[str] = []
     target = choose_target(host, variant, reasons)
+    chosen = list(reasons)  # the recognizer's reason belongs to this target only
     try:
-        return _plan_on(target, host, profile, MODELS[recognizer], reasons, requested)
+        family = choose_recognizer(target, recognizer, chosen)
+        return _plan_on(target, host, profile, MODELS[family], chosen, requested)
     except HostUnsupported:
         if target.device == "cpu" or variant is not None:
             raise
     reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
     on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
-    return _plan_on(Target("onnxruntime", "cpu"), host, profile, MODELS[recognizer], reasons, on_cpu)
+    cpu = Target("onnxruntime", "cpu")
+    family = choose_recognizer(cpu, recognizer, reasons)
+    return _plan_on(cpu, host, profile, MODELS[family], reasons, on_cpu)
+
+
+def choose_recognizer(target: Target, requested: str | None, reasons: list[str]) -> str:
+    """The recognizer asked for, else DEFAULT_RECOGNIZER for the target's device (its comment says why)."""
+    if requested:
+        return requested
+    family = DEFAULT_RECOGNIZER[target.device]
+    other = next(name for name in WORDS_READ if name != family)
+    if target.device == "cpu":
+        reasons.append(
+            f"recognizer {family} (the CPU default): it reads {WORDS_READ[family]} of the check sets' 276 words "
+            f"against {other}'s {WORDS_READ[other]} (real photos: {REAL_A_WORDS_READ[family]} against {REAL_A_WORDS_READ[other]} of 21) at {other}'s served "
+            "latency (benchmarks/results/cpu-epyc-2c-recognizers/); its ONNX file comes from the "
+            "rapidocr_onnxruntime wheel (found installed, else downloaded once and sha256-checked); "
+            f"--recognizer {other} needs no download"
+        )
+    else:
+        reasons.append(
+            f"recognizer {family} (the GPU default): {other} reads more words ({WORDS_READ[other]} against "
+            f"{WORDS_READ[family]} of 276) but has no fp16 graph or fixed-shape sessions yet and is not measured "
+            f"served on a GPU; --recognizer {other} overrides"
+        )
+    return family
 
 
 def _plan_on(
@@ -954,8 +988,7 @@ def _recognizer_plan(
         others = ", ".join(f"{name} {words}" for name, words in WORDS_READ.items() if name != facts.family)
         reasons.append(
             f"recognizer {facts.family} reads {WORDS_READ[facts.family]} of the check sets' 276 words (CRAFT fp32; "
-            f"{others}); crnn-en stays the default until ppocr's memory and served latency are measured "
-            "(benchmarks/results/accuracy-sets/recognizers/)"
+            f"{others}; benchmarks/results/accuracy-sets/recognizers/)"
         )
     rec_precision = knobs.recognizer_precision
     if target.backend == "tensorrt":

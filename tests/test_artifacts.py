@@ -56,9 +56,9 @@ def run(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def artefacts(tmp_path_factory, craft_onnx, crnn_onnx) -> Path:
-    """The fp32 models (craft, crnn-en), packaged from the session's export cache."""
+    """The fp32 models (craft, crnn-en, ppocr), packaged from the session's export cache."""
     out = tmp_path_factory.mktemp("artefacts")
-    package(out, ["craft", "crnn-en"], ["fp32"])
+    package(out, ["craft", "crnn-en", "ppocr"], ["fp32"])
     return out
 
 
@@ -146,7 +146,7 @@ def test_package_writes_a_self_describing_directory(artefacts, craft_onnx, crnn_
     assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
     assert manifest["created"]["at"] and manifest["created"]["by"].startswith("stdr-deploy ")
     entries = {(e["family"], e["precision"]): e for e in manifest["models"]}
-    assert sorted(entries) == [("craft", "fp32"), ("crnn-en", "fp32")]
+    assert sorted(entries) == [("craft", "fp32"), ("crnn-en", "fp32"), ("ppocr", "fp32")]
     for family, exported in (("craft", craft_onnx), ("crnn-en", crnn_onnx)):
         entry = entries[(family, "fp32")]
         onnx = artefacts / entry["onnx"]
@@ -159,7 +159,12 @@ def test_package_writes_a_self_describing_directory(artefacts, craft_onnx, crnn_
 
 
 def test_default_contents_are_asked_of_the_export_not_assumed():
-    assert default_families() == ["craft", "crnn-en"]  # the families with offline weights
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+
+    # what the default plans of the recorded hosts (CPU and GPU) deploy: no more, no less
+    hosts = sorted((Path(__file__).resolve().parent / "hosts").glob("*.json"))
+    assert set(default_families()) == {m.family for path in hosts for m in make_plan(load_host(path)).models()}
     assert {"fp32", "int8"} <= set(supported_precisions("craft"))
     assert "fp32" in supported_precisions("crnn-en") and "int8" not in supported_precisions("crnn-en")
     with pytest.raises(UserInputError, match="crnn-en cannot be exported at int8"):
@@ -238,7 +243,7 @@ def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_
     manifest = json.loads(done.stdout)
     steps = {s["name"]: s for s in manifest["steps"]}
     assert all(s["status"] == "ok" for name, s in steps.items() if name != "build")
-    for model, family in (("craft", "craft"), ("crnn_en", "crnn-en")):
+    for model, family in (("craft", "craft"), ("ppocr_rec", "ppocr")):  # this CPU host's default recognizer
         assert steps["export"]["outputs"][model]["onnx"] == str(artefacts / family / "fp32" / "model.onnx")
     assert manifest["artifacts"] == str(artefacts) and manifest["versions"]["torch"] is not None  # installed, blocked
     checks = {(c["model"], c["check"], c["protocol"]): c["ok"] for c in manifest["smoke"]["checks"]}

@@ -1,6 +1,6 @@
 """`stdr-deploy auto` end to end on this CPU host, as a user runs it: a real process, a real server.
 
-The default deployment (craft + crnn-en) must read the smoke image exactly; parseq-tiny with the
+The default deployment (craft + ppocr on this CPU host) must read the smoke image exactly; parseq-tiny with the
 oracle's random weights must serve exactly what the in-process pipeline computes.
 """
 
@@ -40,7 +40,8 @@ def test_auto_default_deploys_and_reads_text(default_deploy):
     assert steps["build"]["status"] == "skipped"
     assert all(s["status"] == "ok" for name, s in steps.items() if name != "build")
     assert manifest["plan"]["variant"] == "onnxruntime" and manifest["plan"]["device"] == "cpu"
-    for model in ("craft", "crnn_en"):
+    assert manifest["plan"]["recognizer"]["family"] == "ppocr"  # the CPU plans' default recognizer
+    for model in ("craft", "ppocr_rec"):
         onnx = Path(steps["export"]["outputs"][model]["onnx"])
         assert len(steps["export"]["outputs"][model]["sha256"]) == 64 and onnx.is_file()
     checks = manifest["smoke"]["checks"]
@@ -153,14 +154,15 @@ def test_smoke_failure_names_model_check_expected_and_got(default_deploy, tmp_pa
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
     lying_repo = tmp_path / "repo"
-    for rel, text in render_texts(Plan.from_dict(plan), {"craft": "model.onnx", "crnn_en": "model.onnx"}).items():
+    names = {m.triton_name: "model.onnx" for m in Plan.from_dict(plan).models()}
+    for rel, text in render_texts(Plan.from_dict(plan), names).items():
         (lying_repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (lying_repo / rel).write_text(text)
     with TritonServer(ws / "repo") as server:
         proc = run_cli("smoke", "--repo", str(lying_repo), "--plan", str(plan_file), "--url", server.http_url,
                        timeout=600)
     assert proc.returncode == 8, proc.stderr[-2000:]
-    assert "crnn_en: config equals rendered config.pbtxt [http]" in proc.stderr
+    assert f"{Plan.from_dict(plan).recognizer.triton_name}: config equals rendered config.pbtxt [http]" in proc.stderr
     # an HTTP URL alone cannot pass a smoke: inference is served over gRPC only (issue 23)
     assert "pipeline: some URL takes inference [http]" in proc.stderr
     assert "max_batch_size: 3 != 8" in proc.stderr
@@ -196,7 +198,7 @@ def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, sha
     # the README's tritonclient lines print the same words as `ocr --url` reads
     assert snippet.returncode == 0, snippet.stderr[-2000:]
     assert all(repr(w["text"].encode()) in snippet.stdout for w in served["images"][0]["words"]), snippet.stdout
-    pipeline = make_pipeline("onnxruntime", "crnn-en", detector_precision=plan.detector.precision,
+    pipeline = make_pipeline("onnxruntime", plan.recognizer.family, detector_precision=plan.detector.precision,
                              settings=PipelineSettings.from_plan(plan.pipeline))
     in_process = [OcrPipeline.to_prediction(path.name, pipeline.read(read_image(path))) for path in images]
     assert [image["file"] for image in served["images"]] == [path.name for path in images]

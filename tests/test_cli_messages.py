@@ -94,7 +94,7 @@ def test_long_steps_print_start_heartbeat_and_end_lines(capsys):
 
 
 def _plan_into(workspace: Path) -> dict:
-    plan = json.loads(run("plan", "--host", str(HOSTS / "cpu-xeon-2core.json"), "--json").stdout)
+    plan = json.loads(run("plan", "--host", str(HOSTS / "cpu-xeon-2core.json"), "--recognizer", "crnn-en", "--json").stdout)
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "plan.json").write_text(json.dumps(plan))
     return plan

@@ -440,7 +440,7 @@ def test_fp16_is_rendered_for_gpu_instances_only():
     gpu = make_plan(load_host(hosts / "a5000-24g.vendor.json"), variant="onnxruntime").recognizer
     assert gpu.instance_kind == "KIND_GPU"
     assert model_context(dataclasses.replace(gpu, precision="fp16"), "model.onnx")["precision"] == "fp16"
-    cpu = make_plan(load_host(hosts / "cpu-xeon-2core.json")).recognizer
+    cpu = make_plan(load_host(hosts / "cpu-xeon-2core.json"), recognizer="crnn-en").recognizer
     with pytest.raises(UserInputError, match="crnn_en is fp16 on onnxruntime KIND_CPU") as info:
         model_context(dataclasses.replace(cpu, precision="fp16"), "model.onnx")
     assert "fp16 is for GPU instances" in info.value.hint

@@ -50,7 +50,7 @@ KSERVE_CHECK = Path(__file__).resolve().parent / "kserve_model.py"
 
 def plan_for(path: Path):
     host = load_host(path)
-    return make_plan(host, resolve_profile(host))
+    return make_plan(host, resolve_profile(host), recognizer="crnn-en")  # the ONNX files these tests link
 
 
 def validate(*manifests: dict) -> None:

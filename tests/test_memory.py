@@ -137,7 +137,7 @@ def test_4gb_host_plan_serves_the_benchmark_images_under_4gb(shared, craft_int8_
     from stdr_deploy.triton_client import TritonPipelineClient
 
     host = load_host(HOSTS / "cpu-4g-4core.vendor.json")
-    plan = make_plan(host, resolve_profile(host))
+    plan = make_plan(host, resolve_profile(host), recognizer="crnn-en")
     assert plan.detector.precision == "int8"  # the exported file below (AVX2: int8 measured faster)
     exported = {"craft": craft_int8_onnx.onnx_path, "crnn-en": crnn_onnx.onnx_path}
     repo = tmp_path / "model_repository"

@@ -475,7 +475,7 @@ def test_cli_json_is_make_plans_dict(stem, args, tmp_path):
     assert result.exit_code == 0, result.output
     host = host_of(stem)
     profile = None if "none" in args else resolve_profile(host)
-    recognizer = args[args.index("--recognizer") + 1] if "--recognizer" in args else "crnn-en"
+    recognizer = args[args.index("--recognizer") + 1] if "--recognizer" in args else None  # the plan's default
     variant = args[args.index("--variant") + 1] if "--variant" in args else None
     expected = make_plan(host, profile, recognizer=recognizer, variant=variant).to_dict()
     assert json.loads(result.stdout) == expected
@@ -559,9 +559,11 @@ def test_cli_plan_detector_precision():
 # --- memory: measured data, budget from totals, shrink by cost ------------------------------
 
 
-def shrink_path(host: HostFacts, recognizer: str = "crnn-en") -> list[tuple[planner.Sizing, planner.Knobs]]:
-    """Every sizing the fit walks for `host` with an unreachable budget: the whole greedy path."""
+def shrink_path(host: HostFacts, recognizer: str | None = None) -> list[planner.Sizing]:
+    """Every sizing the fit walks for `host` with an unreachable budget: the whole greedy path
+    (`recognizer` None: the target's default, as `make_plan` picks it)."""
     target = planner.choose_target(host, None, [])
+    recognizer = recognizer or planner.DEFAULT_RECOGNIZER[target.device]
     settings = planner.merged_settings(target, resolve_profile(host), host, [])
     knobs = planner.initial_knobs(target, settings, host, planner.Requested(), [])
     nothing = planner.Budget(0, 0, "")

@@ -72,7 +72,7 @@ def serving(test):
 
 @pytest.fixture(scope="module")
 def plan():
-    return make_plan(load_host(CPU_HOST))
+    return make_plan(load_host(CPU_HOST), recognizer="crnn-en")
 
 
 @pytest.fixture(scope="module")

@@ -528,7 +528,7 @@ def test_int8_plan_renders_the_quantized_detector(craft_int8_onnx, crnn_onnx, tm
     from stdr_deploy.planner import make_plan
     from stdr_deploy.workspace import sha256_file
 
-    plan = make_plan(load_host(HOSTS / "cpu-xeon-2core.json"), detector_precision="int8")
+    plan = make_plan(load_host(HOSTS / "cpu-xeon-2core.json"), recognizer="crnn-en", detector_precision="int8")
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan.to_dict()))
     out = tmp_path / "repo"

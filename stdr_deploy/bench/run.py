@@ -24,6 +24,8 @@ from stdr_deploy.bench.models import QUICK_POLICY, TimingPolicy, available_runti
 from stdr_deploy.bench.report import targets
 from stdr_deploy.errors import MissingDependency, StdrError, UserInputError
 from stdr_deploy.ocr.detector_input import padded_size
+from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
+from stdr_deploy.planner import DEFAULT_RECOGNIZER
 
 DEFAULT_MODELS = ("craft", "crnn-en")
 SEED_FILES = ("img00.png", "img01.png", "img02.png", "img03.png")  # the reference benchmark's four sizes
@@ -47,7 +49,7 @@ class BenchOptions:
     pipeline: bool = True
     url: str | None = None  # a running server; None starts one (from `repo`, else `auto`)
     repo: Path | None = None
-    recognizer: str = "crnn-en"
+    recognizer: str | None = None  # None: the deployment's is the plan's; the chain's is crnn-en
     detector_precision: str = "fp32"  # of the deployment `auto` makes when no url or repo is given
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     duration_s: float = 30.0
@@ -111,8 +113,9 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
     def chains() -> list[dict[str, Any]]:
         reporter.phase("detector + recognizer chain", 1)
         side = padded_size(options.canvas_size, options.canvas_size)[0]
-        reporter.step(f"craft {side}x{side} + {options.recognizer} x16 on {options.chain}")
-        chain = run_chain_bench(options.chain, (1, 3, side, side), options.recognizer, policy=policy, weights=options.weights, threads=options.threads)
+        recognizer = options.recognizer or DEFAULT_RECOGNIZER["gpu"]  # the chain measures GPU runtimes
+        reporter.step(f"craft {side}x{side} + {recognizer} x16 on {options.chain}")
+        chain = run_chain_bench(options.chain, (1, 3, side, side), recognizer, policy=policy, weights=options.weights, threads=options.threads)
         return [chain.to_dict()]
 
     if options.model_level:
@@ -194,6 +197,11 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
         workspace = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stdr-bench-")))
         # weights for model-level-only families (e.g. parseq=random) are not the deployment's
         served_weights = {m: w for m, w in options.weights.items() if m in ("craft", options.recognizer)}
+        if options.recognizer is None and set(options.weights) & set(RECOGNIZER_NAMES):
+            raise UserInputError(
+                "--weights names a recognizer, but which recognizer the deployment runs is left to the plan",
+                hint="add --recognizer NAME for the served deployment",
+            )
         reporter.phase("deploy (stdr-deploy auto)", 7)
         deployed = run_auto(
             AutoOptions(

@@ -22,7 +22,7 @@ from stdr_deploy.workspace import default_workspace, write_json_atomic
               help="Host file the engines are built for. Default: <workspace>/host.json if present, "
               "else this machine is probed.")
 @click.option("--onnx", "onnx_args", multiple=True, metavar="MODEL=FILE",
-              help="ONNX file for a Triton model (craft, crnn_en or parseq). Repeatable. "
+              help="ONNX file for a Triton model (craft, crnn_en, ppocr_rec or parseq). Repeatable. "
               "Models not given are exported from their weights (cached).")
 @weights_option
 @click.option("--dry-run", is_flag=True,

@@ -47,7 +47,7 @@ def command(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Export MODEL (craft, crnn-en, parseq, parseq-tiny) to ONNX.
+    """Export MODEL (craft, crnn-en, parseq, parseq-tiny; ppocr and ppocr-det are ONNX-native) to ONNX.
 
     Stages: export (torch legacy exporter, dynamic batch and image axes), onnx.checker full
     check, simplification (onnxsim / onnxslim, the smaller graph that keeps parity), then

@@ -24,10 +24,11 @@ def recognizer_option(fn: Callable) -> Callable:
     return click.option(
         "--recognizer",
         type=click.Choice(RECOGNIZER_NAMES),
-        default="crnn-en",
-        show_default=True,
-        help="Recognizer family (crnn-en ships trained weights offline; ppocr is PP-OCRv4's ONNX "
-        "recognizer, from the rapidocr_onnxruntime wheel).",
+        default=None,
+        help="Recognizer family (default: from the plan: ppocr on CPU plans, where it reads the most "
+        "words; crnn-en on GPU plans, where it has fp16 and fixed shapes). crnn-en ships trained "
+        "weights offline; ppocr is PP-OCRv4's ONNX recognizer, from the rapidocr_onnxruntime wheel "
+        "(found installed, else downloaded once).",
     )(fn)
 
 
@@ -93,7 +94,7 @@ def weights_option(fn: Callable) -> Callable:
     )(fn)
 
 
-def parse_weights(values: tuple[str, ...], recognizer: str) -> dict[str, str]:
+def parse_weights(values: tuple[str, ...], recognizer: str | None) -> dict[str, str]:
     """`("craft=a.pth", "b.pt")` -> `{"craft": "a.pth", recognizer: "b.pt"}`."""
     from stdr_deploy.models import MODEL_SPECS
 
@@ -101,6 +102,12 @@ def parse_weights(values: tuple[str, ...], recognizer: str) -> dict[str, str]:
     for value in values:
         family, sep, path = value.partition("=")
         if not sep:
+            if recognizer is None:
+                raise UserInputError(
+                    f"--weights {value!r}: a bare PATH is for the recognizer, and none was named "
+                    "(the plan chooses it by host)",
+                    hint="name the model: --weights crnn-en=PATH, or add --recognizer NAME",
+                )
             family, path = recognizer, value
         if family not in MODEL_SPECS:
             raise UserInputError(

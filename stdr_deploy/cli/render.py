@@ -50,7 +50,7 @@ MIB = 1 << 20
 @click.option("--max-replicas", type=click.IntRange(1), default=None,
               help="--target kubernetes: autoscaler maximum. Default: one replica per host of the group.")
 @click.option("--artifact", "artifact_args", multiple=True, metavar="MODEL=FILE",
-              help="Model file to serve for a Triton model (craft, crnn_en or parseq): an .onnx file, or the "
+              help="Model file to serve for a Triton model (craft, crnn_en, ppocr_rec or parseq): an .onnx file, or the "
               "TensorRT engine (.plan) a tensorrt_plan plan needs. Repeatable. ONNX models not given are "
               "exported from their weights (cached), or taken from --artifacts.")
 @weights_option
@@ -63,7 +63,7 @@ def command(plan_path, target, out, host_paths, recognizer, variant, storage_uri
             artifact_args, weights, artifacts, prune, dry_run, as_json):
     """Render config.pbtxt files from the templates, place the model files and the BLS orchestrator.
 
-    The repository gets craft/, the recognizer (crnn_en/ or parseq/) and pipeline/, each with a
+    The repository gets craft/, the recognizer (ppocr_rec/, crnn_en/ or parseq/) and pipeline/, each with a
     config.pbtxt and a version folder 1/. Everything is written into a staging folder beside
     --out and swapped in at the end, so an interrupted render leaves the previous repository
     intact; a render that would change nothing writes nothing.

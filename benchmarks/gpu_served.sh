@@ -133,8 +133,10 @@ if has served; then
     for precision in ${PRECISIONS:-fp32 fp16}; do
         ws="$WORK/ws-$precision" repo="$WORK/repo-$precision"
         step "auto ($precision)"
-        cli auto --workspace "$ws" --repo "$repo" --detector-precision "$precision" --recognizer-precision "$precision" \
-            --exit-after-smoke --json \
+        # AUTO_ARGS adds options (e.g. "--recognizer ppocr --weights ppocr=FILE"); REC_PRECISION
+        # overrides the recognizer's precision (ppocr has no fp16 graph)
+        cli auto --workspace "$ws" --repo "$repo" --detector-precision "$precision" \
+            --recognizer-precision "${REC_PRECISION:-$precision}" ${AUTO_ARGS:-} --exit-after-smoke --json \
             > "$OUT/deploy-$precision.json" 2> "$OUT/auto-$precision.log"
         echo "auto $precision rc $?" >> "$OUT/steps.log"
         mkdir -p "$OUT/deploy-$precision"

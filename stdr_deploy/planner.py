@@ -199,7 +199,9 @@ REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real pho
 # The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words on every
 # check set, at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
 # 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
-# GPU: crnn-en, the one with an fp16 graph and fixed-shape sessions measured served on a GPU.
+# GPU: crnn-en, the one with an fp16 graph and fixed-shape sessions: served on an H200, ppocr at
+# floating shapes took 1568 ms a recognizer call (the CUDA EP re-plans every new shape) and
+# served 3.4 against 41.4 req/s (benchmarks/results/h200-fp16-served/ppocr-floating/).
 DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "crnn-en"}
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
@@ -797,8 +799,8 @@ def choose_recognizer(target: Target, requested: str | None, reasons: list[str])
     else:
         reasons.append(
             f"recognizer {family} (the GPU default): {other} reads more words ({WORDS_READ[other]} against "
-            f"{WORDS_READ[family]} of 276) but has no fp16 graph or fixed-shape sessions yet and is not measured "
-            f"served on a GPU; --recognizer {other} overrides"
+            f"{WORDS_READ[family]} of 276) but has no fp16 graph or fixed-shape sessions yet: served on an H200 it "
+            f"answered 12x slower (benchmarks/results/h200-fp16-served/ppocr-floating/); --recognizer {other} overrides"
         )
     return family
 

@@ -710,6 +710,44 @@ def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():
         assert "276 words" in line and other in line and "accuracy-sets/recognizers" in line
 
 
+@pytest.mark.parametrize("stem", sorted(TARGETS))
+def test_the_default_recognizer_reads_the_most_words_where_it_was_measured_served(stem):
+    """Issue 19: CPU plans get the recognizer that reads the most words (ppocr), GPU plans the one
+    with fixed shapes (crnn-en); the reason names the measurement; asking for one always wins."""
+    from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
+
+    plan = default_plan(host_of(stem))
+    family = plan.recognizer.family
+    [line] = [r for r in plan.reasons if r.startswith(f"recognizer {family} (the {plan.device.upper()} default)")]
+    other = "crnn-en" if family == "ppocr" else "ppocr"
+    if plan.device == "cpu":
+        assert planner.WORDS_READ[family] == max(planner.WORDS_READ.values())
+        assert "cpu-epyc-2c-recognizers" in line and f"--recognizer {other}" in line
+    else:
+        assert family == "crnn-en" and "ppocr-floating" in line
+    for asked in RECOGNIZER_NAMES:
+        chosen = default_plan(host_of(stem), recognizer=asked)
+        assert chosen.recognizer.family == asked and not any("default)" in r for r in chosen.reasons)
+
+
+def test_gpu_hosts_that_fall_back_to_the_cpu_get_the_cpu_default_recognizer():
+    host = with_memory(host_of("laptop-8g.vendor"), 1024)  # no GPU plan fits in 1 GiB
+    plan = make_plan(host)
+    assert plan.device == "cpu" and plan.recognizer.family == planner.DEFAULT_RECOGNIZER["cpu"]
+    assert sum("default)" in r for r in plan.reasons) == 1  # the GPU attempt's reason is not kept
+
+
+def test_a_bare_weights_path_needs_a_named_recognizer(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "from stdr_deploy.cli import main; main()", "auto", "--weights", str(tmp_path / "w.pth"),
+         "--workspace", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "bare PATH is for the recognizer" in done.stderr and "--recognizer NAME" in done.stderr
+    assert not (tmp_path / "plan.json").exists()  # refused before anything ran
+
+
 @pytest.mark.parametrize(
     ("field", "value", "named"),
     [("memory_total_mib", 0, "gpus[0].memory_total_mib"), ("memory_total_mib", -81559, "gpus[0].memory_total_mib"),

@@ -13,6 +13,8 @@ Latency: the normal image `--reads` times before the outliers, p50 and mean.
 The server's allocator is what this measures, so the process environment (e.g. MALLOC_* glibc
 tunables) is passed to tritonserver and its stubs unchanged; `--label` names the run.
 `--keep-grpc-pool` runs the server as before issue 23, without --grpc-infer-allocation-pool-size=0.
+`--supervised` runs the supervisor beside it, as `serve` and `auto` do (probing every 10 s; it
+reloads the pipeline in place once the Python backend's shared-memory pool has grown).
 
   python benchmarks/memory_after_outlier.py --label default --out benchmarks/results/memory-after-outlier
 """
@@ -27,7 +29,9 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +89,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep-grpc-pool", action="store_true",
                         help="leave out --grpc-infer-allocation-pool-size=0 (the server before issue 23)")
+    parser.add_argument("--supervised", action="store_true", help="run the supervisor beside the server, as serve does")
     args = parser.parse_args()
     if args.keep_grpc_pool:
         command = server_module.server_command
         server_module.server_command = lambda *a: [arg for arg in command(*a) if "allocation-pool-size" not in arg]
 
-    plan = make_plan(load_host(args.host_file))
+    plan = make_plan(load_host(args.host_file), recognizer="crnn-en")  # as in the earlier runs
     onnx = {"craft": export_model("craft", precision=plan.detector.precision, progress=False).onnx_path,
             "crnn-en": export_model("crnn-en", progress=False).onnx_path}
     workdir = Path(tempfile.mkdtemp(prefix=f"outlier-{args.label}-"))
@@ -101,7 +106,17 @@ def main() -> None:
     largest[side // 3: side // 3 + image.shape[0], side // 3: side // 3 + image.shape[1]] = image
     oversized = np.zeros((args.oversized, args.oversized, 3), np.uint8)
 
-    with TritonServer(workdir / "repo", log_path=workdir / "server.log") as server:
+    events: list[dict] = []
+    with TritonServer(workdir / "repo", log_path=workdir / "server.log") as server, ExitStack() as stack:
+        if args.supervised:
+            from stdr_deploy.supervise import Policy, watch
+
+            stop = threading.Event()
+            thread = threading.Thread(target=watch, args=(server, workdir / "repo", Policy(),
+                                                          lambda event: events.append(event.to_dict()), stop))
+            thread.start()
+            stack.callback(thread.join)
+            stack.callback(stop.set)
         client = TritonPipelineClient(server.grpc_url)
         for _ in range(args.warm):
             client.read(image)
@@ -144,7 +159,8 @@ def main() -> None:
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plan": {"canvas": plan.pipeline.canvas_size, "max_image_pixels": plan.pipeline.max_image_pixels},
-        "oversized": f"{args.oversized}x{args.oversized}", "refused": refused,
+        "oversized": f"{args.oversized}x{args.oversized}", "refused": refused, "supervised": args.supervised,
+        "supervisor_events": events,
         "largest_accepted": f"{side}x{side}", "largest_words": words,
         "latency_s": {"p50": statistics.median(seconds), "mean": statistics.fmean(seconds), "reads": len(seconds)},
         "rss_mib": {

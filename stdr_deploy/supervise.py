@@ -8,6 +8,13 @@ pipeline, and each sub-model's smallest valid input. A model whose probe fails i
 which turns Triton's /v2/health/ready (strict readiness) to not-ready, and loaded again through the
 repository API; a tritonserver that ended is started again on the same ports.
 
+It also gives memory back after outliers: Triton's Python backend grows a model's shared-memory
+pool to the largest tensor handed to it (an oversized image the pipeline then refuses included)
+and never shrinks it. When the pool has grown past `POOL_SLACK` of what it held once the
+deployment came up, the supervisor reloads the orchestrator in place (its files touched, so
+Triton does reload it): Triton keeps serving on the old instance until the new one is ready, then
+the old stub and its pool go. Requests see no error (measured with a 300 MB upload under load).
+
 `Supervisor` is the decision alone (what to do for which probe result, the backoff, the crash-loop
 limit), with time passed in, so it is tested without a server; `watch` is the loop with the side
 effects.
@@ -22,8 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from stdr_deploy.errors import CrashLoop, ServerError, StdrError
+from stdr_deploy.server import SHM_DIR
 
 TICK_S = 0.5  # how often the loop looks at the server process between probes
+POOL_SLACK = 1.2  # reload when the shared-memory pool exceeds this share of its first size ...
+POOL_FLOOR_BYTES = 64 << 20  # ... plus this (small growth is not worth a reload)
+POOL_COOLDOWN_S = 30.0  # at most one such reload per 30 s: big images in a row legitimately regrow it
 PROBE_WORDS = ("STDR",)
 PROBE_FONT_PX = 24
 PROBE_WIDTH = 160  # the smoke image cropped to its first word: about 0.1 s through a CPU pipeline
@@ -220,6 +231,58 @@ class Prober:
         return failures
 
 
+# -- memory after outliers ----------------------------------------------------------------------
+
+
+class SharedMemoryPool:
+    """The server's Python-backend shared-memory files (`/dev/shm/<its prefix>*`): their resident
+    bytes, and whether they grew enough since `baseline` to reload the orchestrators."""
+
+    def __init__(self, folder: Path, prefix: str):
+        self.folder, self.prefix = folder, prefix
+        self.baseline = self.bytes()
+        self.last_reload = float("-inf")
+
+    def bytes(self) -> int:
+        total = 0
+        for path in self.folder.glob(f"{self.prefix}*"):
+            try:
+                total += path.stat().st_blocks * 512  # resident pages, not the file's nominal size
+            except FileNotFoundError:  # a stub that just ended
+                continue
+        return total
+
+    def grown(self, now: float) -> int | None:
+        """Its size when it is worth a reload now, else None."""
+        size = self.bytes()
+        if size > POOL_SLACK * self.baseline + POOL_FLOOR_BYTES and now - self.last_reload >= POOL_COOLDOWN_S:
+            return size
+        return None
+
+
+def _release_pool(server, pool: SharedMemoryPool, models: list[str], state: str, report: Callable[[Event], None],
+                  now: float, size: int) -> None:
+    """Reload `models` in place (files touched so Triton reloads them) and say what it gave back."""
+    import os
+
+    pool.last_reload = now
+    try:
+        for model in models:
+            for path in (server.repo / model).rglob("*"):  # unchanged files: Triton would skip the load
+                if path.is_file() and not path.is_symlink():
+                    os.utime(path)
+            server.load_model(model)
+    except (OSError, ServerError) as exc:
+        report(Event("failed", f"reloading {', '.join(models)} to free shared memory failed: {exc}", state, tuple(models)))
+        return
+    deadline = time.monotonic() + 10  # the old stub ends once the new instance serves
+    while pool.bytes() >= size and time.monotonic() < deadline:
+        time.sleep(TICK_S)
+    report(Event("memory_released", f"the Python backend's shared memory had grown to {size >> 20} MiB (it was "
+                 f"{pool.baseline >> 20} MiB when serving began: an outlier request); reloaded {', '.join(models)} "
+                 f"in place, without downtime: now {pool.bytes() >> 20} MiB", state, tuple(models)))
+
+
 # -- the loop ----------------------------------------------------------------------------------
 
 
@@ -227,7 +290,7 @@ class Prober:
 class Event:
     """One thing the supervisor saw or did, for the log and for `--json` readers."""
 
-    kind: str  # watching | probe_failed | server_exited | reloaded | restarted | recovered | failed | gave_up
+    kind: str  # watching | probe_failed | server_exited | reloaded | restarted | recovered | memory_released | failed | gave_up
     message: str
     state: str  # the supervisor's state after the event: ready | recovering | failed
     models: tuple[str, ...] = ()
@@ -251,6 +314,7 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
     if failures and server.exit_reason(wait_s=1.0) is None:  # (a server that died meanwhile is the loop's to handle)
         raise server.failure("the deployment does not answer its probes: " + "; ".join(failures.values()))
     supervisor = Supervisor(policy, prober.orchestrators)
+    pool = SharedMemoryPool(SHM_DIR, server.shm_prefix)
     report(Event("watching", f"supervising {', '.join(p.model for p in prober.probes)}: probing every "
                  f"{policy.interval_s:g} s, at most {policy.max_restarts} recoveries in {policy.window_s:g} s", "ready"))
     next_probe = time.monotonic() + policy.interval_s
@@ -271,6 +335,8 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
                              supervisor.state))
             down_since = None
             next_probe = now + policy.interval_s
+            if (size := pool.grown(now)) is not None:
+                _release_pool(server, pool, prober.orchestrators, supervisor.state, report, now, size)
             continue
         down_since = down_since if down_since is not None else now
         if action.kind == GIVE_UP:

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 from test_reliability import CLI, expected_words, good_image, plan, ready_json, repo  # noqa: F401 - fixtures
 
-from stdr_deploy.server import live_group_members
-from stdr_deploy.supervise import GIVE_UP, OK, RELOAD, RESTART, Health, Policy, Supervisor, probe_shape, repository_probes
+from stdr_deploy.server import SHM_DIR, live_group_members
+from stdr_deploy.supervise import (
+    GIVE_UP, OK, POOL_FLOOR_BYTES, POOL_SLACK, RELOAD, RESTART, Health, Policy, Supervisor, probe_shape, repository_probes,
+)
 from stdr_deploy.triton_client import TritonPipelineClient
 
 RECOVERY_LIMIT_S = 60.0  # the issue's target: answering correctly again within a minute
@@ -169,6 +171,32 @@ def reads(client: TritonPipelineClient, image, expected) -> bool:
         return [w.text for w in client.read(image)] == [w.text for w in expected]
     except Exception:  # noqa: BLE001 - any failure means "not answering correctly yet"
         return False
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_an_outlier_image_grows_the_shared_memory_and_the_supervisor_gives_it_back(serve, good_image, expected_words):
+    """Issue 23: the Python backend's shared-memory pool grows to the largest image handed to the
+    pipeline and Triton never shrinks it; within a minute the supervisor has reloaded the pipeline
+    in place, the pool is back within POOL_SLACK of its size before, and no request failed."""
+    import numpy as np
+
+    def pool() -> int:  # the server's pool files, resident bytes, counted once
+        return sum(p.stat().st_blocks * 512 for p in SHM_DIR.glob(f"stdr_{serve.process.pid}_*"))
+
+    client = TritonPipelineClient(serve.ready["grpc_url"])
+    assert reads(client, good_image, expected_words)
+    seen, before = len(serve.events), pool()
+    assert client.read(np.zeros((5000, 6000, 3), np.uint8)) == []  # 90 MB, accepted (30 M pixels), no text
+    assert pool() > POOL_SLACK * before + POOL_FLOOR_BYTES  # grown past what the supervisor tolerates
+    deadline = time.monotonic() + RECOVERY_LIMIT_S
+    while not [e for e in serve.events[seen:] if e["event"] == "memory_released"]:
+        assert reads(client, good_image, expected_words), serve.events[seen:]  # traffic throughout the reload
+        assert time.monotonic() < deadline, f"no memory_released event in {RECOVERY_LIMIT_S} s: {serve.events[seen:]}"
+    released = serve.wait_event("memory_released", after=seen)
+    assert released["models"] == ["pipeline"] and released["state"] == "ready"
+    assert pool() <= POOL_SLACK * before + POOL_FLOOR_BYTES, released["message"]
+    assert reads(client, good_image, expected_words)
 
 
 @pytest.mark.slow

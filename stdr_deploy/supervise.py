@@ -22,6 +22,7 @@ effects.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -263,8 +264,6 @@ class SharedMemoryPool:
 def _release_pool(server, pool: SharedMemoryPool, models: list[str], state: str, report: Callable[[Event], None],
                   now: float, size: int) -> None:
     """Reload `models` in place (files touched so Triton reloads them) and say what it gave back."""
-    import os
-
     pool.last_reload = now
     try:
         for model in models:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import click
@@ -21,7 +20,7 @@ from stdr_deploy.cli.options import (
     workspace_option,
 )
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.cli.serve import StopRequests, supervise, supervision_summary
+from stdr_deploy.cli.serve import StopRequests, sigterm_as_ctrl_c, supervise, supervision_summary
 from stdr_deploy.plan_schema import VARIANTS
 from stdr_deploy.progress import Activity, interactive, log_line
 
@@ -82,13 +81,11 @@ def command(recognizer, weights, artifacts, profile, variant, detector_precision
         metrics_port=metrics_port,
         artifacts=artifacts,
     )
-    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        result = _deploy(options, run_auto)
+        with sigterm_as_ctrl_c():  # run_auto stops a server it started
+            result = _deploy(options, run_auto)
     except KeyboardInterrupt:
         raise click.exceptions.Abort() from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     _serve(result, options.repo, exit_after_smoke, policy, as_json)
 
 
@@ -155,11 +152,6 @@ def _serve(result, repo: Path, exit_after_smoke: bool, policy, as_json: bool) ->
         finally:
             server.stop()
             console.print(f"server stopped ({stop.reason or 'Ctrl-C'})")
-
-
-def _terminated(*_) -> None:
-    """SIGTERM while deploying stops like Ctrl-C (run_auto stops a server it started)."""
-    raise KeyboardInterrupt
 
 
 def summary_table(result, policy) -> Table:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import click
 from rich.table import Table
@@ -83,37 +85,54 @@ def command(repo, host, http_port, grpc_port, metrics_port, workspace, log_path,
     log_path = log_path or workspace / "server.log"
     server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port,
                           metrics_port=metrics_port, log_path=log_path, http_inference=http_inference)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: _interrupt(stop))
     started = time.monotonic()
+    with sigterm_as_ctrl_c():  # until serving: then StopRequests
+        try:
+            server.start()
+            with activity("serve", f"starting tritonserver (log: {log_path})") as update:
+                models = server.wait_ready(timeout, progress=update)
+            seconds = time.monotonic() - started
+            if as_json:
+                print_json({
+                    "http_url": server.http_url,
+                    "grpc_url": server.grpc_url,
+                    "metrics_url": server.metrics_url,
+                    "pid": server.pid,
+                    "log": str(log_path),
+                    "ready_seconds": round(seconds, 2),
+                    "models": [{"name": m.name, "version": m.version, "state": m.state} for m in models],
+                })
+            else:
+                console.print(status_table(server, models, seconds, policy))
+            with StopRequests() as requests:
+                console.print("serving; Ctrl-C stops it")
+                supervise(server, repo, policy, as_json, requests)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C, or SIGTERM turned into one by `sigterm_as_ctrl_c`: both mean "stop cleanly"
+        finally:
+            running = server.is_running()
+            server.stop()
+            if running:
+                console.print("server stopped")
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM while starting or deploying stops as Ctrl-C does: the first one raises
+    KeyboardInterrupt, later ones are ignored so the clean-up after it (stopping a started server)
+    runs to its end. Serving itself takes signals through `StopRequests`."""
+    raised: list[bool] = []
+
+    def on_sigterm(*_) -> None:
+        if not raised:
+            raised.append(True)
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        server.start()
-        with activity("serve", f"starting tritonserver (log: {log_path})") as update:
-            models = server.wait_ready(timeout, progress=update)
-        seconds = time.monotonic() - started
-        if as_json:
-            print_json({
-                "http_url": server.http_url,
-                "grpc_url": server.grpc_url,
-                "metrics_url": server.metrics_url,
-                "pid": server.pid,
-                "log": str(log_path),
-                "ready_seconds": round(seconds, 2),
-                "models": [{"name": m.name, "version": m.version, "state": m.state} for m in models],
-            })
-        else:
-            console.print(status_table(server, models, seconds, policy))
-        with StopRequests() as requests:
-            console.print("serving; Ctrl-C stops it")
-            supervise(server, repo, policy, as_json, requests)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C, or SIGTERM turned into one by `_interrupt`: both mean "stop cleanly"
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        running = server.is_running()
-        server.stop()
-        if running:
-            console.print("server stopped")
 
 
 class StopRequests:
@@ -154,14 +173,6 @@ def supervise(server, repo: Path, policy, as_json: bool, stop: StopRequests) -> 
             print_json(event.to_dict(), indent=None)
 
     watch(server, repo, policy, report, stop.event)
-
-
-def _interrupt(stop: threading.Event) -> None:
-    """SIGTERM while starting: interrupt the wait as Ctrl-C does (once; `supervise` handles it later)."""
-    if stop.is_set():
-        return
-    stop.set()
-    raise KeyboardInterrupt
 
 
 def status_table(server, models, seconds: float, policy) -> Table:

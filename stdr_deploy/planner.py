@@ -196,8 +196,8 @@ FP16_PARITY = (
 # CRAFT fp32, only the recognizer changed (benchmarks/results/accuracy-sets/recognizers/).
 WORDS_READ = {"crnn-en": 234, "ppocr": 248}
 REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real photographed words
-# The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words on every
-# check set, at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
+# The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words over the
+# check sets (one fewer on scenes-101), at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
 # 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
 # GPU: crnn-en, the one with an fp16 graph and fixed-shape sessions: served on an H200, ppocr at
 # floating shapes took 1568 ms a recognizer call (the CUDA EP re-plans every new shape) and
@@ -790,17 +790,17 @@ def choose_recognizer(target: Target, requested: str | None, reasons: list[str])
     other = next(name for name in WORDS_READ if name != family)
     if target.device == "cpu":
         reasons.append(
-            f"recognizer {family} (the CPU default): it reads {WORDS_READ[family]} of the check sets' 276 words "
-            f"against {other}'s {WORDS_READ[other]} (real photos: {REAL_A_WORDS_READ[family]} against {REAL_A_WORDS_READ[other]} of 21) at {other}'s served "
+            f"recognizer {family} (the CPU default): it reads the most words over the check sets (counts below; "
+            f"real photos: {REAL_A_WORDS_READ[family]} against {REAL_A_WORDS_READ[other]} of 21) at {other}'s served "
             "latency (benchmarks/results/cpu-epyc-2c-recognizers/); its ONNX file comes from the "
             "rapidocr_onnxruntime wheel (found installed, else downloaded once and sha256-checked); "
             f"--recognizer {other} needs no download"
         )
     else:
         reasons.append(
-            f"recognizer {family} (the GPU default): {other} reads more words ({WORDS_READ[other]} against "
-            f"{WORDS_READ[family]} of 276) but has no fp16 graph or fixed-shape sessions yet: served on an H200 it "
-            f"answered 12x slower (benchmarks/results/h200-fp16-served/ppocr-floating/); --recognizer {other} overrides"
+            f"recognizer {family} (the GPU default): {other} reads more words (counts below) but has no fp16 graph "
+            f"or fixed-shape sessions yet: served on an H200 it answered 12x slower "
+            f"(benchmarks/results/h200-fp16-served/ppocr-floating/); --recognizer {other} overrides"
         )
     return family
 

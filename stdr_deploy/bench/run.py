@@ -196,12 +196,12 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
 
         workspace = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stdr-bench-")))
         # weights for model-level-only families (e.g. parseq=random) are not the deployment's
-        served_weights = {m: w for m, w in options.weights.items() if m in ("craft", options.recognizer)}
         if options.recognizer is None and set(options.weights) & set(RECOGNIZER_NAMES):
             raise UserInputError(
                 "--weights names a recognizer, but which recognizer the deployment runs is left to the plan",
                 hint="add --recognizer NAME for the served deployment",
             )
+        served_weights = {m: w for m, w in options.weights.items() if m in ("craft", options.recognizer)}
         reporter.phase("deploy (stdr-deploy auto)", 7)
         deployed = run_auto(
             AutoOptions(

@@ -24,6 +24,10 @@
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.
 # pipelines: the last served deployment again with `pipeline` at each instance count of
 #           PIPELINES (e.g. "8 12"), at PIPELINE_LEVELS: is the CPU-side orchestrator the bound?
+# recmemory: the ppocr recognizer's GPU and host memory per instance (benchmarks/measure_memory.py),
+#           from the file PPOCR names, into a copy of memory_data under $OUT/memory_data.
+# detectors: the same with `craft` at each instance count of DETECTORS (e.g. "3 4") and the
+#           plan's 6 `pipeline` instances per detector instance (at most one per core).
 set -u
 : "${OUT:?set OUT to the results folder}"
 PARTS=${PARTS:-/tmp/stdr-parts}
@@ -166,6 +170,30 @@ if has pipelines; then
             --duration "$DURATION" --out "$OUT/bench-pipelines-$count" --json > "$OUT/bench-pipelines-$count.json" \
             2> "$OUT/bench-pipelines-$count.log"
         echo "bench pipelines $count rc $?" >> "$OUT/steps.log"
+    done
+fi
+if has recmemory; then
+    step "ppocr recognizer memory per instance (CUDA EP)"
+    mkdir -p "$ONNX" "$OUT/memory_data" && cp stdr_deploy/memory_data/*.json "$OUT/memory_data/"
+    cli export ppocr --weights "${PPOCR:?PPOCR names ch_PP-OCRv4_rec_infer.onnx}" --out "$ONNX/ppocr-fp32.onnx" \
+        > /dev/null 2>> "$OUT/export.log"
+    "$PY" benchmarks/measure_memory.py --family ppocr --precision fp32 --onnx "$ONNX/ppocr-fp32.onnx" \
+        --providers CUDAExecutionProvider --shapes 1x3x48x320,16x3x48x2048,64x3x48x2048 --out "$OUT/memory_data" \
+        >> "$OUT/memory.log" 2>&1
+    echo "memory ppocr rc $?" >> "$OUT/steps.log"
+fi
+if has detectors; then
+    repo="$WORK/repo-${PRECISIONS##* }"
+    for count in ${DETECTORS:-3}; do
+        pipelines=$(( 6 * count < $(nproc) ? 6 * count : $(nproc) ))
+        step "bench (craft count $count, pipeline count $pipelines)"
+        sed -i '/instance_group/,/}/ s/count: [0-9]*/count: '"$count"'/' "$repo/craft/config.pbtxt"
+        sed -i '/instance_group/,/}/ s/count: [0-9]*/count: '"$pipelines"'/' "$repo/pipeline/config.pbtxt"
+        grep -A2 instance_group "$repo/craft/config.pbtxt" "$repo/pipeline/config.pbtxt" >> "$OUT/steps.log"
+        cli bench --repo "$repo" --no-model-level --scenes "$SCENES" --concurrency "${PIPELINE_LEVELS:-16,32}" \
+            --duration "$DURATION" --out "$OUT/bench-detectors-$count" --json > "$OUT/bench-detectors-$count.json" \
+            2> "$OUT/bench-detectors-$count.log"
+        echo "bench detectors $count rc $?" >> "$OUT/steps.log"
     done
 fi
 step "done"

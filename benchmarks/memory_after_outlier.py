@@ -15,6 +15,8 @@ tunables) is passed to tritonserver and its stubs unchanged; `--label` names the
 `--keep-grpc-pool` runs the server as before issue 23, without --grpc-infer-allocation-pool-size=0.
 `--supervised` runs the supervisor beside it, as `serve` and `auto` do (probing every 10 s; it
 reloads the pipeline in place once the Python backend's shared-memory pool has grown).
+`--as-deployed` starts from the state `auto` serves in: its smoke has driven every model at its
+max profile shape (every instance busy) before serving, so "before" includes that working memory.
 
   python benchmarks/memory_after_outlier.py --label default --out benchmarks/results/memory-after-outlier
 """
@@ -40,6 +42,7 @@ from stdr_deploy.onnx_files import export_model
 from stdr_deploy.hardware import load_host
 from stdr_deploy.ocr.image_io import read_image
 from stdr_deploy.planner import make_plan
+from stdr_deploy.smoke import drive_max_shapes
 from stdr_deploy.render import render
 from stdr_deploy import server as server_module
 from stdr_deploy.server import TritonServer, live_group_members
@@ -90,6 +93,8 @@ def main() -> None:
     parser.add_argument("--keep-grpc-pool", action="store_true",
                         help="leave out --grpc-infer-allocation-pool-size=0 (the server before issue 23)")
     parser.add_argument("--supervised", action="store_true", help="run the supervisor beside the server, as serve does")
+    parser.add_argument("--as-deployed", action="store_true",
+                        help="first drive every model at its max shape, as auto's smoke does before it serves")
     args = parser.parse_args()
     if args.keep_grpc_pool:
         command = server_module.server_command
@@ -108,6 +113,10 @@ def main() -> None:
 
     events: list[dict] = []
     with TritonServer(workdir / "repo", log_path=workdir / "server.log") as server, ExitStack() as stack:
+        if args.as_deployed:  # what auto's smoke does before it serves (and before its supervisor starts)
+            failed = [(name, exc) for name, exc in drive_max_shapes(server.grpc_url, plan, print) if exc]
+            if failed:
+                raise SystemExit(f"the max-shape drive failed: {failed}")
         if args.supervised:
             from stdr_deploy.supervise import Policy, watch
 
@@ -160,6 +169,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "plan": {"canvas": plan.pipeline.canvas_size, "max_image_pixels": plan.pipeline.max_image_pixels},
         "oversized": f"{args.oversized}x{args.oversized}", "refused": refused, "supervised": args.supervised,
+        "as_deployed": args.as_deployed,
         "supervisor_events": events,
         "largest_accepted": f"{side}x{side}", "largest_words": words,
         "latency_s": {"p50": statistics.median(seconds), "mean": statistics.fmean(seconds), "reads": len(seconds)},

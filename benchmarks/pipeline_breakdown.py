@@ -146,12 +146,15 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from stdr_deploy.ocr import PipelineSettings, read_image
     from stdr_deploy.ocr.detector_input import detector_input
     from stdr_deploy.ort_runner import OrtRunner
+    from stdr_deploy.runners import model_charset
 
     providers = args.providers.split(",")
     detector = OrtRunner(ensure_onnx("craft", precision=args.precision), providers=providers, intra_op_threads=args.threads)
     rec_precision = "fp32" if args.precision == "int8" else args.precision  # int8 is CRAFT's alone, as in CPU plans
-    recognizer = TimedRunner(OrtRunner(ensure_onnx(args.recognizer, precision=rec_precision), providers=providers,
-                                       intra_op_threads=args.threads))
+    rec_runner = OrtRunner(ensure_onnx(args.recognizer, precision=rec_precision), providers=providers,
+                           intra_op_threads=args.threads)
+    charset = model_charset(args.recognizer, rec_runner)  # ppocr's lives in its model file
+    recognizer = TimedRunner(rec_runner)
     packages = {"current": current}
     if args.compare:
         packages[args.compare] = load_ocr_package(args.compare)
@@ -177,7 +180,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
         recorded = TimedRunner(RecordedDetector(tensor, output))  # its input check is no stage's time
         pipelines = {
             label: package.OcrPipeline(recorded, recognizer, args.recognizer,
-                                       package.PipelineSettings(canvas_size=settings.canvas_size))
+                                       package.PipelineSettings(canvas_size=settings.canvas_size), charset=charset)
             for label, package in packages.items()
         }
         runs: dict[str, list[dict[str, Any]]] = {label: [] for label in packages}

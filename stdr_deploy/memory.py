@@ -109,5 +109,15 @@ def served_excess(device: str, family: str, precision: str, bare: Envelope) -> t
     return max(0, excess), f"+ served stub {max(0, excess) >> 20} MiB ({len(served)} deployment(s), latest {latest})"
 
 
+def served_peak(device: str, family: str, precision: str) -> tuple[int, str] | None:
+    """(bytes, source): the most one served instance of this family x precision held, for families
+    served but never measured bare on `device` (their host RAM then has no envelope to add to)."""
+    served = [s for s in load(device).get("served", []) if s["family"] == family and s["precision"] == precision]
+    if not served:
+        return None
+    peak = max(s["host_bytes_per_instance"] for s in served)
+    return peak, f"served instance {peak >> 20} MiB ({len(served)} deployment(s), latest {max(s['measured_at'] for s in served)[:10]})"
+
+
 def elements(shape: tuple[int, ...]) -> int:
     return math.prod(shape)

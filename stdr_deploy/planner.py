@@ -35,6 +35,7 @@ from stdr_deploy.plan_schema import (
     Plan,
     ShapeProfile,
 )
+from stdr_deploy.ocr.ppocr import REC_HEIGHT as PPOCR_REC_HEIGHT, REC_WIDTHS as PPOCR_WIDTHS
 from stdr_deploy.ocr.recognizers import CRNN_WIDTHS, RECOGNIZER_NAMES
 from stdr_deploy.profiles import Profile, ProfileSettings
 
@@ -92,10 +93,8 @@ CRNN_MIN_WIDTH = 64
 CRNN_OPT_WIDTH = 256
 CRNN_MAX_WIDTH = 1024
 PARSEQ_SHAPE = (3, 32, 128)
-PPOCR_HEIGHT = 48
-PPOCR_MIN_WIDTH = 320  # RapidOCR's narrowest recognizer input
-PPOCR_OPT_WIDTH = 640
-PPOCR_MAX_WIDTH = 2048  # ocr.ppocr.REC_MAX_WIDTH: text lines reach 40:1
+PPOCR_HEIGHT = PPOCR_REC_HEIGHT
+PPOCR_MIN_WIDTH, PPOCR_OPT_WIDTH, PPOCR_MAX_WIDTH = PPOCR_WIDTHS[0], PPOCR_WIDTHS[1], PPOCR_WIDTHS[-1]
 
 # Memory constants (bytes). Model instances come from the measured data (stdr_deploy.memory);
 # these cover what is not a model session, and the hosts with no measurement yet.
@@ -194,7 +193,7 @@ FP16_PARITY = (
 )
 # Words read over every check set (scenes_A, scenes-101, phrases-202, tilt-303, real_A: 276),
 # CRAFT fp32, only the recognizer changed (benchmarks/results/accuracy-sets/recognizers/).
-WORDS_READ = {"crnn-en": 234, "ppocr": 248}
+WORDS_READ = {"crnn-en": 234, "ppocr": 247}
 REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real photographed words
 # The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words over the
 # check sets (one fewer on scenes-101), at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
@@ -252,17 +251,22 @@ def fixes_shapes(target: Target) -> bool:
     return target.device == "gpu" and target.backend == "onnxruntime"
 
 
-def shape_sessions(target: Target, family: str, max_shape: tuple[int, ...]) -> int:
-    """How many input shapes an ONNX Runtime GPU instance can see (one session each); 0 elsewhere."""
+def fixed_shapes(target: Target, family: str, max_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The input shapes an ONNX Runtime GPU instance can see, one session each (warmed at load);
+    () elsewhere. Batches are padded to powers of two (at most the max batch), detector sides to
+    multiples of GPU_DETECTOR_PAD (at most the max side), recognizer widths to their buckets."""
     if not fixes_shapes(target):
-        return 0
-    batches = max_shape[0].bit_length() if max_shape[0] > 1 else 1  # 1, 2, 4, ... up to the max
+        return ()
+    batch = max_shape[0]
+    batches = sorted({min(1 << k, batch) for k in range(batch.bit_length())})
     if family == "craft":
-        per_side = -(-max_shape[-1] // GPU_DETECTOR_PAD)
-        return per_side * per_side
-    if family == "crnn-en":
-        return batches * len(CRNN_WIDTHS)
-    return batches if family.startswith("parseq") else 0
+        height, width = max_shape[-2:]
+        sides = lambda cap: sorted({min(k * GPU_DETECTOR_PAD, cap) for k in range(1, -(-cap // GPU_DETECTOR_PAD) + 1)})
+        return tuple((1, max_shape[1], h, w) for h in sides(height) for w in sides(width))
+    widths = {"crnn-en": CRNN_WIDTHS, "ppocr": PPOCR_WIDTHS}.get(family)
+    if widths is not None:
+        return tuple((b, *max_shape[1:-1], w) for b in batches for w in widths if w <= max_shape[-1])
+    return tuple((b, *max_shape[1:]) for b in batches) if family.startswith("parseq") else ()
 
 
 def detector_max_side(canvas: int) -> int:
@@ -542,10 +546,12 @@ def instance_memory(
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
     host_env = _measured("cuda", facts, precision, "host")
-    host_bytes, host_source = (
-        _served_host(host_env, "cuda", facts, precision, elements) if host_env
-        else (CUDA_PROCESS_HOST_BYTES + weights, "")
-    )
+    if host_env:
+        host_bytes, host_source = _served_host(host_env, "cuda", facts, precision, elements)
+    elif served := memory.served_peak("cuda", facts.family, precision):
+        host_bytes, host_source = max(served[0], CUDA_PROCESS_HOST_BYTES + weights), f"; host: {served[1]}"
+    else:
+        host_bytes, host_source = CUDA_PROCESS_HOST_BYTES + weights, ""
     if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
         return InstanceMemory(env.bytes_at(elements), host_bytes, f"{env.source}{host_source}")
     if target.backend == "tensorrt":
@@ -553,15 +559,15 @@ def instance_memory(
     else:
         used = CUDA_CONTEXT_BYTES + weights + int(activations * ORT_CUDA_ACTIVATION_FACTOR) + ORT_CUDA_EXTRA_BYTES
     return InstanceMemory(
-        used, host_bytes, f"{facts.family} {precision} not measured on the GPU ({target.backend}): allowances"
+        used, host_bytes, f"{facts.family} {precision} not measured on the GPU ({target.backend}): allowances{host_source}"
     )
 
 
 def extra_sessions(
     used: InstanceMemory, target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str
 ) -> InstanceMemory:
-    """`used` plus the weights of the per-shape sessions beyond the first (see shape_sessions)."""
-    sessions = shape_sessions(target, facts.family, max_shape)
+    """`used` plus the weights of the per-shape sessions beyond the first (see fixed_shapes)."""
+    sessions = len(fixed_shapes(target, facts.family, max_shape))
     if sessions <= 1:
         return used
     extra = (sessions - 1) * facts.params * bytes_per_value(precision)
@@ -910,12 +916,13 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
-    sessions = shape_sessions(target, facts.family, sizing.detector_max)
+    shapes = fixed_shapes(target, facts.family, sizing.detector_max)
+    sessions = len(shapes)
     if sessions:
         reasons.append(
             f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {GPU_DETECTOR_PAD} "
-            f"({sessions} shapes at most) and each instance keeps one session per input shape (recognizer "
-            "batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
+            f"({sessions} shapes at most) and each instance keeps one session per input shape, each warmed at load "
+            "(recognizer batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
             "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200); "
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
             "(81 -> 80: the wider border moves CRAFT's scores)"
@@ -947,6 +954,7 @@ def _detector_plan(
         memory_estimate_bytes=sizing.detector_bytes,
         memory_arena=target.device == "gpu",
         shape_sessions=sessions,
+        fixed_shapes=shapes,
     )
 
 
@@ -975,7 +983,7 @@ def _recognizer_plan(
         shapes = ShapeProfile(
             (1, 3, PPOCR_HEIGHT, PPOCR_MIN_WIDTH), (opt_batch, 3, PPOCR_HEIGHT, PPOCR_OPT_WIDTH), sizing.recognizer_max
         )
-        width_words = f", width {PPOCR_MIN_WIDTH}/{PPOCR_OPT_WIDTH}/{PPOCR_MAX_WIDTH} in buckets of 64"
+        width_words = f", width {PPOCR_MIN_WIDTH}/{PPOCR_OPT_WIDTH}/{PPOCR_MAX_WIDTH} in buckets {'/'.join(map(str, PPOCR_WIDTHS))}"
     else:
         shapes = ShapeProfile((1, *PARSEQ_SHAPE), (opt_batch, *PARSEQ_SHAPE), sizing.recognizer_max)
         width_words = ""
@@ -997,6 +1005,7 @@ def _recognizer_plan(
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.recognizer_instances)
+    rec_shapes = fixed_shapes(target, facts.family, sizing.recognizer_max)
     return ModelPlan(
         triton_name=facts.triton_name,
         family=facts.family,
@@ -1014,7 +1023,8 @@ def _recognizer_plan(
         dynamic_batching=DynamicBatching(preferred, delay),
         memory_estimate_bytes=sizing.recognizer_bytes,
         memory_arena=target.device == "gpu",
-        shape_sessions=shape_sessions(target, facts.family, sizing.recognizer_max),
+        shape_sessions=len(rec_shapes),
+        fixed_shapes=rec_shapes,
     )
 
 

@@ -69,7 +69,7 @@ def test_plans_hold_every_served_instance_that_was_measured():
             target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu")
             used = instance_memory(target, MODELS[served["family"]], tuple(served["max_shape"]), served["precision"], 0)
             assert used.host_bytes >= served["host_bytes_per_instance"], (path.name, served, used)
-            assert "served stub" in used.source
+            assert "served stub" in used.source or "served instance" in used.source  # (with or without a bare envelope)
             checked += 1
     assert checked >= 4
 

@@ -685,6 +685,7 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
 def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape(stem):
     """The CUDA EP re-plans convolutions at every shape change: GPU plans on ONNX Runtime pad the
     detector input to multiples of 640 and count one session per shape; CPU plans do neither."""
+    from stdr_deploy.ocr.ppocr import REC_WIDTHS as PPOCR_WIDTHS
     from stdr_deploy.ocr.recognizers import CRNN_WIDTHS
     from stdr_deploy.planner import GPU_DETECTOR_PAD
 
@@ -698,9 +699,12 @@ def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape
     assert det.shape_sessions == (-(-side // GPU_DETECTOR_PAD)) ** 2
     # batches 1, 2, 4, ... up to the max batch, in every width bucket
     assert rec.shape_sessions == rec.max_batch_size.bit_length() * len(CRNN_WIDTHS)
+    ppocr = make_plan(host_of(stem), variant="onnxruntime", recognizer="ppocr").recognizer
+    assert ppocr.shape_sessions == ppocr.max_batch_size.bit_length() * len(PPOCR_WIDTHS)
     assert any("one session per input shape" in reason for reason in plan.reasons)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert (again.pipeline.pad_to, again.detector.shape_sessions) == (GPU_DETECTOR_PAD, det.shape_sessions)
+    assert again.detector.fixed_shapes == det.fixed_shapes and len(det.fixed_shapes) == det.shape_sessions
 
 
 def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():

@@ -178,7 +178,9 @@ def test_gray_and_tiny_crops_make_valid_inputs():
     assert ppocr.rec_input(np.full((30, 5), 200, np.uint8)).shape == (3, 48, 320)
     wide = ppocr.rec_input(np.zeros((10, 4000, 3), np.uint8))
     assert wide.shape == (3, 48, ppocr.REC_MAX_WIDTH)
-    assert ppocr.rec_width(48, 700) == 704 and ppocr.rec_width(48, 100) == 320
+    # each crop goes to the narrowest bucket that holds it, so a GPU instance sees few shapes
+    assert [ppocr.rec_width(48, w) for w in (100, 320, 321, 640, 700, 1281, 9000)] == [
+        320, 320, 640, 640, 1280, 2048, 2048]
 
 
 # --- detector parity ---------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
                 if scenes and not options.quick:
                     ours = _guarded(result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
                     result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
-                    for extra in _extra_sets(scenes) if options.peers else ():
+                    for extra in _extra_sets(scenes):
                         scored = _guarded(result, f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
                         result.setdefault("accuracy_sets", {}).setdefault(extra.name, {})["ours"] = scored
             if options.soak_s:
@@ -294,7 +294,7 @@ def _easyocr(
 
 
 def _extra_sets(scenes: Path) -> list[Path]:
-    """Labelled sets scored beside the scene set when peers run: real_A next to it, if present."""
+    """Labelled sets scored beside the scene set (every system, served and peers): real_A next to it, if present."""
     real = scenes.parent / "real_A"
     return [real] if (real / "gt.json").is_file() and real != scenes else []
 

@@ -86,8 +86,8 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
     Model level: each model on each runtime at the reference shapes (the four images after the
     canvas resize; recognizers at batch 1, 4, 16), with FLOPs against the hardware's peak.
     Pipeline: a closed-loop load generator at each concurrency, with Triton's per-model
-    queue/compute statistics. --peers runs other OCR systems (RapidOCR, EasyOCR) on the same images,
-    and every system is scored on the scene set and real_A beside it. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
+    queue/compute statistics, then the served pipeline scored on the scene set and on real_A beside
+    it. --peers runs other OCR systems (RapidOCR, EasyOCR) on the same images and sets. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
     """
     from stdr_deploy.bench import models as model_bench
     from stdr_deploy.bench.report import verdict, write_report

@@ -4,8 +4,9 @@ PaddleOCR models read OpenCV's BGR order, so RGB crops/images are flipped first.
 
 - Recognizer: the crop resized to height 48 keeping its aspect ratio (width ceil(48 w / h),
   bilinear), x = (v / 255 - 0.5) / 0.5, zero-padded on the right. RapidOCR pads each batch to
-  its widest crop (at least 320); we pad to the next width bucket (multiples of 64 from 320 to
-  `REC_MAX_WIDTH`) so crops of one bucket batch together, in-process and in Triton alike.
+  its widest crop (at least 320); we pad to the next of a few width buckets (`REC_WIDTHS`) so
+  crops of one bucket batch together, in-process and in Triton alike, and ONNX Runtime's CUDA
+  EP sees a few fixed shapes (one session each) instead of re-planning for every new width.
 - Its output is already a probability per class: argmax per step, repeats merged, blank
   (class 0) dropped; class i in 1..6623 is `charset[i - 1]`, the last class is a space. Each
   character's confidence is the probability of the first step of its run and the word's is
@@ -28,9 +29,12 @@ from .decoders import Decoded
 from .detector_input import DetectorInput
 
 REC_HEIGHT = 48
-REC_MIN_WIDTH = 320  # RapidOCR's rec_img_shape width: narrower inputs are padded to it
-REC_WIDTH_MULTIPLE = 64  # width buckets: 320, 384, ... so crops batch together
-REC_MAX_WIDTH = 2048  # the planner's profile max; wider crops (over ~42:1) are squeezed to it
+# Input widths: 320 is RapidOCR's rec_img_shape width (narrower inputs are padded to it), 2048
+# the planner's profile max (wider crops, over ~42:1, are squeezed to it). Doubling steps keep a
+# GPU instance at 4 widths x its batch sizes of sessions; padding costs CPU plans < 10 % of
+# the recognizer's time (benchmarks/results/ppocr-width-buckets/).
+REC_WIDTHS = (320, 640, 1280, 2048)
+REC_MIN_WIDTH, REC_MAX_WIDTH = REC_WIDTHS[0], REC_WIDTHS[-1]
 DET_MAX_SIDE = 2000
 DET_LIMIT_SIDE = 736
 DET_MULTIPLE = 32
@@ -42,8 +46,8 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
 
 def rec_width(height: int, width: int) -> int:
     """Model input width of a crop: its resized width rounded up to the next bucket."""
-    resized = min(math.ceil(REC_HEIGHT * width / height), REC_MAX_WIDTH)
-    return min(max(REC_MIN_WIDTH, -(-resized // REC_WIDTH_MULTIPLE) * REC_WIDTH_MULTIPLE), REC_MAX_WIDTH)
+    resized = math.ceil(REC_HEIGHT * width / height)
+    return next((bucket for bucket in REC_WIDTHS if bucket >= resized), REC_MAX_WIDTH)
 
 
 def rec_input(crop: np.ndarray, width: int | None = None) -> np.ndarray:

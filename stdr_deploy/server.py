@@ -170,14 +170,27 @@ def backend_directory(cache: Path | None = None) -> Path:
     return target
 
 
+# glibc malloc in tritonserver: blocks of 4 MiB and more are mapped and unmapped on their own, so
+# an outlier upload (a 300 MB refused image) is given back instead of staying in the heap, where
+# the default dynamic threshold (which rises to 32 MiB after the first large free) left ~200 MiB
+# for good (benchmarks/results/memory-after-outlier/). The backend stubs inherit the variable;
+# our model backends then set STDR_MODEL_MALLOC's values with mallopt (stdr_batching.model_malloc):
+# 32 MiB and a 64 MiB trim threshold, glibc's own settled values, as re-mapping every 4 MiB
+# activation per run cost ~25 % on small images.
+SERVER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "STDR_MODEL_MALLOC": f"{32 << 20}:{64 << 20}"}
+
+
 def server_environment(triton: EmbeddedTriton, base: dict[str, str]) -> dict[str, str]:
-    """PATH and LD_LIBRARY_PATH so the stub embeds *this* interpreter with *its* packages.
+    """PATH and LD_LIBRARY_PATH so the stub embeds *this* interpreter with *its* packages, and
+    SERVER_MALLOC unless the caller tunes malloc itself (any MALLOC_* or GLIBC_TUNABLES).
 
     The stub runs `python3` found on PATH as its program, which makes the embedded interpreter
     pick up this virtual environment's site-packages; it links libpython, which we take from
     this interpreter's LIBDIR when there is one there (else the system's of the same version).
     """
     env = dict(base)
+    if not any(key.startswith("MALLOC_") or key == "GLIBC_TUNABLES" for key in base):
+        env.update(SERVER_MALLOC)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", os.defpath)])
     libdirs = [str(triton.libs)]
     libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")

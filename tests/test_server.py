@@ -574,3 +574,31 @@ def test_session_options_follow_the_triton_onnxruntime_parameters(ort_backend):
     assert ort_backend.model_file(args, {}, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/model.onnx"
     config = {"default_model_filename": "craft.onnx"}
     assert ort_backend.model_file(args, config, ort_backend.DEFAULT_MODEL_FILENAME) == "/repo/craft/3/craft.onnx"
+
+
+def test_the_server_maps_large_blocks_unless_the_caller_tunes_malloc():
+    """tritonserver gets a fixed 4 MiB mmap threshold (an outlier upload is unmapped when freed, not
+    kept in its heap) and its model stubs the values they restore; a caller's own malloc settings win."""
+    from stdr_deploy.server import SERVER_MALLOC, server_environment
+
+    triton = embedded_triton()
+    env = server_environment(triton, {"PATH": "/usr/bin"})
+    assert {k: env[k] for k in SERVER_MALLOC} == SERVER_MALLOC
+    assert int(env["MALLOC_MMAP_THRESHOLD_"]) == 4 << 20
+    for own in ({"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}):
+        env = server_environment(triton, {"PATH": "/usr/bin", **own})
+        assert not set(SERVER_MALLOC) & set(env) and all(env[k] == v for k, v in own.items())
+
+
+def test_model_stubs_apply_their_malloc_settings_with_mallopt(tmp_path):
+    """stdr_batching.model_malloc, in a fresh process as a stub is: glibc accepts both values
+    (mallopt returns 1; a wrong parameter number or value gives 0), and nothing happens unset."""
+    from stdr_deploy.server import SERVER_MALLOC
+
+    folder = backend_directory(tmp_path) / "onnxruntime"  # stdr_batching is copied beside each backend
+    script = f"import sys; sys.path.insert(0, {str(folder)!r}); import stdr_batching; print(stdr_batching.model_malloc())"
+    for value, expected in ((SERVER_MALLOC["STDR_MODEL_MALLOC"], "True"), (None, "False")):
+        env = {k: v for k, v in os.environ.items() if k != "STDR_MODEL_MALLOC"}
+        env.update({"STDR_MODEL_MALLOC": value} if value else {})
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout.strip()) == (0, expected), done.stderr

@@ -178,7 +178,8 @@ if has recmemory; then
     cli export ppocr --weights "${PPOCR:?PPOCR names ch_PP-OCRv4_rec_infer.onnx}" --out "$ONNX/ppocr-fp32.onnx" \
         > /dev/null 2>> "$OUT/export.log"
     "$PY" benchmarks/measure_memory.py --family ppocr --precision fp32 --onnx "$ONNX/ppocr-fp32.onnx" \
-        --providers CUDAExecutionProvider --shapes 1x3x48x320,16x3x48x2048,64x3x48x2048 --out "$OUT/memory_data" \
+        --providers CUDAExecutionProvider --shapes 1x3x48x320,16x3x48x2048,64x3x48x2048 \
+        --out "$OUT/memory_data/cuda-onnxruntime.json" \
         >> "$OUT/memory.log" 2>&1
     echo "memory ppocr rc $?" >> "$OUT/steps.log"
 fi

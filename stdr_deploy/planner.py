@@ -198,9 +198,10 @@ REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real pho
 # The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words over the
 # check sets (one fewer on scenes-101), at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
 # 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
-# GPU: crnn-en, the one with an fp16 graph and fixed-shape sessions: served on an H200, ppocr at
-# floating shapes took 1568 ms a recognizer call (the CUDA EP re-plans every new shape) and
-# served 3.4 against 41.4 req/s (benchmarks/results/h200-fp16-served/ppocr-floating/).
+# GPU: crnn-en. ppocr now has fixed shapes there (4 width buckets) and, once every shape has been
+# used, served an H200 at 41.4 against 38.1 req/s; but each (batch, width) session is planned at
+# its first use (~1 s: 5.6 req/s in a cold 5 s window), it has no fp16 graph, its TensorRT build is
+# unmeasured, and per-session memory is not in the plan yet (benchmarks/results/h200-fp16-served/).
 DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "crnn-en"}
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
@@ -252,8 +253,7 @@ def fixes_shapes(target: Target) -> bool:
 
 
 def fixed_shapes(target: Target, family: str, max_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """The input shapes an ONNX Runtime GPU instance can see, one session each (warmed at load);
-    () elsewhere. Batches are padded to powers of two (at most the max batch), detector sides to
+    """The input shapes an ONNX Runtime GPU instance can see, one session each; () elsewhere. Batches are padded to powers of two (at most the max batch), detector sides to
     multiples of GPU_DETECTOR_PAD (at most the max side), recognizer widths to their buckets."""
     if not fixes_shapes(target):
         return ()
@@ -804,9 +804,10 @@ def choose_recognizer(target: Target, requested: str | None, reasons: list[str])
         )
     else:
         reasons.append(
-            f"recognizer {family} (the GPU default): {other} reads more words (counts below) but has no fp16 graph "
-            f"or fixed-shape sessions yet: served on an H200 it answered 12x slower "
-            f"(benchmarks/results/h200-fp16-served/ppocr-floating/); --recognizer {other} overrides"
+            f"recognizer {family} (the GPU default): {other} reads more words (counts below) and, once each of its "
+            f"input shapes has been used, served an H200 1.09x faster, but its shapes are planned at first use "
+            f"(~1 s each), it has no fp16 graph and its TensorRT build is unmeasured "
+            f"(benchmarks/results/h200-fp16-served/); --recognizer {other} overrides"
         )
     return family
 
@@ -916,13 +917,12 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
-    shapes = fixed_shapes(target, facts.family, sizing.detector_max)
-    sessions = len(shapes)
+    sessions = len(fixed_shapes(target, facts.family, sizing.detector_max))
     if sessions:
         reasons.append(
             f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {GPU_DETECTOR_PAD} "
-            f"({sessions} shapes at most) and each instance keeps one session per input shape, each warmed at load "
-            "(recognizer batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
+            f"({sessions} shapes at most) and each instance keeps one session per input shape (recognizer "
+            "batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
             "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200); "
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
             "(81 -> 80: the wider border moves CRAFT's scores)"
@@ -954,7 +954,6 @@ def _detector_plan(
         memory_estimate_bytes=sizing.detector_bytes,
         memory_arena=target.device == "gpu",
         shape_sessions=sessions,
-        fixed_shapes=shapes,
     )
 
 
@@ -1005,7 +1004,6 @@ def _recognizer_plan(
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.recognizer_instances)
-    rec_shapes = fixed_shapes(target, facts.family, sizing.recognizer_max)
     return ModelPlan(
         triton_name=facts.triton_name,
         family=facts.family,
@@ -1023,8 +1021,7 @@ def _recognizer_plan(
         dynamic_batching=DynamicBatching(preferred, delay),
         memory_estimate_bytes=sizing.recognizer_bytes,
         memory_arena=target.device == "gpu",
-        shape_sessions=len(rec_shapes),
-        fixed_shapes=rec_shapes,
+        shape_sessions=len(fixed_shapes(target, facts.family, sizing.recognizer_max)),
     )
 
 

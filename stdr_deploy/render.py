@@ -178,6 +178,7 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         )
     inputs = [_tensor(t) for t in spec.inputs]
     fixed_shape = all(isinstance(d, int) for t in spec.inputs for d in t.dims[1:])
+    warmup_batches = sorted({1, model.max_batch_size})
     return {
         "name": model.triton_name,
         "role": spec.role,  # picks the template: detector or recognizer
@@ -198,21 +199,10 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         # the plan's max profile past the batch axis, which our backends enforce (stdr_batching.py)
         "max_input_dims": {name: list(shape.max[1:]) for name, shape in model.profile.items()},
         "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
-        "warmup": _warmup(model, inputs, fixed_shape),
+        "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
+        if fixed_shape
+        else [],
     }
-
-
-def _warmup(model: ModelPlan, inputs: list[dict[str, Any]], fixed_shape: bool) -> list[dict[str, Any]]:
-    """Triton `model_warmup` entries: every shape the plan fixed (ONNX Runtime on the GPU: one
-    session each, whose first run plans its kernels, ~1 s for some), else for fixed-shape models
-    batch 1 and the max batch."""
-    if model.fixed_shapes:
-        (tensor,) = inputs
-        return [{"name": "shape_" + "x".join(map(str, shape)), "batch_size": shape[0],
-                 "inputs": [{**tensor, "dims": list(shape[1:])}]} for shape in model.fixed_shapes]
-    if not fixed_shape:
-        return []
-    return [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in sorted({1, model.max_batch_size})]
 
 
 def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:

@@ -704,7 +704,6 @@ def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape
     assert any("one session per input shape" in reason for reason in plan.reasons)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert (again.pipeline.pad_to, again.detector.shape_sessions) == (GPU_DETECTOR_PAD, det.shape_sessions)
-    assert again.detector.fixed_shapes == det.fixed_shapes and len(det.fixed_shapes) == det.shape_sessions
 
 
 def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():
@@ -716,8 +715,9 @@ def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():
 
 @pytest.mark.parametrize("stem", sorted(TARGETS))
 def test_the_default_recognizer_reads_the_most_words_where_it_was_measured_served(stem):
-    """Issue 19: CPU plans get the recognizer that reads the most words (ppocr), GPU plans the one
-    with fixed shapes (crnn-en); the reason names the measurement; asking for one always wins."""
+    """Issue 19: CPU plans get the recognizer that reads the most words (ppocr), GPU plans crnn-en
+    (ppocr's first-use planning and memory there are not in the plan yet); the reason names the
+    measurement; asking for one always wins."""
     from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
 
     plan = default_plan(host_of(stem))
@@ -728,7 +728,7 @@ def test_the_default_recognizer_reads_the_most_words_where_it_was_measured_serve
         assert planner.WORDS_READ[family] == max(planner.WORDS_READ.values())
         assert "cpu-epyc-2c-recognizers" in line and f"--recognizer {other}" in line
     else:
-        assert family == "crnn-en" and "ppocr-floating" in line
+        assert family == "crnn-en" and "h200-fp16-served" in line and f"--recognizer {other}" in line
     for asked in RECOGNIZER_NAMES:
         chosen = default_plan(host_of(stem), recognizer=asked)
         assert chosen.recognizer.family == asked and not any("default)" in r for r in chosen.reasons)

@@ -202,11 +202,7 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         assert parameters_of(config) == limits
         assert not config.HasField("optimization")
 
-    if model.fixed_shapes:  # GPU ORT: every shape it serves is warmed at load (one session each)
-        warmed = [(w.batch_size, *next(iter(w.inputs.values())).dims) for w in config.model_warmup]
-        assert warmed == [tuple(shape) for shape in model.fixed_shapes]
-        assert all(list(w.inputs) == ["input"] for w in config.model_warmup)
-    elif model.triton_name in FIXED_SHAPE:
+    if model.triton_name in FIXED_SHAPE:
         warmups = [(w.name, w.batch_size) for w in config.model_warmup]
         assert sorted(b for _, b in warmups) == sorted({1, model.max_batch_size})
         for warmup in config.model_warmup:

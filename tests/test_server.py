@@ -473,31 +473,35 @@ def ort_backend(tmp_path: Path, monkeypatch):
 
 @pytest.mark.parametrize("recognizer", ["crnn-en", "ppocr"])
 def test_gpu_fixed_shapes_cover_every_input_the_pipeline_makes(ort_backend, recognizer):
-    """Each fixed shape is warmed at load (render's model_warmup); an input shape outside them would
-    meet a cold session. So: random images and crops, through the pipeline's own input makers and
-    the backend's batch padding, must land on the plan's shapes."""
+    """A GPU instance keeps at most `shape_sessions` sessions, one per shape (planner.fixed_shapes);
+    a shape outside them would evict one and re-plan at every change. So: random images and crops,
+    through the pipeline's own input makers and the backend's batch padding, land on those shapes."""
     import random
 
     from stdr_deploy.hardware import load_host
     from stdr_deploy.ocr.detector_input import padded_size, resized_size
     from stdr_deploy.ocr.recognizers import get_family
-    from stdr_deploy.planner import make_plan
+    from stdr_deploy.planner import Target, fixed_shapes, make_plan
 
     host = load_host(Path(__file__).parent / "hosts" / "a5000-24g.vendor.json")
     plan = make_plan(host, variant="onnxruntime", recognizer=recognizer)
     det, rec, pipe = plan.detector, plan.recognizer, plan.pipeline
+    target = Target("onnxruntime", "gpu")
+    det_shapes = fixed_shapes(target, det.family, next(iter(det.profile.values())).max)
+    rec_shapes = fixed_shapes(target, rec.family, next(iter(rec.profile.values())).max)
+    assert (len(det_shapes), len(rec_shapes)) == (det.shape_sessions, rec.shape_sessions)
     rng = random.Random(7)
     for _ in range(300):
         h, w = rng.randint(32, 6000), rng.randint(32, 6000)
         th, tw = resized_size(h, w, pipe.canvas_size, pipe.mag_ratio)
-        assert (1, 3, *padded_size(th, tw, pipe.pad_to, pipe.canvas_size)) in det.fixed_shapes
+        assert (1, 3, *padded_size(th, tw, pipe.pad_to, pipe.canvas_size)) in det_shapes
     family = get_family(recognizer, "abc" if recognizer == "ppocr" else None)
     for _ in range(300):
         crop = np.zeros((rng.randint(8, 200), rng.randint(4, 6000), 3), np.uint8)
         item = family.make_input(crop)
         rows = rng.randint(1, rec.max_batch_size)
         batch = ort_backend.padded_batch({"input": np.zeros((rows, 1))}, rows, rec.max_batch_size)["input"].shape[0]
-        assert (batch, *item.shape) in rec.fixed_shapes
+        assert (batch, *item.shape) in rec_shapes
 
 
 def test_gpu_instances_fall_back_to_cpu_only_when_the_cuda_provider_is_missing(ort_backend):

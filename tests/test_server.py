@@ -601,7 +601,7 @@ def test_model_stubs_apply_their_malloc_settings_with_mallopt(tmp_path):
 
     folder = backend_directory(tmp_path) / "onnxruntime"  # stdr_batching is copied beside each backend
     script = f"import sys; sys.path.insert(0, {str(folder)!r}); import stdr_batching; print(stdr_batching.model_malloc())"
-    for value, expected in ((SERVER_MALLOC["STDR_MODEL_MALLOC"], "True"), (None, "False")):
+    for value, expected in ((SERVER_MALLOC["STDR_MODEL_MALLOC"], "True"), (None, "False"), ("garbage", "False")):
         env = {k: v for k, v in os.environ.items() if k != "STDR_MODEL_MALLOC"}
         env.update({"STDR_MODEL_MALLOC": value} if value else {})
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)

@@ -149,6 +149,9 @@ def model_malloc() -> bool:
     values = os.environ.get("STDR_MODEL_MALLOC")
     if not values:
         return False
-    mmap_threshold, trim_threshold = (int(v) for v in values.split(":"))
-    libc = ctypes.CDLL(None)
-    return libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1
+    try:
+        mmap_threshold, trim_threshold = (int(v) for v in values.split(":"))
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's; another C library may lack it
+    except (ValueError, OSError, AttributeError):
+        return False
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 and mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1

@@ -27,6 +27,7 @@ from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts
 from stdr_deploy.plan_schema import (
     MAX_CANVAS,
+    ONNX_PRECISIONS,
     PRECISIONS,
     VARIANTS,
     DynamicBatching,
@@ -387,9 +388,11 @@ def has_int8_units(host: HostFacts) -> bool:
 
 
 def choose_precisions(
-    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str]
+    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str],
+    recognizer: str = "crnn-en",
 ) -> tuple[str, str]:
-    """(detector, recognizer) precision: GPU fp16, CPU int8 detector where int8 units exist."""
+    """(detector, recognizer) precision: GPU fp16 where the family has an fp16 graph, CPU int8
+    detector where int8 units exist."""
     det, rec = requested.detector_precision, requested.recognizer_precision
     if target.device == "gpu":
         if "int8" in (det, rec):
@@ -398,8 +401,16 @@ def choose_precisions(
                 hint="drop the int8 precision on GPU hosts (their plans run fp16 or fp32)",
             )
         det, rec = det or settings.detector_precision, rec or settings.recognizer_precision
+        available = ONNX_PRECISIONS.get(recognizer, ("fp32",))
+        if rec not in available:
+            if requested.recognizer_precision:
+                raise UserInputError(f"{recognizer} has no {rec} graph",
+                                     hint=f"use --recognizer-precision {' or '.join(available)}")
+            rec = "fp32"
         chosen = [f"{role} {p}" + (" (requested)" if asked else "") for role, p, asked in (
             ("detector", det, requested.detector_precision), ("recognizer", rec, requested.recognizer_precision))]
+        if rec != settings.recognizer_precision and not requested.recognizer_precision:
+            chosen[-1] += f" ({recognizer} has no {settings.recognizer_precision} graph)"
         words = f"precision on the GPU: {' and '.join(chosen)}"
         if "fp16" in (det, rec):
             words += f": fp16 halves weights and activations and runs on the tensor cores; {FP16_PARITY}"
@@ -477,7 +488,8 @@ def choose_canvas(
 
 
 def initial_knobs(
-    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str]
+    target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str],
+    recognizer: str = "crnn-en",
 ) -> Knobs:
     """The preferred settings; CPU instances default to one per 8 usable cores."""
     det, rec = settings.detector_instances, settings.recognizer_instances
@@ -485,7 +497,7 @@ def initial_knobs(
         cores = host.usable_cores
         det = min(det or _cpu_instances(cores), cores)
         rec = min(rec or _cpu_instances(cores), cores)
-    det_precision, rec_precision = choose_precisions(target, settings, host, requested, reasons)
+    det_precision, rec_precision = choose_precisions(target, settings, host, requested, reasons, recognizer)
     canvas = choose_canvas(target, settings, host, requested, det_precision, reasons)
     return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision)
 
@@ -823,7 +835,7 @@ def _plan_on(
     reasons = list(reasons)
     settings = merged_settings(target, profile, host, reasons)
     budget = memory_budget(target, host)
-    preferred = initial_knobs(target, settings, host, requested, reasons)
+    preferred = initial_knobs(target, settings, host, requested, reasons, recognizer.family)
     fitted = fit(target, preferred, settings, recognizer, host, budget, requested)
     if fitted is None:
         smallest = Knobs(1, 1, 1, requested.canvas or MIN_CANVAS, preferred.detector_precision,

@@ -777,3 +777,21 @@ def test_plan_refuses_a_host_file_with_impossible_host_memory(field, value, tmp_
     host_file.write_text(json.dumps(data))
     with pytest.raises(UserInputError, match=rf"host field {field} is {value}"):
         load_host(host_file)
+
+
+@pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "t4-16g.vendor"])
+def test_gpu_plans_serve_each_recognizer_in_a_precision_it_has_a_graph_for(stem):
+    """GPU plans prefer fp16, but ppocr is ONNX-native in fp32 only: planning it fp16 gave plans
+    that `build`/`export` then refused. Asking for a precision a family lacks is exit 2."""
+    from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
+    from stdr_deploy.plan_schema import ONNX_PRECISIONS
+
+    for family in RECOGNIZER_NAMES:
+        plan = default_plan(host_of(stem), recognizer=family)
+        available = ONNX_PRECISIONS.get(family, ("fp32",))
+        assert plan.recognizer.precision in available, (family, plan.recognizer.precision)
+        assert plan.recognizer.precision == ("fp16" if "fp16" in available else "fp32")
+        if "fp16" not in available:
+            assert any(f"{family} has no fp16 graph" in r for r in plan.reasons)
+            with pytest.raises(UserInputError, match="no fp16 graph"):
+                default_plan(host_of(stem), recognizer=family, recognizer_precision="fp16")

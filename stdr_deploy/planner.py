@@ -201,8 +201,9 @@ REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real pho
 # 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
 # GPU: crnn-en. ppocr now has fixed shapes there (4 width buckets) and, once every shape has been
 # used, served an H200 at 41.4 against 38.1 req/s; but each (batch, width) session is planned at
-# its first use (~1 s: 5.6 req/s in a cold 5 s window), it has no fp16 graph, its TensorRT build is
-# unmeasured, and per-session memory is not in the plan yet (benchmarks/results/h200-fp16-served/).
+# its first use (~1 s: 5.6 req/s in a cold 5 s window), it has no fp16 graph, its TensorRT engine
+# builds for the A5000 but is not timed (benchmarks/results/trt-rtx-check-ppocr/), and per-session
+# memory is not in the plan yet (benchmarks/results/h200-fp16-served/).
 DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "crnn-en"}
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
@@ -818,7 +819,7 @@ def choose_recognizer(target: Target, requested: str | None, reasons: list[str])
         reasons.append(
             f"recognizer {family} (the GPU default): {other} reads more words (counts below) and, once each of its "
             f"input shapes has been used, served an H200 1.09x faster, but its shapes are planned at first use "
-            f"(~1 s each), it has no fp16 graph and its TensorRT build is unmeasured "
+            f"(~1 s each), it has no fp16 graph and its TensorRT engine is not timed "
             f"(benchmarks/results/h200-fp16-served/); --recognizer {other} overrides"
         )
     return family

@@ -365,7 +365,8 @@ def test_tensorrt_plan_renders_ppocr_with_width_buckets_and_its_charset(tmp_path
     plan = make_plan(load_host(Path(__file__).parent / "hosts/t4-16g.vendor.json"), recognizer="ppocr",
                      variant="tensorrt_plan")
     rec = plan.recognizer
-    assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp16")
+    # fp32: ppocr's ONNX file is its only graph (the TensorRT build is strongly typed from it)
+    assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp32")
     profile = rec.profile["input"]
     assert profile.min[1:] == (3, 48, 320) and profile.max[1:] == (3, 48, 2048) and profile.max[0] == rec.max_batch_size
     assert rec.dynamic_batching is not None and rec.max_batch_size > 1

@@ -161,3 +161,27 @@ def test_4gb_host_plan_serves_the_benchmark_images_under_4gb(shared, craft_int8_
     # per-model planner-bug warnings are reported, not fatal (craft served measured 3 % above its
     # own estimate once: served shapes fragment the heap more than the measured history)
     assert not [w for w in report.warnings if "host RAM" in w]
+
+
+def test_repeated_served_runs_widen_the_estimate_by_their_spread():
+    """A stub's peak varies run to run (ppocr on the 2-core EPYC: 606, 640, 651 MiB at one
+    shape): where a shape was served more than once on one host, the plan holds the largest
+    reading plus that spread, so a next run like them does not exceed it."""
+    from stdr_deploy.planner import MODELS, Target, instance_memory
+
+    repeated = 0
+    for path in sorted(DATA.glob("cpu-onnxruntime.json")):  # (GPU runs differ in sessions made, see repeat_spread)
+        device = path.stem.split("-")[0]
+        groups: dict[tuple, list[dict]] = {}
+        for served in json.loads(path.read_text()).get("served", []):
+            groups.setdefault((served["family"], served["precision"], served["elements"], served["host"]), []).append(served)
+        for (family, precision, _, _), runs in groups.items():
+            if len(runs) < 2:
+                continue
+            readings = [r["host_bytes_per_instance"] for r in runs]
+            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu")
+            used = instance_memory(target, MODELS[family], tuple(runs[0]["max_shape"]), precision, 0)
+            assert used.host_bytes >= max(readings) + (max(readings) - min(readings)), (family, readings, used)
+            assert "spread of repeated runs" in used.source
+            repeated += 1
+    assert repeated >= 1

@@ -98,17 +98,33 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
 def served_excess(device: str, family: str, precision: str, bare: Envelope) -> tuple[int, str] | None:
     """(bytes, source): the most a served instance of this family x precision held above `bare`
     (the envelope of one bare session) at its plan's max shape, or None where none was served."""
-    served = [
-        s for s in load(device).get("served", [])
-        if s["family"] == family and s["precision"] == precision
-    ]
+    served = _served(device, family, precision)
     if not served:
         return None
     excess = max(0, max(s["host_bytes_per_instance"] - bare.bytes_at(s["elements"]) for s in served))
     spread = repeat_spread(served) if device == "cpu" else 0
+    return excess + spread, f"+ served stub {excess >> 20} MiB + {_spread_words(served, spread)}"
+
+
+def served_peak(device: str, family: str, precision: str) -> tuple[int, str] | None:
+    """(bytes, source): the most one served instance of this family x precision held, for families
+    served but never measured bare on `device` (their host RAM then has no envelope to add to)."""
+    served = _served(device, family, precision)
+    if not served:
+        return None
+    peak = max(s["host_bytes_per_instance"] for s in served)
+    spread = repeat_spread(served) if device == "cpu" else 0
+    return peak + spread, f"served instance {peak >> 20} MiB + {_spread_words(served, spread)}"
+
+
+def _served(device: str, family: str, precision: str) -> list[dict]:
+    """The served deployments on record for this family x precision (benchmarks/served_memory.py)."""
+    return [s for s in load(device).get("served", []) if s["family"] == family and s["precision"] == precision]
+
+
+def _spread_words(served: list[dict], spread: int) -> str:
     latest = max(s["measured_at"] for s in served)[:10]
-    return excess + spread, (f"+ served stub {excess >> 20} MiB + {spread >> 20} MiB spread of repeated runs "
-                             f"({len(served)} deployment(s), latest {latest})")
+    return f"{spread >> 20} MiB spread of repeated runs ({len(served)} deployment(s), latest {latest})"
 
 
 def repeat_spread(served: list[dict]) -> int:
@@ -120,18 +136,6 @@ def repeat_spread(served: list[dict]) -> int:
     for s in served:
         groups.setdefault((s["elements"], s["host"]), []).append(s["host_bytes_per_instance"])
     return max((max(g) - min(g) for g in groups.values()), default=0)
-
-
-def served_peak(device: str, family: str, precision: str) -> tuple[int, str] | None:
-    """(bytes, source): the most one served instance of this family x precision held, for families
-    served but never measured bare on `device` (their host RAM then has no envelope to add to)."""
-    served = [s for s in load(device).get("served", []) if s["family"] == family and s["precision"] == precision]
-    if not served:
-        return None
-    peak, spread = max(s["host_bytes_per_instance"] for s in served), repeat_spread(served) if device == "cpu" else 0
-    latest = max(s["measured_at"] for s in served)[:10]
-    return peak + spread, (f"served instance {peak >> 20} MiB + {spread >> 20} MiB spread of repeated runs "
-                           f"({len(served)} deployment(s), latest {latest})")
 
 
 def elements(shape: tuple[int, ...]) -> int:

@@ -36,7 +36,7 @@ from stdr_deploy.plan_schema import (
     Plan,
     ShapeProfile,
 )
-from stdr_deploy.ocr.ppocr import REC_HEIGHT as PPOCR_REC_HEIGHT, REC_WIDTHS as PPOCR_WIDTHS
+from stdr_deploy.ocr.ppocr import REC_HEIGHT as PPOCR_HEIGHT, REC_WIDTHS as PPOCR_WIDTHS
 from stdr_deploy.ocr.recognizers import CRNN_WIDTHS, RECOGNIZER_NAMES
 from stdr_deploy.profiles import Profile, ProfileSettings
 
@@ -94,7 +94,6 @@ CRNN_MIN_WIDTH = 64
 CRNN_OPT_WIDTH = 256
 CRNN_MAX_WIDTH = 1024
 PARSEQ_SHAPE = (3, 32, 128)
-PPOCR_HEIGHT = PPOCR_REC_HEIGHT
 PPOCR_MIN_WIDTH, PPOCR_OPT_WIDTH, PPOCR_MAX_WIDTH = PPOCR_WIDTHS[0], PPOCR_WIDTHS[1], PPOCR_WIDTHS[-1]
 
 # Memory constants (bytes). Model instances come from the measured data (stdr_deploy.memory);
@@ -255,8 +254,9 @@ def fixes_shapes(target: Target) -> bool:
 
 
 def fixed_shapes(target: Target, family: str, max_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """The input shapes an ONNX Runtime GPU instance can see, one session each; () elsewhere. Batches are padded to powers of two (at most the max batch), detector sides to
-    multiples of GPU_DETECTOR_PAD (at most the max side), recognizer widths to their buckets."""
+    """The input shapes an ONNX Runtime GPU instance can see, one session each; () elsewhere.
+    Batches are padded to powers of two (at most the max batch), detector sides to multiples of
+    GPU_DETECTOR_PAD (at most the max side), recognizer widths to their buckets."""
     if not fixes_shapes(target):
         return ()
     batch = max_shape[0]

@@ -26,6 +26,8 @@
 #           PIPELINES (e.g. "8 12"), at PIPELINE_LEVELS: is the CPU-side orchestrator the bound?
 # recmemory: the ppocr recognizer's GPU and host memory per instance (benchmarks/measure_memory.py),
 #           from the file PPOCR names, into a copy of memory_data under $OUT/memory_data.
+# sessions: what each per-shape session adds to a GPU instance (benchmarks/measure_sessions.py), for
+#           the detector and the recognizer of the last served deployment, into $OUT/memory_data.
 # detectors: the same with `craft` at each instance count of DETECTORS (e.g. "3 4") and the
 #           plan's 6 `pipeline` instances per detector instance (at most one per core).
 set -u
@@ -174,7 +176,7 @@ if has pipelines; then
 fi
 if has recmemory; then
     step "ppocr recognizer memory per instance (CUDA EP)"
-    mkdir -p "$ONNX" "$OUT/memory_data" && cp stdr_deploy/memory_data/*.json "$OUT/memory_data/"
+    mkdir -p "$ONNX" "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"
     cli export ppocr --weights "${PPOCR:?PPOCR names ch_PP-OCRv4_rec_infer.onnx}" --out "$ONNX/ppocr-fp32.onnx" \
         > /dev/null 2>> "$OUT/export.log"
     "$PY" benchmarks/measure_memory.py --family ppocr --precision fp32 --onnx "$ONNX/ppocr-fp32.onnx" \
@@ -195,6 +197,17 @@ if has detectors; then
             --duration "$DURATION" --out "$OUT/bench-detectors-$count" --json > "$OUT/bench-detectors-$count.json" \
             2> "$OUT/bench-detectors-$count.log"
         echo "bench detectors $count rc $?" >> "$OUT/steps.log"
+    done
+fi
+if has sessions; then
+    mkdir -p "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"
+    last=${PRECISIONS##* }
+    for role in detector recognizer; do
+        read -r model family precision < <("$PY" -c "import json; m = json.load(open('$WORK/ws-$last/plan.json'))['$role']; print(m['triton_name'], m['family'], m['precision'])")
+        step "per-shape sessions of $model ($family $precision)"
+        "$PY" benchmarks/measure_sessions.py --repo "$WORK/repo-$last" --model "$model" --family "$family" \
+            --precision "$precision" --out "$OUT/memory_data/cuda-onnxruntime.json" >> "$OUT/sessions.log" 2>&1
+        echo "sessions $model rc $?" >> "$OUT/steps.log"
     done
 fi
 step "done"

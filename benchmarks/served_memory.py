@@ -4,7 +4,8 @@
 records each model's summed VmHWM (`host_high_water_marks_bytes`) in `deploy.json`. Divided by
 the plan's instance count, that is the host RAM of one served instance: the bare ONNX Runtime
 session that `benchmarks/measure_memory.py` measures, plus Triton's Python-backend stub, our
-backend module and, on the GPU, the per-shape sessions. This script appends those figures to
+backend module and, on the GPU, the per-shape sessions. Where smoke attributed GPU memory to each
+model (NVML per process), the GPU memory of one instance is recorded too. This script appends those figures to
 `stdr_deploy/memory_data/<device>-onnxruntime.json` under `served`; the planner adds the largest
 excess over the bare measurement to every instance (`stdr_deploy.memory.served_excess`).
 
@@ -26,7 +27,9 @@ def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
     deploy = json.loads(deploy_file.read_text())
     plan = deploy["plan"]
     smoke = next(s for s in deploy["steps"] if s["name"] == "smoke")
-    marks = (smoke.get("outputs") or {}).get("memory", {}).get("host_high_water_marks_bytes")
+    memory = (smoke.get("outputs") or {}).get("memory", {})
+    marks = memory.get("host_high_water_marks_bytes")
+    on_gpu = memory.get("gpu_by_process_bytes") or {}  # per model, where smoke could attribute it
     if not marks:
         raise SystemExit(f"{deploy_file}: smoke recorded no per-model high-water marks")
     device = "cuda" if plan["device"] == "gpu" else "cpu"
@@ -46,6 +49,8 @@ def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
             "instances": model["instance_count"],
             "shape_sessions": model.get("shape_sessions", 0),
             "host_bytes_per_instance": marks[model["triton_name"]] // model["instance_count"],
+            **({"device_bytes_per_instance": on_gpu[model["triton_name"]] // model["instance_count"]}
+               if model["triton_name"] in on_gpu else {}),
             "measured_at": host["taken_at"],
             "host": where,
             "deployment": str(deploy_file),

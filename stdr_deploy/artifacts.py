@@ -158,8 +158,7 @@ def _registry_weights(family: str, weights: str | Path | None) -> bool:
 
 
 def default_families() -> list[str]:
-    """What `auto` deploys unless told otherwise: CRAFT and each device's default recognizer
-    (ppocr on CPU plans, crnn-en on GPU plans)."""
+    """What `auto` deploys unless told otherwise: CRAFT and the default recognizer (ppocr)."""
     from stdr_deploy.planner import DEFAULT_RECOGNIZER
 
     return ["craft", *dict.fromkeys(DEFAULT_RECOGNIZER.values())]

@@ -17,7 +17,8 @@ A served instance holds more than the bare session measured above: Triton's Pyth
 our backend module and, on the GPU, the extra per-shape sessions. `benchmarks/served_memory.py`
 reads the per-model high-water marks that `smoke` records in a deployment's `deploy.json` into
 the same file (`served`); `served_excess` is the most any served instance held above the
-envelope at its max shape, which the planner adds to each instance's host RAM.
+envelopes at its max shape, which the planner adds to each instance's host RAM. What each extra
+per-shape session holds is measured apart (`sessions`, `benchmarks/measure_sessions.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import importlib.resources
 import json
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 MIB = 1 << 20  # bytes in a MiB, for every size the package prints or plans in MiB
 DATA_PACKAGE = "stdr_deploy.memory_data"
@@ -64,6 +66,17 @@ def upper_envelope(points: list[tuple[int, int]]) -> tuple[float, float]:
     return intercept, slope
 
 
+def covering_line(points: list[tuple[int, int]]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares slope (at least 0), raised until every (x, y) is on
+    or under it. For many nearby, noisy points (one per session shape), where the steepest pair
+    of neighbours would be a slope made of noise; never used past the largest x measured."""
+    n = len(points)
+    mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread) if spread else 0.0
+    return max(y - slope * x for x, y in points), slope
+
+
 @functools.lru_cache(maxsize=None)
 def load(device: str, runtime: str = "onnxruntime") -> dict:
     """The data file for a device ("cpu" | "cuda"), or {} when none was measured."""
@@ -95,13 +108,48 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
     return Envelope(intercept, slope, points, source)
 
 
-def served_excess(device: str, family: str, precision: str, bare: Envelope) -> tuple[int, str] | None:
-    """(bytes, source): the most a served instance of this family x precision held above `bare`
-    (the envelope of one bare session) at its plan's max shape, or None where none was served."""
-    served = _served(device, family, precision)
+def session_envelope(device: str, family: str, precision: str, what: str = "host") -> Envelope | None:
+    """The envelope of what each per-shape session beyond an instance's first adds ("host" or
+    "device" bytes, by its input's element count; benchmarks/measure_sessions.py), or None."""
+    entry = load(device).get("families", {}).get(family, {}).get(precision, {}).get("sessions")
+    if not entry:
+        return None
+    points = tuple((p["elements"], p[f"{what}_bytes"]) for p in entry["points"] if p.get(f"{what}_bytes") is not None)
+    if not points:
+        return None
+    intercept, slope = covering_line(list(points))
+    source = (
+        f"{device}-onnxruntime.json: {family} {precision} sessions, {len(points)} measured "
+        f"{entry['measured_at'][:10]} on {entry['host'].get('gpu') or entry['host'].get('cpu')}"
+    )
+    return Envelope(intercept, slope, points, source)
+
+
+def regrowth_per_element(device: str, family: str, precision: str) -> tuple[float, str] | None:
+    """(bytes per input element, source): how much more device memory an instance took when its
+    largest shape ran again after every session had been made (`again` less `last` of
+    benchmarks/measure_sessions.py), over that shape's element count. Activations scale with the
+    input, and so does this (the arena cannot reuse space that later sessions took from the first
+    run's): craft 1964, crnn-en 646, ppocr 1344 MiB on the H200, one max shape each."""
+    entry = load(device).get("families", {}).get(family, {}).get(precision, {}).get("sessions")
+    if not entry or not entry.get("again") or entry["again"].get("device_bytes") is None:
+        return None
+    grown = max(0, entry["again"]["device_bytes"] - entry["last"]["device_bytes"])
+    return grown / entry["first"]["elements"], f"+ {grown >> 20} MiB when the largest shape ran again, at {entry['first']['shape']}"
+
+
+def served_excess(
+    device: str, family: str, precision: str, expected: Callable[[dict], int], what: str = "host"
+) -> tuple[int, str] | None:
+    """(bytes, source): the most a served instance of this family x precision held above
+    `expected(record)` (what the envelopes give for that deployment's max shape and sessions) in
+    `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served."""
+    served = [s for s in _served(device, family, precision) if f"{what}_bytes_per_instance" in s]
     if not served:
         return None
-    excess = max(0, max(s["host_bytes_per_instance"] - bare.bytes_at(s["elements"]) for s in served))
+    excess = max(0, max(s[f"{what}_bytes_per_instance"] - expected(s) for s in served))
+    if what == "device":
+        return excess, f"+ served {excess >> 20} MiB more on the GPU ({len(served)} deployment(s))"
     spread = repeat_spread(served) if device == "cpu" else 0
     return excess + spread, f"+ served stub {excess >> 20} MiB + {_spread_words(served, spread)}"
 

@@ -76,6 +76,9 @@ class ModelPlan:
     # arena grows in powers of two, so it held up to 1.8x the memory; the memory data is measured off)
     shape_sessions: int = 0  # ONNX Runtime on the GPU: one session per input shape, at most this
     # many per instance (batch padded to a power of two); 0 = one session for every shape
+    fixed_shapes: tuple[tuple[int, ...], ...] = ()  # those shapes (batch axis first): our backend
+    # makes and runs a session for each at load, so the memory they hold is there from the start
+    # (smoke measures it) and no request pays a session's first run (~1 s)
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,16 @@ def _check_plan(data: dict[str, Any]) -> None:
                 not a <= b <= c for a, b, c in zip(*shapes)
             ):
                 raise ValueError(f"plan field {role}.profile.{tensor} must have min <= opt <= max, got {shapes}")
+        fixed = model.get("fixed_shapes") or []
+        if fixed and len(fixed) != model.get("shape_sessions"):
+            raise ValueError(f"plan field {role}.fixed_shapes lists {len(fixed)} shapes, shape_sessions is "
+                             f"{model.get('shape_sessions')}")
+        largest = next(iter(model["profile"].values()), {}).get("max", [])
+        for index, shape in enumerate(fixed):  # each is run at load: none may pass the profile
+            if not isinstance(shape, list) or len(shape) != len(largest) or any(
+                    not isinstance(n, int) or not 1 <= n <= m for n, m in zip(shape, largest)):
+                raise ValueError(f"plan field {role}.fixed_shapes[{index}] is {shape!r}, not a shape within "
+                                 f"the profile's max {largest}")
 
 
 def _model_plan(data: dict[str, Any]) -> ModelPlan:
@@ -210,6 +223,7 @@ def _model_plan(data: dict[str, Any]) -> ModelPlan:
                 for name, p in data["profile"].items()
             },
             "gpus": tuple(data["gpus"]),
+            "fixed_shapes": tuple(tuple(shape) for shape in data.get("fixed_shapes", ())),
             "dynamic_batching": DynamicBatching(tuple(db["preferred_batch_sizes"]), db["max_queue_delay_us"])
             if db
             else None,

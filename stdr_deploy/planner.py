@@ -105,6 +105,8 @@ MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU
 SERVER_BYTES = 320 * MIB  # tritonserver itself: VmHWM 278 MiB serving a CPU plan (4 GB host test)
 GPU_SERVER_BYTES = 1700 * MIB  # tritonserver serving a GPU plan maps the CUDA libraries: VmHWM
 # 1623-1666 MiB on the H200 (benchmarks/results/h200-fp16-served/, smoke memory of three deployments)
+GPU_SERVER_DEVICE_BYTES = 600 * MIB  # and holds GPU memory of its own on each GPU (CUDA context,
+# memory pools): 520-584 MiB by NVML per process, H200 (h200-fp16-served/warmed-at-load/)
 # Served on the H200 (16 cores, 2 fp16 CRAFT instances, benchmarks/results/h200-fp16-served/
 # pipeline-instances/, one run): 4 / 8 / 12 / 16 pipeline instances gave 35.7 / 42.4 / 45.6 /
 # 42.7 req/s at concurrency 32, the GPU busy 68 % -> 76 %: 6 per detector instance.
@@ -198,12 +200,13 @@ REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real pho
 # The recognizer a plan gets unless one is asked for. CPU: ppocr reads the most words over the
 # check sets (one fewer on scenes-101), at crnn-en's served latency (2-core EPYC, same session, concurrency 1: p50 2030 vs
 # 2200 ms; scenes_A 85 vs 81/87, real_A 9 vs 5/21; benchmarks/results/cpu-epyc-2c-recognizers/).
-# GPU: crnn-en. ppocr now has fixed shapes there (4 width buckets) and, once every shape has been
-# used, served an H200 at 41.4 against 38.1 req/s; but each (batch, width) session is planned at
-# its first use (~1 s: 5.6 req/s in a cold 5 s window), it has no fp16 graph, its TensorRT engine
-# builds for the A5000 but is not timed (benchmarks/results/trt-rtx-check-ppocr/), and per-session
-# memory is not in the plan yet (benchmarks/results/h200-fp16-served/).
-DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "crnn-en"}
+# GPU: ppocr too. Served on an H200 with every fixed shape made and run at load (same session,
+# fp16 CRAFT): 41.4 against 39.7 req/s at concurrency 16, scenes_A 84 against 80/87, real_A 9
+# against 5/21, and a deployment of 35.3 against 32.0 GB of GPU memory, each within its plan's
+# estimate (benchmarks/results/h200-fp16-served/warmed-at-load/). It runs in fp32 (no fp16 graph);
+# its TensorRT engine builds for the A5000 but is not timed (benchmarks/results/trt-rtx-check-ppocr/).
+DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "ppocr"}
+TORCH_RECOGNIZER = "crnn-en"  # where a torch model is needed (`--runtime torch`): ppocr is ONNX only
 MAX_IMAGE_PIXELS = 50_000_000
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
@@ -390,7 +393,7 @@ def has_int8_units(host: HostFacts) -> bool:
 
 def choose_precisions(
     target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str],
-    recognizer: str = "crnn-en",
+    recognizer: str,
 ) -> tuple[str, str]:
     """(detector, recognizer) precision: GPU fp16 where the family has an fp16 graph, CPU int8
     detector where int8 units exist."""
@@ -490,7 +493,7 @@ def choose_canvas(
 
 def initial_knobs(
     target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str],
-    recognizer: str = "crnn-en",
+    recognizer: str,
 ) -> Knobs:
     """The preferred settings; CPU instances default to one per 8 usable cores."""
     det, rec = settings.detector_instances, settings.recognizer_instances
@@ -535,11 +538,17 @@ def _measured(device: str, facts: ModelFacts, precision: str, what: str) -> memo
 
 
 def _served_host(
-    env: memory.Envelope, device: str, facts: ModelFacts, precision: str, elements: int
+    env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, elements: int
 ) -> tuple[int, str]:
     """Host bytes of one served instance: the bare session's envelope plus what served instances
-    of the same family were measured to hold beyond it (the stub, per-shape sessions)."""
-    excess = memory.served_excess(device, facts.family, precision, env)
+    of the same family were measured to hold beyond the envelopes (the stub, buffers)."""
+    device = "cpu" if target.device == "cpu" else "cuda"
+
+    def expected(record: dict) -> int:
+        shape = tuple(record["max_shape"])
+        return env.bytes_at(record["elements"]) + session_bytes(target, facts, shape, precision, "host")[0]
+
+    excess = memory.served_excess(device, facts.family, precision, expected)
     if excess is None:
         return env.bytes_at(elements), ""
     return env.bytes_at(elements) + excess[0], f" {excess[1]}"
@@ -554,39 +563,65 @@ def instance_memory(
     activations = activation_bytes(facts, max_shape, precision)
     if target.device == "cpu":
         if env := _measured("cpu", facts, precision, "host"):
-            used, source = _served_host(env, "cpu", facts, precision, elements)
+            used, source = _served_host(env, target, facts, precision, elements)
             return InstanceMemory(used, used, f"{env.source}{source}")
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
+    # the per-shape sessions beyond the first (ONNX Runtime on the GPU; see fixed_shapes)
+    session_host, _ = session_bytes(target, facts, max_shape, precision, "host")
+    session_device, session_source = session_bytes(target, facts, max_shape, precision, "device")
+    sessions = f"; {session_source}" if session_source else ""
     host_env = _measured("cuda", facts, precision, "host")
     if host_env:
-        host_bytes, host_source = _served_host(host_env, "cuda", facts, precision, elements)
-    elif served := memory.served_peak("cuda", facts.family, precision):
-        host_bytes, host_source = max(served[0], CUDA_PROCESS_HOST_BYTES + weights), f"; host: {served[1]}"
+        host_bytes, host_source = _served_host(host_env, target, facts, precision, elements)
+        host_bytes += session_host
+    elif served := memory.served_peak("cuda", facts.family, precision):  # its sessions included
+        host_bytes, host_source = max(served[0], CUDA_PROCESS_HOST_BYTES + weights + session_host), f"; host: {served[1]}"
     else:
-        host_bytes, host_source = CUDA_PROCESS_HOST_BYTES + weights, ""
+        host_bytes, host_source = CUDA_PROCESS_HOST_BYTES + weights + session_host, ""
     if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
-        return InstanceMemory(env.bytes_at(elements), host_bytes, f"{env.source}{host_source}")
+        def expected(record: dict) -> int:
+            shape = tuple(record["max_shape"])
+            return env.bytes_at(record["elements"]) + session_bytes(target, facts, shape, precision, "device")[0]
+
+        excess, excess_source = memory.served_excess("cuda", facts.family, precision, expected, "device") or (0, "")
+        device_bytes = env.bytes_at(elements) + session_device + excess
+        return InstanceMemory(device_bytes, host_bytes, f"{env.source}{sessions} {excess_source}{host_source}")
     if target.backend == "tensorrt":
         used = CUDA_CONTEXT_BYTES + weights + activations + workspace
     else:
         used = CUDA_CONTEXT_BYTES + weights + int(activations * ORT_CUDA_ACTIVATION_FACTOR) + ORT_CUDA_EXTRA_BYTES
     return InstanceMemory(
-        used, host_bytes, f"{facts.family} {precision} not measured on the GPU ({target.backend}): allowances{host_source}"
+        used + session_device, host_bytes,
+        f"{facts.family} {precision} not measured on the GPU ({target.backend}): allowances{sessions}{host_source}",
     )
 
 
-def extra_sessions(
-    used: InstanceMemory, target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str
-) -> InstanceMemory:
-    """`used` plus the weights of the per-shape sessions beyond the first (see fixed_shapes)."""
-    sessions = len(fixed_shapes(target, facts.family, max_shape))
-    if sessions <= 1:
-        return used
-    extra = (sessions - 1) * facts.params * bytes_per_value(precision)
-    return dataclasses.replace(
-        used, device_bytes=used.device_bytes + extra, source=f"{used.source}; + weights of {sessions - 1} per-shape sessions"
-    )
+def session_bytes(
+    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, what: str
+) -> tuple[int, str]:
+    """(bytes, source): what the per-shape sessions beyond the first hold ("host" or "device"),
+    measured per session by benchmarks/measure_sessions.py, and on the device the growth when the
+    largest shape runs again after them; unmeasured, each holds a copy of the weights on the
+    device. (0, "") where the plan fixes no shapes."""
+    shapes = sorted(fixed_shapes(target, facts.family, max_shape), key=memory.elements)[:-1]  # the
+    # largest is the instance's first session, which the bare envelope covers
+    if not shapes:
+        return 0, ""
+    for p in dict.fromkeys((precision, "fp32", *PRECISIONS)):  # else another precision's, plus
+        # the difference in each session's weights where this one's are larger
+        if env := memory.session_envelope("cuda", facts.family, p, what):
+            wider = max(0, bytes_per_value(precision) - bytes_per_value(p)) * facts.params if what == "device" else 0
+            held = sum(env.bytes_at(memory.elements(s)) + wider for s in shapes)
+            source = f"+ {len(shapes)} per-shape sessions ({env.source}{', weights widened' if wider else ''})"
+            if what == "device" and (regrowth := memory.regrowth_per_element("cuda", facts.family, p)):
+                held += math.ceil(regrowth[0] * memory.elements(max_shape))
+                source += f" {regrowth[1]}"
+            return held, source
+    if what == "host":
+        return 0, ""
+    weights = len(shapes) * facts.params * bytes_per_value(precision)
+    return weights, f"+ weights of {len(shapes)} per-shape sessions (what each holds is not measured)"
 
 
 def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:
@@ -616,7 +651,7 @@ class Sizing:
     recognizer_max: tuple[int, ...]
     detector_bytes: int  # all instances (per GPU on a GPU plan)
     recognizer_bytes: int
-    fixed_bytes: int  # server and pipeline on CPU; 0 on GPU
+    fixed_bytes: int  # server and pipeline on CPU; the server's own GPU memory on GPU (per GPU)
     host_bytes: int  # host RAM of the whole deployment (the total, on a CPU plan)
     sources: tuple[str, ...]  # where the model figures come from
 
@@ -636,17 +671,13 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
     )
     det_n, rec_n = knobs.detector_instances, knobs.recognizer_instances
-    # each extra per-shape session holds its own copy of the weights on the GPU (activations come
-    # from one arena per instance, shared by its sessions)
-    det = extra_sessions(det, target, MODELS["craft"], det_max, knobs.detector_precision)
-    rec = extra_sessions(rec, target, recognizer, rec_max, knobs.recognizer_precision)
     server = GPU_SERVER_BYTES if target.device == "gpu" else SERVER_BYTES
     around = server + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
     if target.device == "cpu":
         fixed = around
         host_bytes = det.host_bytes * det_n + rec.host_bytes * rec_n + around
     else:
-        fixed = 0
+        fixed = GPU_SERVER_DEVICE_BYTES
         host_bytes = (det.host_bytes * det_n + rec.host_bytes * rec_n) * len(target.gpus) + around
     return Sizing(
         knobs, det_max, rec_max, det.device_bytes * det_n, rec.device_bytes * rec_n, fixed, host_bytes,
@@ -817,10 +848,11 @@ def choose_recognizer(target: Target, requested: str | None, reasons: list[str])
         )
     else:
         reasons.append(
-            f"recognizer {family} (the GPU default): {other} reads more words (counts below) and, once each of its "
-            f"input shapes has been used, served an H200 1.09x faster, but its shapes are planned at first use "
-            f"(~1 s each), it has no fp16 graph and its TensorRT engine is not timed "
-            f"(benchmarks/results/h200-fp16-served/); --recognizer {other} overrides"
+            f"recognizer {family} (the GPU default): it reads the most words over the check sets (counts below; "
+            f"real photos: {REAL_A_WORDS_READ[family]} against {REAL_A_WORDS_READ[other]} of 21) and, served on an "
+            f"H200 with every input shape warmed at load, answered 1.04x the requests of {other} at concurrency 16 "
+            f"(benchmarks/results/h200-fp16-served/warmed-at-load/); it runs in fp32 (it has no fp16 graph); "
+            f"--recognizer {other} for fp16 and no download"
         )
     return family
 
@@ -859,7 +891,8 @@ def _plan_on(
         f"memory estimate {sizing.total // MIB} MiB"
         + (" per GPU" if target.device == "gpu" else "")
         + f": detector {sizing.detector_bytes // MIB} MiB, recognizer {sizing.recognizer_bytes // MIB} MiB"
-        + (f", server and pipeline {sizing.fixed_bytes // MIB} MiB" if sizing.fixed_bytes else "")
+        + (f", {'server' if target.device == 'gpu' else 'server and pipeline'} {sizing.fixed_bytes // MIB} MiB"
+           if sizing.fixed_bytes else "")
         + (f"; host RAM {sizing.host_bytes // MIB} MiB of {budget.host // MIB}" if target.device == "gpu" else "")
         + f" (at the max shapes; from {'; '.join(dict.fromkeys(sizing.sources))})"
     )
@@ -930,12 +963,14 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
-    sessions = len(fixed_shapes(target, facts.family, sizing.detector_max))
+    shapes = fixed_shapes(target, facts.family, sizing.detector_max)
+    sessions = len(shapes)
     if sessions:
         reasons.append(
             f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {GPU_DETECTOR_PAD} "
-            f"({sessions} shapes at most) and each instance keeps one session per input shape (recognizer "
-            "batches padded to powers of two): the CUDA EP re-plans every convolution when a session's input "
+            f"({sessions} shapes at most) and each instance keeps one session per input shape, each made and run at "
+            "load so its memory is held (and measured by smoke) from the start (recognizer batches padded to powers "
+            "of two): the CUDA EP re-plans every convolution when a session's input "
             "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200); "
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
             "(81 -> 80: the wider border moves CRAFT's scores)"
@@ -967,6 +1002,7 @@ def _detector_plan(
         memory_estimate_bytes=sizing.detector_bytes,
         memory_arena=target.device == "gpu",
         shape_sessions=sessions,
+        fixed_shapes=shapes,
     )
 
 
@@ -1017,6 +1053,7 @@ def _recognizer_plan(
         reasons.append(f"recognizer TensorRT {rec_precision}, workspace {settings.recognizer_workspace_mib} MiB")
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.recognizer_instances)
+    rec_shapes = fixed_shapes(target, facts.family, sizing.recognizer_max)
     return ModelPlan(
         triton_name=facts.triton_name,
         family=facts.family,
@@ -1034,7 +1071,8 @@ def _recognizer_plan(
         dynamic_batching=DynamicBatching(preferred, delay),
         memory_estimate_bytes=sizing.recognizer_bytes,
         memory_arena=target.device == "gpu",
-        shape_sessions=len(fixed_shapes(target, facts.family, sizing.recognizer_max)),
+        shape_sessions=len(rec_shapes),
+        fixed_shapes=rec_shapes,
     )
 
 

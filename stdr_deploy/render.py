@@ -54,6 +54,10 @@ CUDA_EP_SETTINGS = "cuda-ep-settings.json"
 # (which doubled GPU memory against the plan's estimate on the H100: 61 GB seen, 31.5 GB planned)
 ARENA_EXTEND_SAME_AS_REQUESTED = 1
 ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"  # Triton's ORT backend parameter, a run option
+INITIALIZERS_OUTSIDE_ARENA = "session.use_device_allocator_for_initializers"  # an ORT session option
+# Ours, read by backends/onnxruntime/model.py only: the plan's fixed shapes ("1x3x48x320 2x3x48x320"),
+# each made into a session and run once at load.
+WARM_SHAPES = "warm_shapes"
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,11 @@ def _onnxruntime_settings(model: ModelPlan) -> dict[str, Any]:
             cuda["prefer_nhwc"] = 1
     if model.shape_sessions:
         parameters["sessions_per_shape"] = model.shape_sessions
+        # each session's weights outside the shared arena: made after a larger shape's run, they
+        # would land in the space it freed, and the next run of that shape would grow the arena
+        parameters[INITIALIZERS_OUTSIDE_ARENA] = 1
+    if model.fixed_shapes:
+        parameters[WARM_SHAPES] = " ".join("x".join(map(str, shape)) for shape in model.fixed_shapes)
     return {"parameters": parameters, "cuda": cuda}
 
 

@@ -323,6 +323,23 @@ def gpu_memory_used(indices: tuple[int, ...]) -> int:
         pynvml.nvmlShutdown()
 
 
+def gpu_memory_by_process(indices: tuple[int, ...]) -> dict[int, int]:
+    """GPU memory NVML charges to each process on the plan's GPUs (pid -> bytes); processes it
+    cannot account (some containers) are left out."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        used: dict[int, int] = {}
+        for index in indices:
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(index)):
+                if proc.usedGpuMemory:
+                    used[proc.pid] = used.get(proc.pid, 0) + proc.usedGpuMemory
+        return used
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, progress: Callable[[str], None]) -> None:
     """Drive every instance at its max shape at once and compare the peak with the plan.
 
@@ -333,11 +350,14 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
     """
     gpu = plan.device == "gpu"
     gpu_peak = [0]
+    gpu_by_process: dict[int, int] = {}  # each process's most, over the samples
     stop = threading.Event()
 
     def sample_gpu() -> None:
         while not stop.is_set():
             gpu_peak[0] = max(gpu_peak[0], gpu_memory_used(plan.detector.gpus))
+            for pid, used in gpu_memory_by_process(plan.detector.gpus).items():
+                gpu_by_process[pid] = max(gpu_by_process.get(pid, 0), used)
             time.sleep(SAMPLE_S)
 
     sampler_thread = threading.Thread(target=sample_gpu, daemon=True) if gpu else None
@@ -352,6 +372,12 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
     seconds = time.perf_counter() - t0
     marks = tree.high_water_marks()
     host_peak = max(tree.peak, sum(marks.values()))
+    labels = (*(m.triton_name for m in plan.models()), "pipeline")
+    gpu_marks: dict[str, int] = {}  # per label, as host_high_water_marks_bytes: where the GPU memory is
+    served = set(process_tree(server_pid))
+    for pid, used in gpu_by_process.items():
+        label = process_label(pid, labels) if pid in served else "other processes"
+        gpu_marks[label] = gpu_marks.get(label, 0) + used
     for name, exc in results:
         report.checks.append(Check(name, "infer at max shape, every instance busy", exc is None, "an answer",
                                    "ok" if exc is None else str(exc), Endpoint.parse(url).protocol, round(seconds, 4)))
@@ -371,9 +397,9 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
                 f"at the max shapes (per process: {per_model})"
             )
     per_model_estimates = {}
-    if not gpu:  # on the CPU each model's instances are its stub processes: compare them one by one
+    if not gpu or gpu_marks:  # each model's instances are its stub processes: compare them one by one
         for model in plan.models():
-            measured = marks.get(model.triton_name, 0)
+            measured = (gpu_marks if gpu else marks).get(model.triton_name, 0)
             per_model_estimates[model.triton_name] = {"estimate_bytes": model.memory_estimate_bytes, "peak_bytes": measured}
             if model.memory_estimate_bytes < measured:
                 report.warnings.append(
@@ -386,6 +412,7 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
         "host_peak_bytes": host_peak,
         "host_sampled_peak_bytes": tree.peak,
         "host_high_water_marks_bytes": marks,
+        "gpu_by_process_bytes": gpu_marks if gpu else None,
         "host_estimate_bytes": host_estimate,
         "host_budget_bytes": host_budget,
         "gpu_peak_bytes": gpu_peak[0] if gpu else None,

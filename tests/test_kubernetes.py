@@ -210,7 +210,8 @@ def test_cli_renders_the_a5000_plan_with_its_engines(tmp_path: Path):
         (tmp_path / f"{model.triton_name}.plan").write_bytes(b"engine stand-in")
     out = tmp_path / "k8s"
     result = CliRunner().invoke(cli, ["render", "--target", "kubernetes", "--host", str(A5000_HOST),
-                                      "--host", str(A5000_HOST), "--out", str(out), *engines, "--json"])
+                                      "--host", str(A5000_HOST), "--recognizer", "crnn-en", "--out", str(out),
+                                      *engines, "--json"])
     assert result.exit_code == 0, result.output
     [group] = json.loads(result.stdout)["groups"]
     assert group["hosts"] == [str(A5000_HOST)] * 2 and group["max_replicas"] == 2

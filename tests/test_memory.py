@@ -23,6 +23,7 @@ from stdr_deploy.profiles import resolve_profile
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
 DATA = Path(memory.__file__).parent / "memory_data"
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 GIB = 1 << 30
 
 
@@ -45,7 +46,18 @@ def test_data_files_say_where_each_measurement_comes_from():
         assert data["format_version"] == memory.FORMAT_VERSION and data["runtime"] == "onnxruntime"
         for family, precisions in data["families"].items():
             for precision, arenas in precisions.items():
+                if sessions := arenas.get("sessions"):  # benchmarks/measure_sessions.py, on a GPU
+                    where = f"{path.name} {family} {precision} sessions"
+                    assert sessions["command"].startswith("python benchmarks/measure_sessions.py"), where
+                    assert sessions["host"]["gpu"] and len(sessions["points"]) >= 2, where
+                    # the instance as it grew: one session, every session, the largest run again
+                    assert sessions["first"]["device_bytes"] < sessions["last"]["device_bytes"] <= sessions["again"]["device_bytes"], where
+                    for what in ("device", "host"):
+                        env = memory.session_envelope("cuda", family, precision, what)
+                        assert env.slope >= 0 and all(env.bytes_at(e) >= b for e, b in env.points), where
                 for arena, entry in arenas.items():
+                    if arena == "sessions":
+                        continue
                     where = f"{path.name} {family} {precision} {arena}"
                     assert entry["measured_at"] and entry["command"].startswith("python benchmarks/measure_memory.py"), where
                     assert entry["host"]["cpu"], where
@@ -69,9 +81,31 @@ def test_plans_hold_every_served_instance_that_was_measured():
             target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu")
             used = instance_memory(target, MODELS[served["family"]], tuple(served["max_shape"]), served["precision"], 0)
             assert used.host_bytes >= served["host_bytes_per_instance"], (path.name, served, used)
+            assert used.device_bytes >= served.get("device_bytes_per_instance", 0), (path.name, served, used)
             assert "served stub" in used.source or "served instance" in used.source  # (with or without a bare envelope)
             checked += 1
     assert checked >= 4
+
+
+@pytest.mark.parametrize("recognizer", ["ppocr", "crnn-en"])
+def test_gpu_plans_hold_what_their_served_deployment_measured_within_a_quarter(recognizer):
+    """Issue 17's target on the GPU: the H200 deployments served with every fixed shape warmed at
+    load (benchmarks/results/h200-fp16-served/warmed-at-load/). Planned again for the same host
+    and choices, the estimate is at least what smoke measured at the max shapes with every
+    instance busy (NVML for the GPU, the process tree for host RAM), and at most 1.25x that."""
+    from stdr_deploy.hardware import HostFacts
+    from stdr_deploy.plan_schema import Plan
+
+    deployed = json.loads((RESULTS / "h200-fp16-served" / "warmed-at-load" / recognizer / "deploy-fp16.json").read_text())
+    was = Plan.from_dict(deployed["plan"])
+    host = HostFacts.from_dict(deployed["host"])
+    plan = make_plan(host, variant="onnxruntime", recognizer=was.recognizer.family,
+                     detector_precision=was.detector.precision, recognizer_precision=was.recognizer.precision)
+    smoke = next(s for s in deployed["steps"] if s["name"] == "smoke")["outputs"]["memory"]
+    assert 1 <= plan.memory_estimate_bytes / smoke["gpu_peak_bytes"] <= 1.25
+    assert 1 <= plan.host_memory_estimate_bytes / smoke["host_peak_bytes"] <= 1.25
+    for model in plan.models():  # and each model's instances (NVML per process)
+        assert model.memory_estimate_bytes >= smoke["gpu_by_process_bytes"][model.triton_name]
 
 
 def test_the_cpu_arena_costs_memory_where_both_were_measured():

@@ -195,6 +195,10 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
             assert dict(cuda.parameters) == wanted
             if model.shape_sessions:  # one session per input shape (the CUDA EP re-plans at every change)
                 expected["sessions_per_shape"] = str(model.shape_sessions)
+                expected["session.use_device_allocator_for_initializers"] = "1"  # weights outside the arena
+                # each made and run at load (the backend's warm-up), as many as the sessions kept
+                expected["warm_shapes"] = " ".join("x".join(map(str, shape)) for shape in model.fixed_shapes)
+                assert len(model.fixed_shapes) == model.shape_sessions
         else:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected

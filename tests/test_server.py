@@ -65,7 +65,8 @@ parameters { key: "execution_mode" value: { string_value: "0" } }
 """
 
 # Our `sessions_per_shape`: one ORT session per input shape (at most 2 here, batches padded to
-# powers of two), what GPU plans render because the CUDA EP re-plans on every shape change.
+# powers of two), what GPU plans render because the CUDA EP re-plans on every shape change; and
+# `warm_shapes`: those sessions made and run at load (GPU plans list their fixed shapes).
 SHAPES_CONFIG = """
 name: "relu_shapes"
 platform: "onnxruntime_onnx"
@@ -74,6 +75,7 @@ input [ { name: "input" data_type: TYPE_FP32 dims: [ -1 ] } ]
 output [ { name: "output" data_type: TYPE_FP32 dims: [ -1 ] } ]
 instance_group [ { kind: KIND_CPU count: 1 } ]
 parameters { key: "sessions_per_shape" value: { string_value: "2" } }
+parameters { key: "warm_shapes" value: { string_value: "4x4 4x6" } }
 """
 
 CLI = [sys.executable, "-c", "from stdr_deploy.cli import main; main()"]
@@ -223,7 +225,14 @@ def test_concurrent_requests_are_answered_each_with_its_own_result(server: Trito
 
 @serving
 def test_one_session_per_shape_answers_each_shape_right_and_drops_the_least_recent(server: TritonServer):
-    """Batches of 3 run padded to 4 and come back as 3 rows; a third shape evicts the oldest session."""
+    """The warm shapes are sessions before the model is ready (largest first); batches of 3 run
+    padded to 4 on them and come back as 3 rows; a third shape evicts the oldest session."""
+    def made() -> list[str]:
+        return [line for line in server.log_path.read_text().splitlines() if "relu_shapes: session" in line]
+
+    at_load = made()
+    assert len(at_load) == 2 and "(4, 6)" in at_load[0] and "(4, 4)" in at_load[1], at_load
+    assert "relu_shapes: 2 input shapes warmed at load" in server.log_path.read_text()
     rng = np.random.default_rng(7)
     module, client = http_client(server)
     with client:
@@ -232,15 +241,15 @@ def test_one_session_per_shape_answers_each_shape_right_and_drops_the_least_rece
             out = infer(module, client, "relu_shapes", x)
             assert out.shape == (3, width)
             np.testing.assert_array_equal(out, expected(x))
-    deadline, made = time.monotonic() + 10, []
-    while len(made) < 4 and time.monotonic() < deadline:  # the stub's log lines arrive a moment later
-        made = [line for line in server.log_path.read_text().splitlines() if "relu_shapes: session" in line]
+    deadline, lines = time.monotonic() + 10, []
+    while len(lines) < 4 and time.monotonic() < deadline:  # the stub's log lines arrive a moment later
+        lines = made()
         time.sleep(0.1)
-    # widths 4 and 6 make sessions 1 and 2; 4 again reuses its own; 9 drops 6's (least recently
-    # used) and 6 then drops 4's: four sessions made in all, never more than two kept
-    assert len(made) == 4, made
-    assert all("of at most 2" in line for line in made)
-    assert "(4, 4)" in made[0] and "(4, 6)" in made[1] and "(4, 9)" in made[2] and "(4, 6)" in made[3]
+    # widths 4, 6 and 4 again use the warmed sessions; 9 drops 6's (least recently used) and 6
+    # then drops 4's: two sessions made after load, never more than two kept
+    assert len(lines) == 4, lines
+    assert all("of at most 2" in line for line in lines)
+    assert "(4, 9)" in lines[2] and "(4, 6)" in lines[3]
 
 
 @serving

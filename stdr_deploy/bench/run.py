@@ -25,7 +25,7 @@ from stdr_deploy.bench.report import targets
 from stdr_deploy.errors import MissingDependency, StdrError, UserInputError
 from stdr_deploy.ocr.detector_input import padded_size
 from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
-from stdr_deploy.planner import DEFAULT_RECOGNIZER
+from stdr_deploy.planner import TORCH_RECOGNIZER
 
 DEFAULT_MODELS = ("craft", "crnn-en")
 SEED_FILES = ("img00.png", "img01.png", "img02.png", "img03.png")  # the reference benchmark's four sizes
@@ -113,7 +113,7 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
     def chains() -> list[dict[str, Any]]:
         reporter.phase("detector + recognizer chain", 1)
         side = padded_size(options.canvas_size, options.canvas_size)[0]
-        recognizer = options.recognizer or DEFAULT_RECOGNIZER["gpu"]  # the chain measures GPU runtimes
+        recognizer = options.recognizer or TORCH_RECOGNIZER  # the chain compares runtimes, torch among them
         reporter.step(f"craft {side}x{side} + {recognizer} x16 on {options.chain}")
         chain = run_chain_bench(options.chain, (1, 3, side, side), recognizer, policy=policy, weights=options.weights, threads=options.threads)
         return [chain.to_dict()]

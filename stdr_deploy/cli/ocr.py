@@ -85,13 +85,13 @@ def host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_pr
     thresholds. A GPU plan's fp16 runs as fp32 (ONNX Runtime's CPU provider), 32-padded."""
     from stdr_deploy.hardware import probe_host
     from stdr_deploy.ocr import PipelineSettings
-    from stdr_deploy.planner import DEFAULT_RECOGNIZER, make_plan
+    from stdr_deploy.planner import TORCH_RECOGNIZER, make_plan
     from stdr_deploy.profiles import resolve_profile
     from stdr_deploy.runners import make_pipeline
 
     host = probe_host()
-    if recognizer is None and runtime == "torch":  # ppocr, the CPU default, has no torch model; the GPU default has
-        recognizer = DEFAULT_RECOGNIZER["gpu"]
+    if recognizer is None and runtime == "torch":  # ppocr, the default, has no torch model
+        recognizer = TORCH_RECOGNIZER
     plan = make_plan(host, resolve_profile(host), recognizer=recognizer, variant="onnxruntime")
     recognizer = plan.recognizer.family
     precision = detector_precision or (plan.detector.precision if detector == "craft" and runtime == "onnxruntime" else "fp32")

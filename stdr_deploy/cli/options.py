@@ -25,10 +25,10 @@ def recognizer_option(fn: Callable) -> Callable:
         "--recognizer",
         type=click.Choice(RECOGNIZER_NAMES),
         default=None,
-        help="Recognizer family (default: from the plan: ppocr on CPU plans, where it reads the most "
-        "words; crnn-en on GPU plans, where it has fp16 and fixed shapes). crnn-en ships trained "
-        "weights offline; ppocr is PP-OCRv4's ONNX recognizer, from the rapidocr_onnxruntime wheel "
-        "(found installed, else downloaded once).",
+        help="Recognizer family (default: ppocr, which reads the most words over the check sets; "
+        "fp32 on GPUs). crnn-en ships trained weights offline and has an fp16 graph; ppocr is "
+        "PP-OCRv4's ONNX recognizer, from the rapidocr_onnxruntime wheel (found installed, else "
+        "downloaded once).",
     )(fn)
 
 

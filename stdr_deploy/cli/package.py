@@ -15,7 +15,7 @@ from stdr_deploy.errors import UserInputError
 @click.argument("out", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--family", "families", multiple=True,
               help="Model family to include (repeatable). Default: what `auto` deploys unless told "
-              "otherwise: craft, ppocr (CPU plans) and crnn-en (GPU plans).")
+              "otherwise: craft and ppocr.")
 @click.option("--precision", "precisions", multiple=True,
               help="Precision to include (repeatable), e.g. fp32 or int8. Default: every precision the "
               "export supports for each family.")

@@ -13,11 +13,14 @@ It reads the parameters of the real Triton ONNX Runtime backend (same names, sam
 `optimization { graph { level } }` and the `cuda` / `tensorrt` / `openvino` execution
 accelerators.
 
-One parameter is ours: `sessions_per_shape` = N keeps up to N sessions per instance, one per
-input shape (batches padded up to a power of two, at most max_batch_size), because ONNX
-Runtime's CUDA EP re-plans every convolution whenever a session's input shape changes. On a GPU
-the sessions draw from one shared CUDA arena, so activations are held once per instance. The
-real backend ignores the parameter.
+Two parameters are ours, and the real backend ignores them:
+- `sessions_per_shape` = N keeps up to N sessions per instance, one per input shape (batches
+  padded up to a power of two, at most max_batch_size), because ONNX Runtime's CUDA EP re-plans
+  every convolution whenever a session's input shape changes. On a GPU the sessions draw from one
+  shared CUDA arena, so activations are held once per instance.
+- `warm_shapes` = "1x3x48x320 2x3x48x320 ..." (the plan's fixed shapes): each is made into a
+  session and run once on zeros at load, largest first, so the memory they hold is there before
+  the model reports ready, and no request pays a session's first run (~1 s).
 
 Plain Python on purpose: it runs inside the stub with the server's interpreter and must not
 import the stdr_deploy package. Request batching and retry come from `stdr_batching`, which
@@ -204,6 +207,13 @@ def share_cuda_arena(options: ort.SessionOptions, chosen: list, device_id: int, 
     options.add_session_config_entry("session.use_env_allocators", "1")
 
 
+def warm_shapes(config: dict) -> list[tuple[int, ...]]:
+    """The `warm_shapes` parameter, largest first (the shared arena then grows once)."""
+    text = string_parameters(config).get("warm_shapes", "")
+    shapes = [tuple(int(n) for n in word.split("x")) for word in text.split()]
+    return sorted(shapes, key=lambda shape: (int(np.prod(shape)), shape), reverse=True)
+
+
 def log_warning(message: str) -> None:
     pb_utils.Logger.log_warn(message)
 
@@ -257,6 +267,20 @@ class TritonPythonModel:
         missing = [name for name in self.outputs if name not in {o.name for o in self.session.get_outputs()}]
         if missing:
             raise pb_utils.TritonModelException(f"{self.name}: the ONNX model has no outputs named {missing}")
+        self.warm(config)
+
+    def warm(self, config: dict) -> None:
+        """Run every `warm_shapes` shape once on zeros, through the sessions requests will use."""
+        shapes = warm_shapes(config)
+        if not shapes:
+            return
+        if len(self.inputs) != 1 or not self.shape_limit:
+            raise pb_utils.TritonModelException(
+                f"{self.name}: warm_shapes needs one input and sessions_per_shape (got inputs {self.inputs})")
+        dtype = pb_utils.triton_string_to_numpy(config["input"][0]["data_type"])
+        for shape in shapes:
+            self.run({self.inputs[0]: np.zeros(shape, dtype)})
+        log_info(f"{self.name}: {len(shapes)} input shapes warmed at load")
 
     def execute(self, requests: list) -> list:
         feeds = [self.request_feed(request) for request in requests]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from stdr_deploy import memory
 from stdr_deploy.errors import HostUnsupported, UserInputError
@@ -537,18 +538,22 @@ def _measured(device: str, facts: ModelFacts, precision: str, what: str) -> memo
     return None
 
 
+def _planned_for(
+    env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, what: str
+) -> Callable[[dict], int]:
+    """What the envelopes give one instance of a served record (memory_data `served`) at its max
+    shape, bare session and per-shape sessions: what it held beyond that is the served excess."""
+    return lambda record: env.bytes_at(record["elements"]) + session_bytes(
+        target, facts, tuple(record["max_shape"]), precision, what)[0]
+
+
 def _served_host(
     env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, elements: int
 ) -> tuple[int, str]:
     """Host bytes of one served instance: the bare session's envelope plus what served instances
     of the same family were measured to hold beyond the envelopes (the stub, buffers)."""
     device = "cpu" if target.device == "cpu" else "cuda"
-
-    def expected(record: dict) -> int:
-        shape = tuple(record["max_shape"])
-        return env.bytes_at(record["elements"]) + session_bytes(target, facts, shape, precision, "host")[0]
-
-    excess = memory.served_excess(device, facts.family, precision, expected)
+    excess = memory.served_excess(device, facts.family, precision, _planned_for(env, target, facts, precision, "host"))
     if excess is None:
         return env.bytes_at(elements), ""
     return env.bytes_at(elements) + excess[0], f" {excess[1]}"
@@ -580,11 +585,8 @@ def instance_memory(
     else:
         host_bytes, host_source = CUDA_PROCESS_HOST_BYTES + weights + session_host, ""
     if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
-        def expected(record: dict) -> int:
-            shape = tuple(record["max_shape"])
-            return env.bytes_at(record["elements"]) + session_bytes(target, facts, shape, precision, "device")[0]
-
-        excess, excess_source = memory.served_excess("cuda", facts.family, precision, expected, "device") or (0, "")
+        planned = _planned_for(env, target, facts, precision, "device")
+        excess, excess_source = memory.served_excess("cuda", facts.family, precision, planned, "device") or (0, "")
         device_bytes = env.bytes_at(elements) + session_device + excess
         return InstanceMemory(device_bytes, host_bytes, f"{env.source}{sessions} {excess_source}{host_source}")
     if target.backend == "tensorrt":

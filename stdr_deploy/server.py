@@ -55,6 +55,12 @@ STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
 PORT_RACE_RETRIES = 2
 REAP_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+READY_TIMEOUT_S = 120.0  # model loading, before the warm-up below
+# GPU plans on ONNX Runtime make and run a session per fixed shape at load (`warm_shapes`): ~2 s
+# each on the H200 (ppocr's 28 in 52-75 s, benchmarks/results/h200-fp16-served/warmed-at-load/),
+# allowed 3x for slower GPUs and CPUs. Instances load side by side, so the longest list counts.
+WARM_S_PER_SHAPE = 6.0
+_WARM_SHAPES = re.compile(r'key:\s*"warm_shapes"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 # Triton 2.51 (nvidia-pytriton 0.7.0) sizes the buffer of an HTTP JSON request from its declared
 # shape before it reads a value: `"shape": [1, 100000, 100000, 3], "data": [1]` (about 100 bytes)
 # asks for 30 GB and aborts the server with std::bad_alloc. gRPC and binary HTTP bodies compare
@@ -241,6 +247,14 @@ def server_command(
     return command
 
 
+def load_allowance(repo: Path) -> float:
+    """Seconds to wait for the repository's models to load: READY_TIMEOUT_S, plus WARM_S_PER_SHAPE
+    for each shape of the longest `warm_shapes` list in its configs."""
+    shapes = [len(m.group(1).split()) for config in Path(repo).glob("*/config.pbtxt")
+              for m in _WARM_SHAPES.finditer(config.read_text(errors="replace"))]
+    return READY_TIMEOUT_S + WARM_S_PER_SHAPE * max(shapes, default=0)
+
+
 def free_ports(host: str, count: int) -> list[int]:
     """Ports nobody listens on now: bind `count` sockets to port 0 at once, so they differ."""
     sockets = []
@@ -350,7 +364,7 @@ class TritonServer:
         metrics_port: int | None = None,
         log_path: Path | None = None,
         binary: Path | None = None,
-        ready_timeout: float = 120.0,
+        ready_timeout: float | None = None,
         http_inference: bool = False,
     ):
         self.repo = Path(repo).resolve()
@@ -358,7 +372,7 @@ class TritonServer:
         self.requested = (http_port, grpc_port, metrics_port)
         self.log_path = Path(log_path) if log_path else None
         self.binary = Path(binary) if binary else None
-        self.ready_timeout = ready_timeout
+        self.ready_timeout = ready_timeout if ready_timeout is not None else load_allowance(self.repo)
         self.http_inference = http_inference
         self.ports: Ports | None = None
         self.shm_prefix = f"stdr_{os.getpid()}_{uuid.uuid4().hex[:8]}_"

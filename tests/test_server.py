@@ -252,6 +252,19 @@ def test_one_session_per_shape_answers_each_shape_right_and_drops_the_least_rece
     assert "(4, 9)" in lines[2] and "(4, 6)" in lines[3]
 
 
+def test_the_wait_for_ready_allows_for_the_shapes_warmed_at_load(tmp_path: Path):
+    """A GPU plan's instances make a session per fixed shape before they are ready: the longest
+    `warm_shapes` list in the repository sets how long a server waits for its models."""
+    from stdr_deploy.server import READY_TIMEOUT_S, WARM_S_PER_SHAPE, load_allowance
+
+    write_model(tmp_path, RELU_CONFIG)
+    assert load_allowance(tmp_path) == READY_TIMEOUT_S
+    write_model(tmp_path, SHAPES_CONFIG, content=relu_model("width").SerializeToString())
+    assert load_allowance(tmp_path) == READY_TIMEOUT_S + 2 * WARM_S_PER_SHAPE
+    assert TritonServer(tmp_path).ready_timeout == load_allowance(tmp_path)
+    assert TritonServer(tmp_path, ready_timeout=5).ready_timeout == 5
+
+
 @serving
 def test_bad_request_fails_alone_and_the_server_keeps_serving(server: TritonServer):
     from tritonclient.utils import InferenceServerException

@@ -61,3 +61,21 @@ def test_levels_report_mean_and_peak_of_every_reading():
     assert abs(level.utilization_mean_pct - round(expected_mean, 1)) < 1e-9
     assert level.utilization_max_pct == 100.0
     assert level.memory_used_max_mib == 1010
+
+
+def test_smoke_sums_each_process_gpu_memory_over_the_plan_gpus(monkeypatch):
+    """smoke.gpu_memory_by_process: NVML's per-process figures on each GPU of the plan, summed per
+    pid; a process NVML cannot account (usedGpuMemory None, some containers) is left out. The
+    readings come from a stand-in for the four pynvml calls it makes (no GPU here)."""
+    import sys
+
+    from stdr_deploy.smoke import gpu_memory_by_process
+
+    processes = {0: [SimpleNamespace(pid=10, usedGpuMemory=300), SimpleNamespace(pid=11, usedGpuMemory=None)],
+                 1: [SimpleNamespace(pid=10, usedGpuMemory=200), SimpleNamespace(pid=12, usedGpuMemory=50)],
+                 2: [SimpleNamespace(pid=13, usedGpuMemory=999)]}
+    stand_in = SimpleNamespace(nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+                               nvmlDeviceGetHandleByIndex=lambda index: index,
+                               nvmlDeviceGetComputeRunningProcesses=lambda handle: processes[handle])
+    monkeypatch.setitem(sys.modules, "pynvml", stand_in)
+    assert gpu_memory_by_process((0, 1)) == {10: 500, 12: 50}

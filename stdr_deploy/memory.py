@@ -18,7 +18,8 @@ our backend module and, on the GPU, the extra per-shape sessions. `benchmarks/se
 reads the per-model high-water marks that `smoke` records in a deployment's `deploy.json` into
 the same file (`served`); `served_excess` is the most any served instance held above the
 envelopes at its max shape, which the planner adds to each instance's host RAM. What each extra
-per-shape session holds is measured apart (`sessions`, `benchmarks/measure_sessions.py`).
+per-shape session of a GPU instance holds is measured apart (`sessions`,
+`benchmarks/measure_sessions.py`): many nearby shapes, read through `covering_line`.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
 def session_envelope(device: str, family: str, precision: str, what: str = "host") -> Envelope | None:
     """The envelope of what each per-shape session beyond an instance's first adds ("host" or
     "device" bytes, by its input's element count; benchmarks/measure_sessions.py), or None."""
-    entry = load(device).get("families", {}).get(family, {}).get(precision, {}).get("sessions")
+    entry = _sessions(device, family, precision)
     if not entry:
         return None
     points = tuple((p["elements"], p[f"{what}_bytes"]) for p in entry["points"] if p.get(f"{what}_bytes") is not None)
@@ -125,13 +126,17 @@ def session_envelope(device: str, family: str, precision: str, what: str = "host
     return Envelope(intercept, slope, points, source)
 
 
+def _sessions(device: str, family: str, precision: str) -> dict | None:
+    return load(device).get("families", {}).get(family, {}).get(precision, {}).get("sessions")
+
+
 def regrowth_per_element(device: str, family: str, precision: str) -> tuple[float, str] | None:
     """(bytes per input element, source): how much more device memory an instance took when its
     largest shape ran again after every session had been made (`again` less `last` of
     benchmarks/measure_sessions.py), over that shape's element count. Activations scale with the
     input, and so does this (the arena cannot reuse space that later sessions took from the first
     run's): craft 1964, crnn-en 646, ppocr 1344 MiB on the H200, one max shape each."""
-    entry = load(device).get("families", {}).get(family, {}).get(precision, {}).get("sessions")
+    entry = _sessions(device, family, precision)
     if not entry or not entry.get("again") or entry["again"].get("device_bytes") is None:
         return None
     grown = max(0, entry["again"]["device_bytes"] - entry["last"]["device_bytes"])

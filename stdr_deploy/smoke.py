@@ -362,7 +362,8 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
 
     sampler_thread = threading.Thread(target=sample_gpu, daemon=True) if gpu else None
     t0 = time.perf_counter()
-    with TreeSampler(server_pid, (*(m.triton_name for m in plan.models()), "pipeline")) as tree:
+    labels = (*(m.triton_name for m in plan.models()), "pipeline")
+    with TreeSampler(server_pid, labels) as tree:
         if sampler_thread:
             sampler_thread.start()
         results = drive_max_shapes(url, plan, progress)
@@ -372,7 +373,6 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
     seconds = time.perf_counter() - t0
     marks = tree.high_water_marks()
     host_peak = max(tree.peak, sum(marks.values()))
-    labels = (*(m.triton_name for m in plan.models()), "pipeline")
     gpu_marks: dict[str, int] = {}  # per label, as host_high_water_marks_bytes: where the GPU memory is
     served = set(process_tree(server_pid))
     for pid, used in gpu_by_process.items():

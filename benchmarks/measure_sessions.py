@@ -83,6 +83,8 @@ class GpuSampler:
 
 
 def measure(repo: Path, model_name: str, kind: str, overrides: dict[str, str]) -> dict:
+    from stdr_deploy.server import WARM_SHAPES
+
     backend = load_backend()
     config = read_config(repo / model_name / "config.pbtxt")
     for key, value in overrides.items():
@@ -91,7 +93,7 @@ def measure(repo: Path, model_name: str, kind: str, overrides: dict[str, str]) -
     if not shapes:
         raise SystemExit(f"{model_name}: its config has no warm_shapes (a GPU plan on ONNX Runtime has them)")
     cold = json.loads(json.dumps(config))
-    cold["parameters"].pop("warm_shapes")
+    cold["parameters"].pop(WARM_SHAPES)
     gpu = GpuSampler() if kind == "GPU" else None
     model = backend.TritonPythonModel()
     model.initialize({

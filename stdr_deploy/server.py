@@ -60,7 +60,10 @@ READY_TIMEOUT_S = 120.0  # model loading, before the warm-up below
 # each on the H200 (ppocr's 28 in 52-75 s, benchmarks/results/h200-fp16-served/warmed-at-load/),
 # allowed 3x for slower GPUs and CPUs. Instances load side by side, so the longest list counts.
 WARM_S_PER_SHAPE = 6.0
-_WARM_SHAPES = re.compile(r'key:\s*"warm_shapes"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
+# Our config parameter that lists those shapes ("1x3x48x320 2x3x48x320 ..."): render writes it,
+# backends/onnxruntime/model.py (which cannot import this package) reads it under the same name.
+WARM_SHAPES = "warm_shapes"
+_WARM_SHAPES = re.compile(r'key:\s*"' + WARM_SHAPES + r'"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 # Triton 2.51 (nvidia-pytriton 0.7.0) sizes the buffer of an HTTP JSON request from its declared
 # shape before it reads a value: `"shape": [1, 100000, 100000, 3], "data": [1]` (about 100 bytes)
 # asks for 30 GB and aborts the server with std::bad_alloc. gRPC and binary HTTP bodies compare

@@ -27,7 +27,15 @@
 # recmemory: the ppocr recognizer's GPU and host memory per instance (benchmarks/measure_memory.py),
 #           from the file PPOCR names, into a copy of memory_data under $OUT/memory_data.
 # sessions: what each per-shape session adds to a GPU instance (benchmarks/measure_sessions.py), for
-#           the detector and the recognizer of the last served deployment, into $OUT/memory_data.
+#           the detector and the recognizer of the last served deployment (ROLES picks), into
+#           $OUT/memory_data; NOTE is stored with the data.
+# random:   recognizers whose released weights cannot reach the machine (RANDOM_MODELS, e.g. "parseq"):
+#           weights drawn at random for the released size ($WORK/random/<model>.pth, to pass to
+#           `served` through AUTO_ARGS) and their bare GPU memory per precision
+#           (benchmarks/measure_memory.py), into $OUT/memory_data. Memory does not depend on the
+#           weights' values; the data says where they came from.
+# TAG names the served deployment's folders and files (several deployments of one precision);
+# NO_BENCH=1 serves and smoke-tests without the load benchmark.
 # detectors: the same with `craft` at each instance count of DETECTORS (e.g. "3 4") and the
 #           plan's 6 `pipeline` instances per detector instance (at most one per core).
 set -u
@@ -137,17 +145,18 @@ fi
 
 if has served; then
     for precision in ${PRECISIONS:-fp32 fp16}; do
-        ws="$WORK/ws-$precision" repo="$WORK/repo-$precision"
+        ws="$WORK/ws-${TAG:-}$precision" repo="$WORK/repo-${TAG:-}$precision" name="${TAG:-}$precision"
         step "auto ($precision)"
         # AUTO_ARGS adds options (e.g. "--recognizer ppocr --weights ppocr=FILE"); REC_PRECISION
         # overrides the recognizer's precision (ppocr has no fp16 graph)
         cli auto --workspace "$ws" --repo "$repo" --detector-precision "$precision" \
             --recognizer-precision "${REC_PRECISION:-$precision}" ${AUTO_ARGS:-} --exit-after-smoke --json \
-            > "$OUT/deploy-$precision.json" 2> "$OUT/auto-$precision.log"
-        echo "auto $precision rc $?" >> "$OUT/steps.log"
-        mkdir -p "$OUT/deploy-$precision"
-        find "$ws" -maxdepth 1 -type f -size -5M -exec cp {} "$OUT/deploy-$precision/" \;
-        (cd "$repo" && find . -name config.pbtxt -exec cp --parents {} "$OUT/deploy-$precision/" \;)
+            > "$OUT/deploy-$name.json" 2> "$OUT/auto-$name.log"
+        echo "auto $name rc $?" >> "$OUT/steps.log"
+        mkdir -p "$OUT/deploy-$name"
+        find "$ws" -maxdepth 1 -type f -size -5M -exec cp {} "$OUT/deploy-$name/" \;
+        (cd "$repo" && find . -name config.pbtxt -exec cp --parents {} "$OUT/deploy-$name/" \;)
+        [ "${NO_BENCH:-0}" = 1 ] && continue
         step "bench ($precision, served pipeline)"
         cli bench --repo "$repo" --no-model-level --scenes "$SCENES" --concurrency "$LEVELS" --duration "$DURATION" \
             --out "$OUT/bench-$precision" --json > "$OUT/bench-$precision.json" 2> "$OUT/bench-$precision.log"
@@ -199,14 +208,33 @@ if has detectors; then
         echo "bench detectors $count rc $?" >> "$OUT/steps.log"
     done
 fi
+if has random; then
+    mkdir -p "$ONNX" "$WORK/random" "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"
+    for model in ${RANDOM_MODELS:-parseq}; do
+        step "random weights for $model, and its GPU memory per instance (CUDA EP)"
+        "$PY" -c "import sys, torch; from stdr_deploy.models import build_model; torch.manual_seed(0); torch.save(build_model(sys.argv[1]).state_dict(), sys.argv[2])" \
+            "$model" "$WORK/random/$model.pth" 2>> "$OUT/export.log"
+        for precision in ${RANDOM_PRECISIONS:-fp16 fp32}; do
+            cli export "$model" --weights "$WORK/random/$model.pth" --precision "$precision" \
+                --out "$ONNX/$model-random-$precision.onnx" > /dev/null 2>> "$OUT/export.log"
+            "$PY" benchmarks/measure_memory.py --family "$model" --precision "$precision" \
+                --onnx "$ONNX/$model-random-$precision.onnx" --providers CUDAExecutionProvider \
+                --shapes 1x3x32x128,16x3x32x128,64x3x32x128 --out "$OUT/memory_data/cuda-onnxruntime.json" \
+                --note "weights drawn at random for the released size (torch.manual_seed(0)): the official weights are not on the registry, and memory does not depend on their values" \
+                >> "$OUT/memory.log" 2>&1
+            echo "memory $model $precision rc $?" >> "$OUT/steps.log"
+        done
+    done
+fi
 if has sessions; then
     mkdir -p "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"
-    last=${PRECISIONS##* }
-    for role in detector recognizer; do
+    last=${TAG:-}${PRECISIONS##* }
+    for role in ${ROLES:-detector recognizer}; do
         read -r model family precision < <("$PY" -c "import json; m = json.load(open('$WORK/ws-$last/plan.json'))['$role']; print(m['triton_name'], m['family'], m['precision'])")
         step "per-shape sessions of $model ($family $precision)"
         "$PY" benchmarks/measure_sessions.py --repo "$WORK/repo-$last" --model "$model" --family "$family" \
-            --precision "$precision" --out "$OUT/memory_data/cuda-onnxruntime.json" >> "$OUT/sessions.log" 2>&1
+            --precision "$precision" --out "$OUT/memory_data/cuda-onnxruntime.json" ${NOTE:+--note "$NOTE"} \
+            >> "$OUT/sessions.log" 2>&1
         echo "sessions $model rc $?" >> "$OUT/steps.log"
     done
 fi

@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs per point (the arena can grow on the second)")
     parser.add_argument("--history", type=int, default=1, help="1: run smaller inputs first, as a served instance does")
     parser.add_argument("--out", type=Path, help="data file to merge into (default: memory_data/<device>-onnxruntime.json)")
+    parser.add_argument("--note", help="stored with the data (e.g. where the weights came from)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -178,12 +179,13 @@ def main() -> None:
         "host": host_words(),
         "versions": versions(),
         "command": "python benchmarks/measure_memory.py " + " ".join(
-            Path(a).name if "/" in a else a for a in sys.argv[1:] if a != "--out" and a != str(args.out)
+            Path(a).name if "/" in a else a for a in sys.argv[1:] if a not in ("--out", str(args.out), "--note", args.note)
         ),
         "threads": args.threads,
         "runs": args.runs,
         "history": bool(args.history),
         "points": points,
+        **({"note": args.note} if args.note else {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")

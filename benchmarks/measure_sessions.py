@@ -12,7 +12,7 @@ the backend's warm-up does, then the largest once more, and reads after each
 and how much each grew with that session. The first shape's figures are the whole instance with
 one session; the growth of each later one is stored as a point (its input's element count,
 bytes) under family -> precision -> `sessions` in `memory_data/cuda-onnxruntime.json`, which the
-planner reads as an upper envelope (`memory.session_envelope`).
+planner sums (`memory.sessions_bytes`).
 
 Run on the GPU host, after `stdr-deploy auto` (or plan + export + render) made the repository:
 
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config parameter (an experiment: the result is printed, not stored)")
     parser.add_argument("--out", type=Path, help="data file to merge into (default: memory_data/cuda-onnxruntime.json)")
+    parser.add_argument("--note", help="stored with the data (e.g. where the weights came from)")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     result = measure(args.repo, args.model, args.kind, overrides)
@@ -160,6 +161,7 @@ def main() -> None:
                    f"--family {args.family} --precision {args.precision}",
         "parameters": read_config(args.repo / args.model / "config.pbtxt").get("parameters", {}),
         **result,
+        **({"note": args.note} if args.note else {}),
     }
     out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {out}")

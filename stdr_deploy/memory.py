@@ -19,7 +19,7 @@ reads the per-model high-water marks that `smoke` records in a deployment's `dep
 the same file (`served`); `served_excess` is the most any served instance held above the
 envelopes at its max shape, which the planner adds to each instance's host RAM. What each extra
 per-shape session of a GPU instance holds is measured apart (`sessions`,
-`benchmarks/measure_sessions.py`): many nearby shapes, read through `covering_line`.
+`benchmarks/measure_sessions.py`): many nearby shapes, summed through `summed_line`.
 """
 
 from __future__ import annotations
@@ -67,15 +67,18 @@ def upper_envelope(points: list[tuple[int, int]]) -> tuple[float, float]:
     return intercept, slope
 
 
-def covering_line(points: list[tuple[int, int]]) -> tuple[float, float]:
-    """(intercept, slope) of the least-squares slope (at least 0), raised until every (x, y) is on
-    or under it. For many nearby, noisy points (one per session shape), where the steepest pair
-    of neighbours would be a slope made of noise; never used past the largest x measured."""
+def summed_line(points: list[tuple[int, int]], xs: list[int]) -> int:
+    """The least-squares line (slope at least 0) summed over `xs`, plus the most any one point
+    stands above it. Its residuals sum to zero, so at the measured xs this is their measured total
+    plus the largest outlier: an upper bound of that total, where a line raised above every point
+    would add the outlier's excess once per x (many nearby, noisy points: one per session shape)."""
     n = len(points)
     mean_x, mean_y = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
     spread = sum((x - mean_x) ** 2 for x, _ in points)
     slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread) if spread else 0.0
-    return max(y - slope * x for x, y in points), slope
+    intercept = mean_y - slope * mean_x
+    outlier = max(0.0, max(y - intercept - slope * x for x, y in points))
+    return math.ceil(sum(intercept + slope * x for x in xs) + outlier)
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,21 +112,21 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
     return Envelope(intercept, slope, points, source)
 
 
-def session_envelope(device: str, family: str, precision: str, what: str = "host") -> Envelope | None:
-    """The envelope of what each per-shape session beyond an instance's first adds ("host" or
-    "device" bytes, by its input's element count; benchmarks/measure_sessions.py), or None."""
+def sessions_bytes(device: str, family: str, precision: str, elements: list[int], what: str = "host") -> tuple[int, str] | None:
+    """(bytes, source): what per-shape sessions beyond an instance's first hold together ("host" or
+    "device" bytes), one session per input element count in `elements`, from the sessions that
+    benchmarks/measure_sessions.py measured (`summed_line`), or None where none were."""
     entry = _sessions(device, family, precision)
     if not entry:
         return None
-    points = tuple((p["elements"], p[f"{what}_bytes"]) for p in entry["points"] if p.get(f"{what}_bytes") is not None)
+    points = [(p["elements"], p[f"{what}_bytes"]) for p in entry["points"] if p.get(f"{what}_bytes") is not None]
     if not points:
         return None
-    intercept, slope = covering_line(list(points))
     source = (
         f"{device}-onnxruntime.json: {family} {precision} sessions, {len(points)} measured "
         f"{entry['measured_at'][:10]} on {entry['host'].get('gpu') or entry['host'].get('cpu')}"
     )
-    return Envelope(intercept, slope, points, source)
+    return summed_line(points, elements), source
 
 
 def _sessions(device: str, family: str, precision: str) -> dict | None:
@@ -135,12 +138,18 @@ def regrowth_per_element(device: str, family: str, precision: str) -> tuple[floa
     largest shape ran again after every session had been made (`again` less `last` of
     benchmarks/measure_sessions.py), over that shape's element count. Activations scale with the
     input, and so does this (the arena cannot reuse space that later sessions took from the first
-    run's): craft 1964, crnn-en 646, ppocr 1344 MiB on the H200, one max shape each."""
+    run's). The bare envelope already holds one such regrowth: measure_memory.py runs each shape
+    twice, after the smaller ones, and its figure at the largest shape stands above the first
+    session's by as much. Only the growth beyond that is counted here (H200: craft 3388 MiB
+    again, fp32, of which its bare figure holds 4638; ppocr 1344 of 1006)."""
     entry = _sessions(device, family, precision)
     if not entry or not entry.get("again") or entry["again"].get("device_bytes") is None:
         return None
+    first = entry["first"]
     grown = max(0, entry["again"]["device_bytes"] - entry["last"]["device_bytes"])
-    return grown / entry["first"]["elements"], f"+ {grown >> 20} MiB when the largest shape ran again, at {entry['first']['shape']}"
+    if bare := envelope(device, family, precision, what="device"):
+        grown = max(0, grown - max(0, bare.bytes_at(first["elements"]) - first["device_bytes"]))
+    return grown / first["elements"], f"+ {grown >> 20} MiB when the largest shape ran again, at {first['shape']}"
 
 
 def served_excess(

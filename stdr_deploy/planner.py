@@ -108,6 +108,8 @@ GPU_SERVER_BYTES = 1700 * MIB  # tritonserver serving a GPU plan maps the CUDA l
 # 1623-1666 MiB on the H200 (benchmarks/results/h200-fp16-served/, smoke memory of three deployments)
 GPU_SERVER_DEVICE_BYTES = 600 * MIB  # and holds GPU memory of its own on each GPU (CUDA context,
 # memory pools): 520-584 MiB by NVML per process, H200 (h200-fp16-served/warmed-at-load/)
+GPU_DRIVER_BYTES = 656 * MIB  # what NVML counts as used on a GPU beyond every process's memory
+# (the driver's own): 648 MiB on the H200 in each of seven deployments (h200-fp16-served/)
 # Served on the H200 (16 cores, 2 fp16 CRAFT instances, benchmarks/results/h200-fp16-served/
 # pipeline-instances/, one run): 4 / 8 / 12 / 16 pipeline instances gave 35.7 / 42.4 / 45.6 /
 # 42.7 req/s at concurrency 32, the GPU busy 68 % -> 76 %: 6 per detector instance.
@@ -612,10 +614,10 @@ def session_bytes(
         return 0, ""
     for p in dict.fromkeys((precision, "fp32", *PRECISIONS)):  # else another precision's, plus
         # the difference in each session's weights where this one's are larger
-        if env := memory.session_envelope("cuda", facts.family, p, what):
+        if measured := memory.sessions_bytes("cuda", facts.family, p, [memory.elements(s) for s in shapes], what):
             wider = max(0, bytes_per_value(precision) - bytes_per_value(p)) * facts.params if what == "device" else 0
-            held = sum(env.bytes_at(memory.elements(s)) + wider for s in shapes)
-            source = f"+ {len(shapes)} per-shape sessions ({env.source}{', weights widened' if wider else ''})"
+            held = measured[0] + wider * len(shapes)
+            source = f"+ {len(shapes)} per-shape sessions ({measured[1]}{', weights widened' if wider else ''})"
             if what == "device" and (regrowth := memory.regrowth_per_element("cuda", facts.family, p)):
                 held += math.ceil(regrowth[0] * memory.elements(max_shape))
                 source += f" {regrowth[1]}"
@@ -653,7 +655,7 @@ class Sizing:
     recognizer_max: tuple[int, ...]
     detector_bytes: int  # all instances (per GPU on a GPU plan)
     recognizer_bytes: int
-    fixed_bytes: int  # server and pipeline on CPU; the server's own GPU memory on GPU (per GPU)
+    fixed_bytes: int  # server and pipeline on CPU; the server's and the driver's GPU memory on GPU (per GPU)
     host_bytes: int  # host RAM of the whole deployment (the total, on a CPU plan)
     sources: tuple[str, ...]  # where the model figures come from
 
@@ -679,7 +681,7 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
         fixed = around
         host_bytes = det.host_bytes * det_n + rec.host_bytes * rec_n + around
     else:
-        fixed = GPU_SERVER_DEVICE_BYTES
+        fixed = GPU_SERVER_DEVICE_BYTES + GPU_DRIVER_BYTES
         host_bytes = (det.host_bytes * det_n + rec.host_bytes * rec_n) * len(target.gpus) + around
     return Sizing(
         knobs, det_max, rec_max, det.device_bytes * det_n, rec.device_bytes * rec_n, fixed, host_bytes,
@@ -893,7 +895,7 @@ def _plan_on(
         f"memory estimate {sizing.total // MIB} MiB"
         + (" per GPU" if target.device == "gpu" else "")
         + f": detector {sizing.detector_bytes // MIB} MiB, recognizer {sizing.recognizer_bytes // MIB} MiB"
-        + (f", {'server' if target.device == 'gpu' else 'server and pipeline'} {sizing.fixed_bytes // MIB} MiB"
+        + (f", {'server and driver' if target.device == 'gpu' else 'server and pipeline'} {sizing.fixed_bytes // MIB} MiB"
            if sizing.fixed_bytes else "")
         + (f"; host RAM {sizing.host_bytes // MIB} MiB of {budget.host // MIB}" if target.device == "gpu" else "")
         + f" (at the max shapes; from {'; '.join(dict.fromkeys(sizing.sources))})"

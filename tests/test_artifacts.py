@@ -237,7 +237,8 @@ def test_auto_stops_at_export_with_one_clear_error_for_a_missing_or_damaged_arte
 def test_auto_deploys_from_artefacts_without_torch(artefacts, no_torch_env, tmp_path):
     ws = tmp_path / "ws"
     # the fixture packages fp32 models; on a host whose plan picks the int8 detector, ask for fp32
-    done = run("auto", "--artifacts", str(artefacts), "--detector-precision", "fp32", "--exit-after-smoke", "--json",
+    # (a small canvas keeps CI short: what is checked does not depend on it)
+    done = run("auto", "--artifacts", str(artefacts), "--detector-precision", "fp32", "--canvas", "960", "--exit-after-smoke", "--json",
                "--workspace", str(ws), "--repo", str(tmp_path / "repo"), env=no_torch_env, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads(done.stdout)

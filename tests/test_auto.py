@@ -88,6 +88,7 @@ def test_auto_parseq_tiny_random_weights_serves_what_runs_in_process(tmp_path, s
     proc = run_cli(
         "auto", "--exit-after-smoke", "--json", "--recognizer", "parseq-tiny", "--weights", str(weights),
         "--workspace", str(tmp_path), "--repo", str(tmp_path / "repo"),
+        "--canvas", "960",  # what is checked does not depend on it; a small one keeps CI short
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads(proc.stdout)

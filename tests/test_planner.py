@@ -171,8 +171,8 @@ def test_seed_settings_are_the_a5000_laptop_profile_for_parseq():
 def test_plan_invariants(name, plan):
     assert plan.memory_estimate_bytes <= plan.memory_budget_bytes
     models_bytes = plan.detector.memory_estimate_bytes + plan.recognizer.memory_estimate_bytes
-    if plan.device == "gpu":  # plus tritonserver's own GPU memory
-        assert plan.memory_estimate_bytes == models_bytes + planner.GPU_SERVER_DEVICE_BYTES
+    if plan.device == "gpu":  # plus tritonserver's own GPU memory and the driver's
+        assert plan.memory_estimate_bytes == models_bytes + planner.GPU_SERVER_DEVICE_BYTES + planner.GPU_DRIVER_BYTES
     else:  # plus the server and the pipeline instances
         assert plan.memory_estimate_bytes > models_bytes
     for model in plan.models():

@@ -25,7 +25,8 @@
 # pipelines: the last served deployment again with `pipeline` at each instance count of
 #           PIPELINES (e.g. "8 12"), at PIPELINE_LEVELS: is the CPU-side orchestrator the bound?
 # recmemory: the ppocr recognizer's GPU and host memory per instance (benchmarks/measure_memory.py),
-#           from the file PPOCR names, into a copy of memory_data under $OUT/memory_data.
+#           from the file PPOCR names, at each of PPOCR_PRECISIONS (default fp32), into a copy of
+#           memory_data under $OUT/memory_data.
 # sessions: what each per-shape session adds to a GPU instance (benchmarks/measure_sessions.py), for
 #           the detector and the recognizer of the last served deployment (ROLES picks), into
 #           $OUT/memory_data; NOTE is stored with the data.
@@ -34,6 +35,9 @@
 #           `served` through AUTO_ARGS) and their bare GPU memory per precision
 #           (benchmarks/measure_memory.py), into $OUT/memory_data. Memory does not depend on the
 #           weights' values; the data says where they came from.
+# accuracy: the last served deployment served again (`serve --json`), every check set read through it
+#           (`eval --url`: scenes_A, real_A and the drawn sets under benchmarks/data) into
+#           $OUT/accuracy-<deployment>.json.
 # TAG names the served deployment's folders and files (several deployments of one precision);
 # NO_BENCH=1 serves and smoke-tests without the load benchmark.
 # detectors: the same with `craft` at each instance count of DETECTORS (e.g. "3 4") and the
@@ -186,13 +190,15 @@ fi
 if has recmemory; then
     step "ppocr recognizer memory per instance (CUDA EP)"
     mkdir -p "$ONNX" "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"
-    cli export ppocr --weights "${PPOCR:?PPOCR names ch_PP-OCRv4_rec_infer.onnx}" --out "$ONNX/ppocr-fp32.onnx" \
-        > /dev/null 2>> "$OUT/export.log"
-    "$PY" benchmarks/measure_memory.py --family ppocr --precision fp32 --onnx "$ONNX/ppocr-fp32.onnx" \
-        --providers CUDAExecutionProvider --shapes 1x3x48x320,16x3x48x2048,64x3x48x2048 \
-        --out "$OUT/memory_data/cuda-onnxruntime.json" \
-        >> "$OUT/memory.log" 2>&1
-    echo "memory ppocr rc $?" >> "$OUT/steps.log"
+    for precision in ${PPOCR_PRECISIONS:-fp32}; do
+        cli export ppocr --weights "${PPOCR:?PPOCR names ch_PP-OCRv4_rec_infer.onnx}" --precision "$precision" \
+            --out "$ONNX/ppocr-$precision.onnx" > /dev/null 2>> "$OUT/export.log"
+        "$PY" benchmarks/measure_memory.py --family ppocr --precision "$precision" --onnx "$ONNX/ppocr-$precision.onnx" \
+            --providers CUDAExecutionProvider --shapes 1x3x48x320,16x3x48x2048,64x3x48x2048 \
+            --out "$OUT/memory_data/cuda-onnxruntime.json" \
+            >> "$OUT/memory.log" 2>&1
+        echo "memory ppocr $precision rc $?" >> "$OUT/steps.log"
+    done
 fi
 if has detectors; then
     repo="$WORK/repo-${PRECISIONS##* }"
@@ -207,6 +213,22 @@ if has detectors; then
             2> "$OUT/bench-detectors-$count.log"
         echo "bench detectors $count rc $?" >> "$OUT/steps.log"
     done
+fi
+if has accuracy; then
+    last=${TAG:-}${PRECISIONS##* }
+    step "accuracy of the $last deployment, served (eval --url, every check set)"
+    cli serve --repo "$WORK/repo-$last" --workspace "$WORK/ws-$last" --json > "$WORK/serve-$last.json" 2>> "$OUT/serve-$last.log" &
+    server=$!
+    for _ in $(seq 400); do grep -q '"grpc_url"' "$WORK/serve-$last.json" 2>/dev/null && break; sleep 1; done
+    url=$(grep -o 'grpc://[0-9.:]*' "$WORK/serve-$last.json" | head -1)
+    for set in scenes-101 phrases-202 tilt-303; do  # drawn, deterministic (benchmarks/results/accuracy-sets/)
+        [ -f "$WORK/data/$set/gt.json" ] || "$PY" -m stdr_deploy.bench.synthetic "$WORK/data/$set" \
+            --kind "${set%-*}" --seed "${set#*-}" --count 8 >> "$OUT/accuracy-$last.log" 2>&1
+    done
+    cli eval "$SCENES" "$WORK/wheels/real_A" "$WORK/data/scenes-101" "$WORK/data/phrases-202" "$WORK/data/tilt-303" \
+        --url "$url" --json > "$OUT/accuracy-$last.json" 2>> "$OUT/accuracy-$last.log"
+    echo "accuracy $last rc $?" >> "$OUT/steps.log"
+    kill -TERM "$server"; wait "$server"
 fi
 if has random; then
     mkdir -p "$ONNX" "$WORK/random" "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"

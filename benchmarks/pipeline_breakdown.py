@@ -146,7 +146,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     from stdr_deploy.ocr import PipelineSettings, read_image
     from stdr_deploy.ocr.detector_input import detector_input
     from stdr_deploy.ort_runner import OrtRunner
-    from stdr_deploy.runners import model_charset
+    from stdr_deploy.ocr.recognizers import model_charset
 
     providers = args.providers.split(",")
     detector = OrtRunner(ensure_onnx("craft", precision=args.precision), providers=providers, intra_op_threads=args.threads)
@@ -205,7 +205,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def served(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
-    from stdr_deploy.bench.load import server_statistics, statistics_delta
+    from stdr_deploy.bench.load import settled_statistics, statistics_delta
     from stdr_deploy.ocr import read_image
     from stdr_deploy.triton_client import Endpoint, connect, infer
 
@@ -215,13 +215,13 @@ def served(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     for path in paths:
         feeds = {"input": np.ascontiguousarray(read_image(path)[None])}
         infer(client, endpoint, args.model, feeds, ["output", "boxes"])  # warm-up
-        before = server_statistics(client, endpoint)
+        before = settled_statistics(client, endpoint)
         latencies = []
         for _ in range(args.repeat):
             start = time.perf_counter()
             infer(client, endpoint, args.model, feeds, ["output", "boxes"])
             latencies.append(time.perf_counter() - start)
-        models = {m.model: m for m in statistics_delta(before, server_statistics(client, endpoint))}
+        models = {m.model: m for m in statistics_delta(before, settled_statistics(client, endpoint))}
         pipe = models[args.model]
         def per_image(name: str, part: str) -> float:
             """`part` ("queue" or "compute") of model `name`, summed over its calls for one image."""

@@ -7,7 +7,9 @@ session that `benchmarks/measure_memory.py` measures, plus Triton's Python-backe
 backend module and, on the GPU, the per-shape sessions. Where smoke attributed GPU memory to each
 model (NVML per process), the GPU memory of one instance is recorded too. This script appends those figures to
 `stdr_deploy/memory_data/<device>-onnxruntime.json` under `served`; the planner adds the largest
-excess over the bare measurement to every instance (`stdr_deploy.memory.served_excess`).
+excess over the bare measurement to every instance (`stdr_deploy.memory.served_excess`). On the
+GPU, tritonserver's own host RAM goes under `servers`, by recognizer family
+(`stdr_deploy.memory.served_server`): the recognizer's outputs pass through it.
 
     python benchmarks/served_memory.py benchmarks/results/*/deploy*.json [--out FILE]
 """
@@ -55,7 +57,9 @@ def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
             "host": where,
             "deployment": str(deploy_file),
         })
-    return device, entries
+    server = {"recognizer": plan["recognizer"]["family"], "host_bytes": marks["tritonserver"],
+              "measured_at": host["taken_at"], "host": where, "deployment": str(deploy_file)} if "tritonserver" in marks else None
+    return device, entries, server
 
 
 def main() -> None:
@@ -65,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     out_dir = args.out or DATA
     for deploy_file in args.deploy:
-        device, entries = served_entries(deploy_file)
+        device, entries, server = served_entries(deploy_file)
         path = out_dir / f"{device}-onnxruntime.json"
         data = json.loads(path.read_text())
         served = data.setdefault("served", [])
@@ -75,6 +79,11 @@ def main() -> None:
             served.append(entry)
             print(f"{path.name}: {entry['family']} {entry['precision']} "
                   f"{entry['host_bytes_per_instance'] >> 20} MiB per served instance ({deploy_file})")
+        if server and device == "cuda":  # on the CPU, SERVER_BYTES covers it (one small output each)
+            servers = data.setdefault("servers", [])
+            servers[:] = [s for s in servers if s["deployment"] != server["deployment"]]
+            servers.append(server)
+            print(f"{path.name}: tritonserver {server['host_bytes'] >> 20} MiB with {server['recognizer']} ({deploy_file})")
         path.write_text(json.dumps(data, indent=1) + "\n")
 
 

@@ -140,8 +140,9 @@ def regrowth_per_element(device: str, family: str, precision: str) -> tuple[floa
     input, and so does this (the arena cannot reuse space that later sessions took from the first
     run's). The bare envelope already holds one such regrowth: measure_memory.py runs each shape
     twice, after the smaller ones, and its figure at the largest shape stands above the first
-    session's by as much. Only the growth beyond that is counted here (H200: craft 3388 MiB
-    again, fp32, of which its bare figure holds 4638; ppocr 1344 of 1006)."""
+    session's by as much. Only the growth beyond that is counted here (H200, fp32: craft grew
+    3388 MiB, its bare figure stands 5997 above its first session, none counted; ppocr grew 1344,
+    its bare figure is below its first session, all counted)."""
     entry = _sessions(device, family, precision)
     if not entry or not entry.get("again") or entry["again"].get("device_bytes") is None:
         return None
@@ -177,6 +178,32 @@ def served_peak(device: str, family: str, precision: str) -> tuple[int, str] | N
     peak = max(s["host_bytes_per_instance"] for s in served)
     spread = repeat_spread(served) if device == "cpu" else 0
     return peak + spread, f"served instance {peak >> 20} MiB + {_spread_words(served, spread)}"
+
+
+def served_server(device: str, recognizer: str) -> tuple[int, str] | None:
+    """(bytes, source): the most host RAM tritonserver itself held in a served deployment with
+    this recognizer family (`servers`, benchmarks/served_memory.py), or None where none was served.
+    Its figure follows the recognizer's outputs, which pass through it (smoke drives each model
+    at its max batch): 2.5-2.6 GB on the H200 with crnn-en or parseq, 4.9-5.1 GB with ppocr,
+    whose largest output is 64 x 256 x 6625 floats."""
+    servers = [s for s in load(device).get("servers", []) if s["recognizer"] == recognizer]
+    if not servers:
+        return None
+    most = max(s["host_bytes"] for s in servers)
+    return most, f"tritonserver {most >> 20} MiB served with {recognizer} ({len(servers)} deployment(s))"
+
+
+def first_session_excess(device: str, family: str, precision: str) -> int:
+    """Device bytes the first session of a served instance held above the bare envelope at the
+    same shape (benchmarks/measure_sessions.py's `first` against measure_memory.py's figure), 0
+    where the bare figure is the larger or nothing was measured: the served config's settings
+    (e.g. cuDNN's algorithm search) can cost more than the bare session (ppocr: 3076 against
+    2747 MiB in fp16 on the H200)."""
+    entry = _sessions(device, family, precision)
+    bare = envelope(device, family, precision, what="device")
+    if not entry or not bare or entry["first"].get("device_bytes") is None:
+        return 0
+    return max(0, entry["first"]["device_bytes"] - bare.bytes_at(entry["first"]["elements"]))
 
 
 def _served(device: str, family: str, precision: str) -> list[dict]:

@@ -23,6 +23,7 @@ ONNX_PRECISIONS = {
     "crnn-en": ("fp32", "fp16"),
     "parseq": ("fp32", "fp16"),
     "parseq-tiny": ("fp32", "fp16"),
+    "ppocr": ("fp32", "fp16"),
 }
 
 

@@ -177,6 +177,7 @@ def mixed_precision(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str,
     import onnx
     from onnxconverter_common import float16
 
+    model = outputs_past_kept_ops(model)
     kept_nodes = fp32_nodes(model.graph)
     with warnings.catch_warnings():
         # "the float32 number ... will be truncated to 1e-07": the converter's documented clamping
@@ -190,6 +191,28 @@ def mixed_precision(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str,
         )
     del half.graph.value_info[:]  # stale types behind the converter's Casts (module docstring)
     return onnx.shape_inference.infer_shapes(half), kept_nodes
+
+
+def outputs_past_kept_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose graph outputs made by a kept-fp32 op (ppocr's final Softmax) pass
+    through an Identity first. Without it the converter fails on the Cast pair it puts between
+    that op and the output ("The downstream node of the second cast node should be graph
+    output", microsoft/onnxconverter-common#307); with it the Identity runs in fp16 between two
+    Casts, so that output is rounded to fp16 once (5e-4 relative: the parity check covers it)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    outputs = {o.name for o in copy.graph.output}
+    for node in list(copy.graph.node):
+        if node.op_type not in KEPT_FP32_OPS:
+            continue
+        for i, name in enumerate(node.output):
+            if name in outputs:
+                node.output[i] = f"{name}_before_identity"
+                copy.graph.node.append(onnx.helper.make_node(
+                    "Identity", [node.output[i]], [name], name=f"{name}_identity"))
+    return copy
 
 
 def _parity(name: str, fp32_path: Path, fp16_path: Path) -> dict[str, Any]:
@@ -248,6 +271,7 @@ def _smoke_words(name: str, fp32: ExportResult, fp16_path: Path) -> dict[str, An
     from stdr_deploy.export.fp32 import fp32_onnx
     from stdr_deploy.models import get_spec
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+    from stdr_deploy.ocr.recognizers import model_charset
     from stdr_deploy.smoke_image import smoke_image
 
     if get_spec(name).role == "detector":
@@ -258,7 +282,7 @@ def _smoke_words(name: str, fp32: ExportResult, fp16_path: Path) -> dict[str, An
         pipelines = {p: (detector, cpu_runner(path)) for p, path in (("fp32", fp32.onnx_path), ("fp16", fp16_path))}
     image = smoke_image()
     texts = {
-        p: [w.text for w in OcrPipeline(det, rec, family, PipelineSettings()).read(image)]
+        p: [w.text for w in OcrPipeline(det, rec, family, PipelineSettings(), charset=model_charset(family, rec)).read(image)]
         for p, (det, rec) in pipelines.items()
     }
     if texts["fp16"] != texts["fp32"]:

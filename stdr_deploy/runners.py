@@ -16,6 +16,7 @@ import numpy as np
 from stdr_deploy.artifacts import ExportCache, OnnxSource
 from stdr_deploy.errors import UserInputError, require_torch
 from stdr_deploy.ocr import OcrPipeline, PipelineSettings
+from stdr_deploy.ocr.recognizers import model_charset
 from stdr_deploy.ort_runner import OrtRunner
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -95,15 +96,3 @@ def make_pipeline(
         detector_family=detector,
         charset=model_charset(recognizer, rec_runner),
     )
-
-
-def model_charset(family: str, runner: Any) -> str | None:
-    """The charset stored in a recognizer's ONNX file (ppocr), None for families that declare theirs."""
-    from stdr_deploy.ocr.recognizers import MODEL_CHARSET
-
-    if family not in MODEL_CHARSET:
-        return None
-    meta = runner.session.get_modelmeta().custom_metadata_map
-    from stdr_deploy.models.ppocr import CHARACTER_KEY, charset_from_metadata
-
-    return charset_from_metadata(meta[CHARACTER_KEY])

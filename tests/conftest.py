@@ -89,6 +89,14 @@ def parseq_tiny_fp16_onnx(craft_onnx, parseq_tiny_onnx, shared: Path):
 
 
 @pytest.fixture(scope="session")
+def ppocr_fp16_onnx(craft_onnx, session_cache: Path):
+    """The fp16 mixed-precision PP-OCRv4 recognizer (GPU plans' default), from the wheel's file."""
+    from stdr_deploy.onnx_files import export_model
+
+    return export_model("ppocr", precision="fp16", progress=False)
+
+
+@pytest.fixture(scope="session")
 def scenes_a_predictions(shared: Path) -> dict:
     """The default pipeline's predictions on scenes_A through `stdr-deploy ocr --json` (in-process,
     ONNX Runtime): CRAFT at a 2560 canvas is the most expensive thing the suite does, so once."""

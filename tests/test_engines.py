@@ -641,6 +641,22 @@ def test_the_a5000_plans_engines_build_with_tensorrt_rtx(craft_onnx, craft_fp16_
 
 
 @pytest.mark.slow
+def test_the_a5000_default_recognizer_builds_in_fp16_with_tensorrt_rtx(ppocr_fp16_onnx):
+    """The A5000's default tensorrt_plan serves ppocr in fp16: its mixed-precision graph (a Softmax
+    output routed through an Identity, precision.outputs_past_kept_ops) builds strongly typed for
+    sm86 with the plan's profile."""
+    from stdr_deploy.engines import Builder
+
+    plan = planner.make_plan(load_host(A5000), variant="tensorrt_plan")
+    rec = plan.recognizer
+    assert (rec.family, rec.precision) == ("ppocr", "fp16")
+    spec = build_spec(rec, inspect_onnx(ppocr_fp16_onnx.onnx_path), timing_cache="")
+    assert spec.profiles == (InputProfile("input", rec.profile["input"].min, rec.profile["input"].opt, rec.profile["input"].max),)
+    outcome = Builder.rtx((8, 6)).build(spec)
+    assert outcome.engine is not None and len(outcome.engine) > 1_000_000, outcome.messages[-5:]
+
+
+@pytest.mark.slow
 def test_the_int8_craft_parses_and_builds_with_tensorrt_rtx(craft_onnx, craft_int8_onnx, crnn_fp16_onnx):
     """The tensorrt flavour of the int8 CRAFT builds; the onnxruntime flavour (CPU plans) is what the
     parser refuses, which is why there are two (stdr_deploy.quantize)."""

@@ -356,7 +356,7 @@ def _check_fp16_export(result, fp32, kept: set[str]) -> None:
     parity = report["parity"]
     assert parity["tolerance"] == FP16_TOLERANCE and 0 < parity["max_scaled"] <= FP16_TOLERANCE
     assert len(parity["shapes"]) == len(get_spec(report["model"]).validation_shapes) >= 3
-    if report["model"] == "crnn-en":  # the smoke image's words are only meaningful with real weights
+    if report["model"] in ("crnn-en", "ppocr"):  # the smoke image's words mean something with real weights
         assert report["validation"]["smoke_words"] == list(SMOKE_WORDS)
     again = export_model(report["model"], weights=fp32.report["weights"]["path"], precision="fp16", progress=False)
     assert again.cached and again.onnx_path == result.onnx_path
@@ -374,6 +374,46 @@ def test_fp16_parseq_keeps_layernorm_softmax_and_reductions_fp32(parseq_tiny_fp1
     _check_fp16_export(parseq_tiny_fp16_onnx, parseq_tiny_onnx, {"Softmax", "ReduceMean", "Pow", "Sqrt"})
     # every decomposed LayerNorm (30 in parseq-tiny) keeps its Sub, Add(eps) and Div in fp32 too
     assert parseq_tiny_fp16_onnx.report["kept_fp32"]["layernorm_nodes"] == 90
+
+
+@pytest.mark.slow
+def test_fp16_ppocr_keeps_softmax_and_layernorms_fp32_and_its_charset(ppocr_fp16_onnx):
+    """PP-OCRv4's graph ends in a Softmax, which the converter cannot leave fp32 at a graph output
+    on its own (precision.outputs_past_kept_ops); the charset rides along in the metadata."""
+    from stdr_deploy.ocr.recognizers import model_charset
+    from stdr_deploy.precision import cpu_runner
+
+    fp32 = export_model("ppocr", progress=False)
+    _check_fp16_export(ppocr_fp16_onnx, fp32, {"Softmax", "ReduceMean", "Pow", "Sqrt"})
+    for shape in ppocr_fp16_onnx.report["parity"]["shapes"]:
+        assert shape["outputs"]["output"]["argmax"]["decisive_flips"] == 0, shape
+    charsets = [model_charset("ppocr", cpu_runner(r.onnx_path)) for r in (fp32, ppocr_fp16_onnx)]
+    assert len(charsets[0]) == 6623 and charsets[1] == charsets[0]
+
+
+def test_a_graph_output_made_by_a_kept_op_converts_through_an_identity(tmp_path):
+    """A graph ending in Softmax converts to fp16 and runs, its output within fp16 rounding."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stdr_deploy.ort_runner import OrtRunner
+    from stdr_deploy.precision import mixed_precision
+
+    weight = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
+        "tail", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [2, 5])], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    half, _ = mixed_precision(model)
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Softmax"]  # the caller's graph is left as it was
+    assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    paths = {}
+    for name, m in (("fp32", model), ("fp16", half)):
+        paths[name] = tmp_path / f"{name}.onnx"
+        onnx.save(m, str(paths[name]))
+    got = {name: OrtRunner(path).infer({"input": x})["output"] for name, path in paths.items()}
+    assert np.abs(got["fp16"] - got["fp32"]).max() < 5e-3
 
 
 @pytest.mark.slow

@@ -98,17 +98,20 @@ def test_plans_hold_every_served_instance_that_was_measured():
     assert checked >= 4
 
 
+H200 = RESULTS / "h200-fp16-served"
 SERVED_ON_GPU = sorted(
-    [RESULTS / "h200-fp16-served" / "warmed-at-load" / name / "deploy-fp16.json" for name in ("ppocr", "crnn-en")]
-    + list((RESULTS / "h200-fp16-served" / "memory-fp32-and-parseq").glob("deploy-*.json"))
+    [H200 / "warmed-at-load" / name / "deploy-fp16.json" for name in ("ppocr", "crnn-en")]
+    + list((H200 / "memory-fp32-and-parseq").glob("deploy-*.json"))
+    + [H200 / "ppocr-fp16" / precision / "deploy.json" for precision in ("fp16", "fp32")]
 )
 
 
 @pytest.mark.parametrize("deployment", SERVED_ON_GPU, ids=[f"{p.parent.name}/{p.stem}" for p in SERVED_ON_GPU])
 def test_gpu_plans_hold_what_their_served_deployment_measured_within_a_quarter(deployment):
     """Issue 17's target on the GPU: the H200 deployments served with every fixed shape warmed at
-    load (benchmarks/results/h200-fp16-served/: fp16 with ppocr and crnn-en, fp32 with crnn-en,
-    and parseq and parseq-tiny at both precisions, which no served record feeds). Planned again
+    load (benchmarks/results/h200-fp16-served/: craft fp16 with ppocr fp32 and fp16 and crnn-en
+    fp16, craft fp32 with crnn-en fp32, parseq and parseq-tiny at both precisions; the parseq
+    and ppocr fp16 instances are fed to no served record, only their tritonserver). Planned again
     for the same host and choices, the estimate is at least what smoke measured at the max
     shapes with every instance busy (NVML for the GPU, the process tree for host RAM), and at
     most 1.25x that."""
@@ -125,6 +128,29 @@ def test_gpu_plans_hold_what_their_served_deployment_measured_within_a_quarter(d
     assert 1 <= plan.host_memory_estimate_bytes / smoke["host_peak_bytes"] <= 1.25
     for model in plan.models():  # and each model's instances (NVML per process)
         assert model.memory_estimate_bytes >= smoke["gpu_by_process_bytes"][model.triton_name]
+
+
+def test_gpu_plans_hold_the_tritonserver_each_recognizer_was_served_with():
+    """tritonserver's host RAM follows the recognizer's outputs (memory.served_server): each
+    served record comes from a deployment on file, and a GPU plan with that recognizer budgets
+    at least the most it held."""
+    from stdr_deploy.planner import GPU_SERVER_BYTES
+
+    servers = memory.load("cuda")["servers"]
+    assert {s["recognizer"] for s in servers} >= {"ppocr", "crnn-en", "parseq"}
+    host = HostFacts_of(SERVED_ON_GPU[0])
+    for record in servers:
+        assert Path(record["deployment"]).is_file() and record["host"], record
+        plan = make_plan(host, variant="onnxruntime", recognizer=record["recognizer"])
+        held, source = memory.served_server("cuda", record["recognizer"])
+        assert held >= record["host_bytes"] > GPU_SERVER_BYTES and "tritonserver" in source
+        assert any(source in r for r in plan.reasons), plan.reasons
+
+
+def HostFacts_of(deployment: Path):
+    from stdr_deploy.hardware import HostFacts
+
+    return HostFacts.from_dict(json.loads(deployment.read_text())["host"])
 
 
 def test_the_cpu_arena_costs_memory_where_both_were_measured():

@@ -111,8 +111,8 @@ def test_recorded_host_gets_its_target_and_the_models_fixed_shapes(stem, recogni
 @pytest.mark.parametrize("stem", [s for s, (profile, _, device) in TARGETS.items() if profile and device == "gpu"])
 def test_gpu_hosts_that_fit_their_profile_get_its_settings(stem):
     """The profile file is the expectation: every setting it gives, as given (shapes padded to 32).
-    The GPU profiles were sized with crnn-en in fp16; the default ppocr (fp32 only) can take more
-    memory than they allow, and then the plan shrinks (test_plan_invariants)."""
+    The GPU profiles were sized with crnn-en in fp16; the default ppocr can take more memory than
+    they allow, and then the plan shrinks (test_plan_invariants)."""
     host = host_of(stem)
     plan = default_plan(host, recognizer="crnn-en")
     want = get_profile(TARGETS[stem][0]).settings
@@ -660,13 +660,14 @@ def test_gpu_plans_budget_host_ram_too():
 
 
 def test_gpu_plans_default_to_fp16_and_say_why():
-    """fp16 wherever the family has an fp16 graph: CRAFT and crnn-en; ppocr (the default) stays fp32."""
+    """fp16 wherever the family has an fp16 graph: CRAFT and every recognizer, ppocr (the default) too."""
     for stem in ("laptop-8g.vendor", "t4-16g.vendor"):
         plan = default_plan(host_of(stem), recognizer="crnn-en")
         assert plan.detector.precision == plan.recognizer.precision == "fp16"
         assert any("fp16" in r and "parity" in r for r in plan.reasons)
         default = default_plan(host_of(stem))
-        assert (default.detector.precision, default.recognizer.precision) == ("fp16", "fp32")
+        assert (default.recognizer.family, default.detector.precision, default.recognizer.precision) == ("ppocr", "fp16", "fp16")
+        assert any("ppocr-fp16" in r for r in default.reasons)
     forced = default_plan(host_of("laptop-8g.vendor"), detector_precision="fp32", recognizer="crnn-en")
     assert forced.detector.precision == "fp32" and forced.recognizer.precision == "fp16"
 
@@ -729,8 +730,8 @@ def test_the_default_recognizer_reads_the_most_words_where_it_was_measured_serve
     [line] = [r for r in plan.reasons if r.startswith(f"recognizer {family} (the {plan.device.upper()} default)")]
     other = "crnn-en" if family == "ppocr" else "ppocr"
     assert planner.WORDS_READ[family] == max(planner.WORDS_READ.values()) and f"--recognizer {other}" in line
-    served = "cpu-epyc-2c-recognizers" if plan.device == "cpu" else "h200-fp16-served/warmed-at-load"
-    assert served in line and (plan.device == "cpu" or plan.recognizer.precision == "fp32")
+    served = "cpu-epyc-2c-recognizers" if plan.device == "cpu" else "h200-fp16-served/ppocr-fp16"
+    assert served in line and plan.recognizer.precision == ("fp32" if plan.device == "cpu" else "fp16")
     for asked in RECOGNIZER_NAMES:
         chosen = default_plan(host_of(stem), recognizer=asked)
         assert chosen.recognizer.family == asked and not any("default)" in r for r in chosen.reasons)
@@ -782,12 +783,14 @@ def test_plan_refuses_a_host_file_with_impossible_host_memory(field, value, tmp_
 
 
 @pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "t4-16g.vendor"])
-def test_gpu_plans_serve_each_recognizer_in_a_precision_it_has_a_graph_for(stem):
-    """GPU plans prefer fp16, but ppocr is ONNX-native in fp32 only: planning it fp16 gave plans
-    that `build`/`export` then refused. Asking for a precision a family lacks is exit 2."""
+def test_gpu_plans_serve_each_recognizer_in_a_precision_it_has_a_graph_for(stem, monkeypatch):
+    """GPU plans prefer fp16, but a family without an fp16 graph is planned fp32 (planning it fp16
+    once gave plans that `build`/`export` then refused); asking for a precision a family lacks is
+    exit 2. Every recognizer has an fp16 graph today, so one is taken away here."""
     from stdr_deploy.ocr.recognizers import RECOGNIZER_NAMES
     from stdr_deploy.plan_schema import ONNX_PRECISIONS
 
+    monkeypatch.setitem(planner.ONNX_PRECISIONS, "ppocr", ("fp32",))
     for family in RECOGNIZER_NAMES:
         plan = default_plan(host_of(stem), recognizer=family)
         available = ONNX_PRECISIONS.get(family, ("fp32",))

@@ -144,7 +144,7 @@ def test_recognizer_matches_rapidocr_on_crops_a(shared, ppocr_rec_onnx, engine):
     at our width buckets the text is the same too."""
     from stdr_deploy.ocr import ppocr
     from stdr_deploy.ocr.recognizers import get_family
-    from stdr_deploy.runners import model_charset
+    from stdr_deploy.ocr.recognizers import model_charset
 
     rec = engine.text_rec
     runner = _session(ppocr_rec_onnx.onnx_path)
@@ -241,7 +241,7 @@ def test_served_ppocr_pipeline_equals_in_process(shared, ppocr_det_onnx, ppocr_r
     from stdr_deploy.ocr import OcrPipeline, PipelineSettings
     from stdr_deploy.plan_schema import DynamicBatching, ModelPlan, PipelinePlan, Plan, ShapeProfile
     from stdr_deploy.render import render
-    from stdr_deploy.runners import model_charset
+    from stdr_deploy.ocr.recognizers import model_charset
     from stdr_deploy.server import TritonServer
 
     def model(name, family, role, batch, shapes, batching=None):
@@ -365,8 +365,9 @@ def test_tensorrt_plan_renders_ppocr_with_width_buckets_and_its_charset(tmp_path
     plan = make_plan(load_host(Path(__file__).parent / "hosts/t4-16g.vendor.json"), recognizer="ppocr",
                      variant="tensorrt_plan")
     rec = plan.recognizer
-    # fp32: ppocr's ONNX file is its only graph (the TensorRT build is strongly typed from it)
-    assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp32")
+    # fp16: the mixed-precision graph made from ppocr's ONNX file, which the TensorRT build reads
+    # strongly typed
+    assert (rec.triton_name, rec.backend, rec.precision) == ("ppocr_rec", "tensorrt", "fp16")
     profile = rec.profile["input"]
     assert profile.min[1:] == (3, 48, 320) and profile.max[1:] == (3, 48, 2048) and profile.max[0] == rec.max_batch_size
     assert rec.dynamic_batching is not None and rec.max_batch_size > 1

@@ -142,12 +142,12 @@ def run_load(
     for n in concurrency:
         if progress:
             progress(f"concurrency {n}")
-        before = server_statistics(client, endpoint)
+        before = settled_statistics(client, endpoint)
         started = time.perf_counter()
         with GpuSampler() as gpus:
             samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s)
         seconds = time.perf_counter() - started
-        after = server_statistics(client, endpoint)
+        after = settled_statistics(client, endpoint)
         level = summarize_level(n, seconds, samples, statistics_delta(before, after))
         levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels())))
     return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests))
@@ -221,6 +221,20 @@ def summarize_level(concurrency: int, seconds: float, samples: Sequence[Sample],
         server=tuple(server),
         error_samples=tuple(dict.fromkeys(s.error for s in errors if s.error))[:MAX_ERROR_SAMPLES],
     )
+
+
+def settled_statistics(client: Any, endpoint: Endpoint, wait_s: float = 1.0) -> dict[str, dict[str, int]]:
+    """`server_statistics` once two reads 20 ms apart agree (at most `wait_s`): Triton counts a
+    request a moment after its response is sent, so a read right after the last response can
+    miss it (the level then counted one warm-up request as its own)."""
+    last, give_up = server_statistics(client, endpoint), time.monotonic() + wait_s
+    while time.monotonic() < give_up:
+        time.sleep(0.02)
+        now = server_statistics(client, endpoint)
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def server_statistics(client: Any, endpoint: Endpoint) -> dict[str, dict[str, int]]:

@@ -25,10 +25,9 @@ def recognizer_option(fn: Callable) -> Callable:
         "--recognizer",
         type=click.Choice(RECOGNIZER_NAMES),
         default=None,
-        help="Recognizer family (default: ppocr, which reads the most words over the check sets; "
-        "fp32 on GPUs). crnn-en ships trained weights offline and has an fp16 graph; ppocr is "
-        "PP-OCRv4's ONNX recognizer, from the rapidocr_onnxruntime wheel (found installed, else "
-        "downloaded once).",
+        help="Recognizer family (default: ppocr, which reads the most words over the check sets). "
+        "crnn-en ships trained weights offline; ppocr is PP-OCRv4's ONNX recognizer, from the "
+        "rapidocr_onnxruntime wheel (found installed, else downloaded once).",
     )(fn)
 
 

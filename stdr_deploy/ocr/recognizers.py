@@ -8,7 +8,7 @@ checks they equal the model specs'.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -64,6 +64,16 @@ MODEL_CHARSET = {
 
 # Every recognizer family the pipeline reads, in the order the CLI and the planner list them.
 RECOGNIZER_NAMES = (*RECOGNIZERS, *MODEL_CHARSET)
+
+
+def model_charset(family: str, runner: Any) -> str | None:
+    """The charset stored in a recognizer's ONNX file (ppocr; `runner` holds an ONNX Runtime
+    session of it), None for families that declare theirs."""
+    if family not in MODEL_CHARSET:
+        return None
+    from stdr_deploy.models.ppocr import CHARACTER_KEY, charset_from_metadata
+
+    return charset_from_metadata(runner.session.get_modelmeta().custom_metadata_map[CHARACTER_KEY])
 
 
 def get_family(name: str, charset: str | None = None) -> RecognizerFamily:

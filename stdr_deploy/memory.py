@@ -196,9 +196,9 @@ def served_server(device: str, recognizer: str) -> tuple[int, str] | None:
 def first_session_excess(device: str, family: str, precision: str) -> int:
     """Device bytes the first session of a served instance held above the bare envelope at the
     same shape (benchmarks/measure_sessions.py's `first` against measure_memory.py's figure), 0
-    where the bare figure is the larger or nothing was measured: the served config's settings
-    (e.g. cuDNN's algorithm search) can cost more than the bare session (ppocr: 3076 against
-    2747 MiB in fp16 on the H200)."""
+    where the bare figure is the larger or nothing was measured. For most families the bare
+    figure is the larger (craft, crnn-en); ppocr's served session is not (3076 against 2747 MiB
+    in fp16 on the H200)."""
     entry = _sessions(device, family, precision)
     bare = envelope(device, family, precision, what="device")
     if not entry or not bare or entry["first"].get("device_bytes") is None:

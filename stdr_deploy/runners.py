@@ -9,7 +9,7 @@ torch and onnxruntime are imported only when a runner of theirs is made.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 

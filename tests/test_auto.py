@@ -178,16 +178,13 @@ def _readme_query(address: str, image: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
-def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, shared):
+def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, shared, scenes_a_predictions):
     """`ocr --url` through the served pipeline reads what the in-process pipeline reads with the
-    deployment's own plan (its detector precision and canvas), word for word."""
-    from stdr_deploy.ocr import OcrPipeline, PipelineSettings, read_image
-    from stdr_deploy.plan_schema import Plan
-    from stdr_deploy.runners import make_pipeline
+    plan of this host (`ocr` without --url runs the deployment's detector precision, canvas and
+    thresholds: `scenes_a_predictions`), word for word."""
     from stdr_deploy.server import TritonServer
 
     _, ws = default_deploy
-    plan = Plan.from_dict(json.loads((ws / "plan.json").read_text()))
     images = sorted((shared / "testdata/scenes_A").glob("img*.png"))
     with TritonServer(ws / "repo") as server:
         proc = run_cli("ocr", "--url", server.grpc_url, "--json", *map(str, images), timeout=1200)
@@ -199,9 +196,7 @@ def test_ocr_url_reads_scenes_a_like_the_in_process_pipeline(default_deploy, sha
     # the README's tritonclient lines print the same words as `ocr --url` reads
     assert snippet.returncode == 0, snippet.stderr[-2000:]
     assert all(repr(w["text"].encode()) in snippet.stdout for w in served["images"][0]["words"]), snippet.stdout
-    pipeline = make_pipeline("onnxruntime", plan.recognizer.family, detector_precision=plan.detector.precision,
-                             settings=PipelineSettings.from_plan(plan.pipeline))
-    in_process = [OcrPipeline.to_prediction(path.name, pipeline.read(read_image(path))) for path in images]
-    assert [image["file"] for image in served["images"]] == [path.name for path in images]
+    in_process = scenes_a_predictions["images"]
+    assert [image["file"] for image in served["images"]] == [path.name for path in images] == [i["file"] for i in in_process]
     for ours, theirs in zip(served["images"], in_process):
         assert [w["text"] for w in ours["words"]] == [w["text"] for w in theirs["words"]], ours["file"]

@@ -138,7 +138,7 @@ def test_gpu_plans_hold_the_tritonserver_each_recognizer_was_served_with():
 
     servers = memory.load("cuda")["servers"]
     assert {s["recognizer"] for s in servers} >= {"ppocr", "crnn-en", "parseq"}
-    host = HostFacts_of(SERVED_ON_GPU[0])
+    host = host_of_deployment(SERVED_ON_GPU[0])
     for record in servers:
         assert Path(record["deployment"]).is_file() and record["host"], record
         plan = make_plan(host, variant="onnxruntime", recognizer=record["recognizer"])
@@ -147,7 +147,7 @@ def test_gpu_plans_hold_the_tritonserver_each_recognizer_was_served_with():
         assert any(source in r for r in plan.reasons), plan.reasons
 
 
-def HostFacts_of(deployment: Path):
+def host_of_deployment(deployment: Path):
     from stdr_deploy.hardware import HostFacts
 
     return HostFacts.from_dict(json.loads(deployment.read_text())["host"])

@@ -596,7 +596,7 @@ def instance_memory(
         planned = _planned_for(env, target, facts, precision, "device")
         excess, excess_source = memory.served_excess("cuda", facts.family, precision, planned, "device") or (0, "")
         if first := memory.first_session_excess("cuda", facts.family, precision):
-            excess_source = f"+ first session {first >> 20} MiB above the bare one {excess_source}"
+            excess_source = f"+ first session {first >> 20} MiB above the bare one {excess_source}".rstrip()
         device_bytes = env.bytes_at(elements) + first + session_device + excess
         return InstanceMemory(device_bytes, host_bytes, f"{env.source}{sessions} {excess_source}{host_source}")
     if target.backend == "tensorrt":

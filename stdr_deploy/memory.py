@@ -148,8 +148,7 @@ def regrowth_per_element(device: str, family: str, precision: str) -> tuple[floa
         return None
     first = entry["first"]
     grown = max(0, entry["again"]["device_bytes"] - entry["last"]["device_bytes"])
-    if bare := envelope(device, family, precision, what="device"):
-        grown = max(0, grown - max(0, bare.bytes_at(first["elements"]) - first["device_bytes"]))
+    grown = max(0, grown - max(0, _bare_above_first(device, family, precision)))
     return grown / first["elements"], f"+ {grown >> 20} MiB when the largest shape ran again, at {first['shape']}"
 
 
@@ -199,11 +198,18 @@ def first_session_excess(device: str, family: str, precision: str) -> int:
     where the bare figure is the larger or nothing was measured. For most families the bare
     figure is the larger (craft, crnn-en); ppocr's served session is not (3076 against 2747 MiB
     in fp16 on the H200)."""
+    return max(0, -_bare_above_first(device, family, precision))
+
+
+def _bare_above_first(device: str, family: str, precision: str) -> int:
+    """Device bytes the bare envelope stands above the served first session at that session's
+    shape (negative where the session is the larger), 0 where either was not measured: the one
+    comparison behind `regrowth_per_element` and `first_session_excess`."""
     entry = _sessions(device, family, precision)
     bare = envelope(device, family, precision, what="device")
     if not entry or not bare or entry["first"].get("device_bytes") is None:
         return 0
-    return max(0, entry["first"]["device_bytes"] - bare.bytes_at(entry["first"]["elements"]))
+    return bare.bytes_at(entry["first"]["elements"]) - entry["first"]["device_bytes"]
 
 
 def _served(device: str, family: str, precision: str) -> list[dict]:

@@ -312,30 +312,22 @@ def drive_max_shapes(url: str, plan: Plan, progress: Callable[[str], None]) -> l
         return list(pool.map(run, jobs))
 
 
-def gpu_memory_used(indices: tuple[int, ...]) -> int:
-    """Memory used on the plan's GPUs (NVML), summed: the whole GPU, as other tenants count too."""
+def gpu_memory(indices: tuple[int, ...]) -> tuple[int, dict[int, int]]:
+    """Memory used on the plan's GPUs (NVML), summed: the whole GPUs, as other tenants count too;
+    and what NVML charges to each process there (pid -> bytes; processes it cannot account, as in
+    some containers, are left out). One NVML session for both: smoke samples it every SAMPLE_S."""
     import pynvml
 
     pynvml.nvmlInit()
     try:
-        return sum(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used for i in indices)
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def gpu_memory_by_process(indices: tuple[int, ...]) -> dict[int, int]:
-    """GPU memory NVML charges to each process on the plan's GPUs (pid -> bytes); processes it
-    cannot account (some containers) are left out."""
-    import pynvml
-
-    pynvml.nvmlInit()
-    try:
-        used: dict[int, int] = {}
+        total, by_process = 0, {}
         for index in indices:
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(index)):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            total += pynvml.nvmlDeviceGetMemoryInfo(handle).used
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
                 if proc.usedGpuMemory:
-                    used[proc.pid] = used.get(proc.pid, 0) + proc.usedGpuMemory
-        return used
+                    by_process[proc.pid] = by_process.get(proc.pid, 0) + proc.usedGpuMemory
+        return total, by_process
     finally:
         pynvml.nvmlShutdown()
 
@@ -355,8 +347,9 @@ def check_memory(report: SmokeReport, url: str, plan: Plan, server_pid: int, pro
 
     def sample_gpu() -> None:
         while not stop.is_set():
-            gpu_peak[0] = max(gpu_peak[0], gpu_memory_used(plan.detector.gpus))
-            for pid, used in gpu_memory_by_process(plan.detector.gpus).items():
+            total, by_process = gpu_memory(plan.detector.gpus)
+            gpu_peak[0] = max(gpu_peak[0], total)
+            for pid, used in by_process.items():
                 gpu_by_process[pid] = max(gpu_by_process.get(pid, 0), used)
             time.sleep(SAMPLE_S)
 

@@ -64,18 +64,22 @@ def test_levels_report_mean_and_peak_of_every_reading():
 
 
 def test_smoke_sums_each_process_gpu_memory_over_the_plan_gpus(monkeypatch):
-    """smoke.gpu_memory_by_process: NVML's per-process figures on each GPU of the plan, summed per
-    pid; a process NVML cannot account (usedGpuMemory None, some containers) is left out. The
-    readings come from a stand-in for the four pynvml calls it makes (no GPU here)."""
+    """smoke.gpu_memory: NVML's per-process figures on each GPU of the plan, summed per pid; a
+    process NVML cannot account (usedGpuMemory None, some containers) is left out; and the GPUs'
+    whole used memory beside them. The readings come from a stand-in for the five pynvml calls
+    it makes (no GPU here)."""
     import sys
 
-    from stdr_deploy.smoke import gpu_memory_by_process
+    from stdr_deploy.smoke import gpu_memory
 
     processes = {0: [SimpleNamespace(pid=10, usedGpuMemory=300), SimpleNamespace(pid=11, usedGpuMemory=None)],
                  1: [SimpleNamespace(pid=10, usedGpuMemory=200), SimpleNamespace(pid=12, usedGpuMemory=50)],
                  2: [SimpleNamespace(pid=13, usedGpuMemory=999)]}
     stand_in = SimpleNamespace(nvmlInit=lambda: None, nvmlShutdown=lambda: None,
                                nvmlDeviceGetHandleByIndex=lambda index: index,
+                               nvmlDeviceGetMemoryInfo=lambda handle: SimpleNamespace(used=1000 * (handle + 1)),
                                nvmlDeviceGetComputeRunningProcesses=lambda handle: processes[handle])
     monkeypatch.setitem(sys.modules, "pynvml", stand_in)
-    assert gpu_memory_by_process((0, 1)) == {10: 500, 12: 50}
+    total, by_process = gpu_memory((0, 1))
+    assert by_process == {10: 500, 12: 50}
+    assert total == 3000  # GPUs 0 and 1 only

@@ -194,16 +194,19 @@ def mixed_precision(model: onnx.ModelProto) -> tuple[onnx.ModelProto, tuple[str,
 
 
 def outputs_past_kept_ops(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose graph outputs made by a kept-fp32 op (ppocr's final Softmax) pass
-    through an Identity first. Without it the converter fails on the Cast pair it puts between
-    that op and the output ("The downstream node of the second cast node should be graph
-    output", microsoft/onnxconverter-common#307); with it the Identity runs in fp16 between two
-    Casts, so that output is rounded to fp16 once (5e-4 relative: the parity check covers it)."""
+    """`model` itself, or where a kept-fp32 op makes a graph output (ppocr's final Softmax), a copy
+    in which those outputs pass through an Identity first. Without it the converter fails on the
+    Cast pair it puts between that op and the output ("The downstream node of the second cast
+    node should be graph output", microsoft/onnxconverter-common#307); with it the Identity runs
+    in fp16 between two Casts, so that output is rounded to fp16 once (5e-4 relative: the parity
+    check covers it)."""
     import onnx
 
+    outputs = {o.name for o in model.graph.output}
+    if not any(node.op_type in KEPT_FP32_OPS and outputs & set(node.output) for node in model.graph.node):
+        return model  # nothing to route (craft, crnn-en, parseq): no copy of a large graph
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    outputs = {o.name for o in copy.graph.output}
     for node in list(copy.graph.node):
         if node.op_type not in KEPT_FP32_OPS:
             continue

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from stdr_deploy.ort_runner import random_input
+
 # Detector inputs of the four benchmark images at canvas 2560 (padded to 32), and the worst case.
 CRAFT_SHAPES = [(1, 3, 480, 352), (1, 3, 2560, 2048), (1, 3, 512, 416), (1, 3, 1600, 1216), (1, 3, 2560, 2560)]
 CRNN_SHAPES = [(1, 1, 64, 256), (16, 1, 64, 256), (16, 1, 64, 512), (64, 1, 64, 256)]
@@ -78,20 +80,20 @@ def timed(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
             "min_ms": round(min(samples) * 1e3, 3)}
 
 
-def feed(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+def feed(sess, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return random_input(sess, shape, np.random.default_rng(seed))
 
 
 def host_run(sess, shape):
     name = sess.get_inputs()[0].name
-    x = feed(shape)
+    x = feed(sess, shape)
     return lambda: sess.run(None, {name: x})
 
 
 def resident_run(sess, shape, device: str):
     """Input copied to the device once; outputs stay there (what IO binding can save)."""
     binding = sess.io_binding()
-    x = ort.OrtValue.ortvalue_from_numpy(feed(shape), device, 0)
+    x = ort.OrtValue.ortvalue_from_numpy(feed(sess, shape), device, 0)
     binding.bind_ortvalue_input(sess.get_inputs()[0].name, x)
     for out in sess.get_outputs():
         binding.bind_output(out.name, device)
@@ -106,9 +108,9 @@ def resident_run(sess, shape, device: str):
 def graph_run(sess, shape, device: str):
     """CUDA graph replay: fixed input and output buffers bound once, shapes fixed."""
     binding = sess.io_binding()
-    x = ort.OrtValue.ortvalue_from_numpy(feed(shape), device, 0)
+    x = ort.OrtValue.ortvalue_from_numpy(feed(sess, shape), device, 0)
     binding.bind_ortvalue_input(sess.get_inputs()[0].name, x)
-    probe = sess.run(None, {sess.get_inputs()[0].name: feed(shape)})
+    probe = sess.run(None, {sess.get_inputs()[0].name: feed(sess, shape)})
     for out, value in zip(sess.get_outputs(), probe):
         y = ort.OrtValue.ortvalue_from_numpy(np.zeros_like(value), device, 0)
         binding.bind_ortvalue_output(out.name, y)

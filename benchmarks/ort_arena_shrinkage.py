@@ -39,6 +39,8 @@ def measure(setting: str, onnx: str, shape: list[int], outlier: list[int], runs:
     import numpy as np
     import onnxruntime as ort
 
+    from stdr_deploy.ort_runner import random_input
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_cpu_mem_arena = options.enable_mem_pattern = setting != "arena-off"
@@ -47,8 +49,8 @@ def measure(setting: str, onnx: str, shape: list[int], outlier: list[int], runs:
         run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    normal = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    big = np.random.default_rng(1).standard_normal(outlier, dtype=np.float32)
+    normal = random_input(session, shape, np.random.default_rng(0))
+    big = random_input(session, outlier, np.random.default_rng(1))
     session.run(None, {name: normal}, run_options)  # first-run allocations out of the timing
     seconds = []
     for _ in range(runs):

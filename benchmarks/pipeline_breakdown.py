@@ -88,7 +88,14 @@ class RecordedDetector:
         self.tensor, self.output = tensor, output
 
     def infer(self, feeds):
-        if not np.array_equal(feeds["input"], self.tensor):
+        given = feeds["input"]
+        if given.dtype != self.tensor.dtype:  # code before CRAFT took uint8 pixels: compare normalised
+            from stdr_deploy.ocr.detector_input import normalised
+
+            given, recorded = (normalised(t) if t.dtype == np.uint8 else t for t in (given, self.tensor))
+        else:
+            recorded = self.tensor
+        if not np.array_equal(given, recorded):
             raise RuntimeError("this pipeline made a different detector input than the recorded one")
         return {"output": self.output}
 

@@ -32,3 +32,12 @@ class OrtRunner:
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(None, feeds)))
+
+
+def random_input(session: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A random value for `session`'s first input: uint8 pixels where it takes them (CRAFT), else
+    standard-normal floats of its float type. For measurements, where only shape and type matter."""
+    kind = session.get_inputs()[0].type
+    if kind == "tensor(uint8)":
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    return rng.standard_normal(shape, dtype=np.float32).astype(np.float16 if kind == "tensor(float16)" else np.float32)

@@ -117,7 +117,7 @@ GPU_DRIVER_BYTES = 656 * MIB  # what NVML counts as used on a GPU beyond every p
 PIPELINES_PER_GPU_DETECTOR = 6
 PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
 PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
-PIPELINE_BYTES_PER_CANVAS_PIXEL = 16  # float32 detector input (12) + score maps (quarter size)
+PIPELINE_BYTES_PER_CANVAS_PIXEL = 3 + 4  # uint8 CRAFT input (3) + float32 score maps (2 at quarter size)
 # Used only where memory_data has no measurement (say TensorRT, or the CUDA EP before
 # `benchmarks/measure_memory.py --providers CUDAExecutionProvider` ran); the plan says so.
 CUDA_CONTEXT_BYTES = 512 * MIB  # per process (each model instance is its own stub process)

@@ -12,7 +12,11 @@ knows to lack fp16 kernels, e.g. Resize) plus:
   ops (LSTM/GRU/RNN: the cell state is a running sum carried over up to 511 steps in CRNN);
 - the nodes of a LayerNorm decomposed below opset 17 (`ReduceMean -> Sub -> Pow -> ReduceMean
   -> Add(eps) -> Sqrt -> Div`): `(x - mean)^2` overflows for |x - mean| > 256 and eps = 1e-5 is
-  below fp16's normal range, so the Sub, Add and Div of that chain stay fp32 too.
+  below fp16's normal range, so the Sub, Add and Div of that chain stay fp32 too;
+- the chain that normalises an integer input (CRAFT's uint8 pixels: `Cast -> Sub -> Div`): the
+  converter turns its constants to fp16 but not the Cast's target type, which leaves a Sub of
+  float and fp16 (onnx.checker refuses it); kept fp32, it computes what the fp32 graph does and
+  hands fp16 to the first convolution, as the fp16 graph of a float input does.
 The converter leaves stale fp32 `value_info` behind the Casts it adds after a blocked Resize
 (ONNX Runtime then refuses the graph), so the value_info is dropped and inferred again.
 
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
     import onnx
 
 REPORT_FORMAT = 1
+NORMALISING_OPS = ("Cast", "Sub", "Div", "Mul", "Add")  # what turns integer pixels into a network's input
 UNIT_SCALE = 1.0  # outputs smaller than this are judged in absolute terms (see half_vs_full)
 FP16_TOLERANCE = 2e-2  # max abs difference / max |fp32 output|, see the module docstring
 KEPT_FP32_OPS = (
@@ -80,6 +85,7 @@ RECIPE = {
     "keep_io_types": True,
     "kept_fp32_ops": "converter defaults + " + ",".join(KEPT_FP32_OPS),
     "layernorm_chain_fp32": True,
+    "input_normalisation_fp32": True,
     "tolerance": FP16_TOLERANCE,
 }
 _VERSIONED = ("onnx", "onnxruntime", "onnxconverter-common")
@@ -105,7 +111,8 @@ def half_precision(fp32: ExportResult, *, stages: Stages | None = None, force: b
 
 
 def fp32_nodes(graph: onnx.GraphProto) -> tuple[str, ...]:
-    """Names of the nodes kept in fp32 beyond whole op types: the decomposed LayerNorm's Sub, Add, Div.
+    """Names of the nodes kept in fp32 beyond whole op types: the decomposed LayerNorm's Sub, Add,
+    Div, and the elementwise chain that normalises an integer graph input.
 
     With the chain's ops (ReduceMean, Pow, Sqrt) this keeps every LayerNorm in fp32.
     """
@@ -121,6 +128,14 @@ def fp32_nodes(graph: onnx.GraphProto) -> tuple[str, ...]:
         return [index] if index is not None and nodes[index].op_type == op_type else []
 
     keep: set[int] = set()
+    floats = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+    for value in graph.input:
+        if value.type.tensor_type.elem_type in floats:
+            continue
+        chain = consumers[value.name]
+        while len(chain) == 1 and nodes[chain[0]].op_type in NORMALISING_OPS:
+            keep.add(chain[0])
+            chain = consumers[nodes[chain[0]].output[0]]
     for node in nodes:
         if node.op_type == "Pow":
             keep.update(producer_of(node, "Sub"))
@@ -154,7 +169,7 @@ def _build(fp32: ExportResult, folder: Path, stages: Stages) -> dict[str, Any]:
         "recipe": RECIPE,
         "kept_fp32": {
             "ops": sorted({op for op in ops if op in KEPT_FP32_OPS}),
-            "layernorm_nodes": len(kept_nodes),
+            "nodes": len(kept_nodes),  # the LayerNorm chains and an integer input's normalisation
             "casts": ops.count("Cast"),
         },
         "versions": _versions(),

@@ -43,7 +43,7 @@ VERSION = "1"
 PIPELINE_REQUIREMENTS = ("numpy<2", "opencv-python-headless<4.12", "pillow")
 CHARSET_FILE = "recognizer_charset.txt"  # in pipeline/1/, for recognizers whose charset is in their model file
 
-DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}  # model spec dtype -> Triton data_type
+DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}  # model spec dtype -> Triton data_type
 
 # cuDNN convolution algorithm search, as Triton's onnxruntime backend numbers it.
 CUDNN_CONV_ALGO_SEARCH = {"EXHAUSTIVE": 0, "HEURISTIC": 1, "DEFAULT": 2}

@@ -36,7 +36,7 @@ class TorchRunner:
         self.model = load_model(family, weights)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = self._torch.from_numpy(np.ascontiguousarray(feeds[self.spec.input.name], dtype=np.float32))
+        x = self._torch.from_numpy(np.ascontiguousarray(feeds[self.spec.input.name], dtype=self.spec.input.dtype))
         with self._torch.inference_mode():
             y = self.model(x)
         outputs = y if isinstance(y, (tuple, list)) else (y,)

@@ -93,14 +93,13 @@ def config_differences(rendered, served) -> list[str]:
 
 def profile_inputs(model: ModelPlan, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """One random input per profile point (min/opt/max), shaped as the plan promises to serve."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for point in ("min", "opt", "max"):
-        feeds[point] = {
-            name: rng.standard_normal(getattr(shape, point), dtype=np.float32)
-            for name, shape in model.profile.items()
-        }
-    return feeds
+    from stdr_deploy.models import get_spec
+
+    rng, spec = np.random.default_rng(seed), get_spec(model.family)
+    return {
+        point: {name: spec.random_input(getattr(shape, point), rng) for name, shape in model.profile.items()}
+        for point in ("min", "opt", "max")
+    }
 
 
 def expected_output_shape(model: ModelPlan, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -278,8 +277,10 @@ class TreeSampler:
 
 
 def max_shape_feeds(model: ModelPlan, seed: int = 1) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {name: rng.standard_normal(shape.max, dtype=np.float32) for name, shape in model.profile.items()}
+    from stdr_deploy.models import get_spec
+
+    rng, spec = np.random.default_rng(seed), get_spec(model.family)
+    return {name: spec.random_input(shape.max, rng) for name, shape in model.profile.items()}
 
 
 def max_canvas_image(plan: Plan) -> np.ndarray:

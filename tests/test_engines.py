@@ -64,14 +64,14 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
 class TinyDetector(nn.Module):
-    """CRAFT's signature: [N, 3, H, W] -> score maps [N, H/2, W/2, 2]."""
+    """CRAFT's signature: uint8 pixels [N, 3, H, W], normalised in the graph -> score maps [N, H/2, W/2, 2]."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 2, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).permute(0, 2, 3, 1)
+        return self.conv((x.float() - 127.5) / 64.0).permute(0, 2, 3, 1)
 
 
 class TinyRecognizer(nn.Module):
@@ -123,7 +123,7 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     return {
         "craft": export(
-            TinyDetector(), torch.zeros(1, 3, 64, 64), folder / "detector.onnx", {0: "batch", 2: "height", 3: "width"},
+            TinyDetector(), torch.zeros(1, 3, 64, 64, dtype=torch.uint8), folder / "detector.onnx", {0: "batch", 2: "height", 3: "width"},
             opset=11,
         ),
         "parseq": to_fp16(recognizer, folder / "recognizer.onnx"),
@@ -210,7 +210,7 @@ def qdq_detector(standins, folder: Path, quantize_bias: bool) -> Path:
     class Feeds(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.feeds = iter([{"input": rng.standard_normal((1, 3, 64, 64), dtype=np.float32)} for _ in range(2)])
+            self.feeds = iter([{"input": rng.integers(0, 256, (1, 3, 64, 64), dtype=np.uint8)} for _ in range(2)])
 
         def get_next(self):
             return next(self.feeds, None)

@@ -12,6 +12,8 @@ import torch
 
 from stdr_deploy.errors import UserInputError
 from stdr_deploy.models import MODEL_SPECS, build_model, get_spec, load_model
+from stdr_deploy.ocr import read_image
+from stdr_deploy.ocr.detector_input import MEAN_255, STD_255, detector_input, normalised
 
 # Families with an oracle parity test below; a new family must add one. The ONNX-native
 # PP-OCRv4 families are checked against RapidOCR itself in test_ppocr.py.
@@ -55,11 +57,12 @@ def test_spec_matches_the_network(name):
     assert floats == spec.params
 
     x = spec.example_input(batch=2, seed=3)
-    assert x.dtype == np.float32 and x.shape[0] == 2
+    assert x.dtype == np.dtype(spec.input.dtype) and x.shape[0] == 2
     assert np.array_equal(x, spec.example_input(batch=2, seed=3))
     assert not np.array_equal(x, spec.example_input(batch=2, seed=4))
-    mean, std = np.asarray(spec.preprocess["mean"]), np.asarray(spec.preprocess["std"])
-    assert x.min() >= (-mean / std).min() - 1e-6 and x.max() <= ((1 - mean) / std).max() + 1e-6
+    if spec.input.dtype == "float32":  # normalised pixels (craft takes uint8 pixels, any value)
+        mean, std = np.asarray(spec.preprocess["mean"]), np.asarray(spec.preprocess["std"])
+        assert x.min() >= (-mean / std).min() - 1e-6 and x.max() <= ((1 - mean) / std).max() + 1e-6
 
     small = {"craft": (64, 96), "crnn-en": (None, 128)}.get(name, (None, None))
     x = spec.example_input(2, *small)
@@ -122,6 +125,20 @@ def test_craft_matches_easyocr_on_img02(shared, craft_with_features):
     crop, crop_ref = feature[:, :, cy : cy + 64, cx : cx + 64], oracle["feature_crop"].astype(np.float32)
     assert np.all(np.abs(crop - crop_ref) <= np.abs(crop_ref) * 2**-11 + 1e-4)  # measured: 1.5e-6 beyond fp16
     assert np.allclose(feature.mean(axis=(0, 2, 3)), oracle["feature_channel_mean"], atol=1e-5)
+
+
+def test_craft_normalises_uint8_pixels_as_easyocr_does(shared, craft_with_features):
+    """The uint8 input the export traces: normalised inside the network with EasyOCR's float32
+    steps, so the maps are those of EasyOCR's float tensor for the same pixels."""
+    pixels = detector_input(read_image(shared / "testdata/scenes_A/img02.png"), 2560, 1.0).tensor
+    assert pixels.dtype == np.uint8
+    with torch.no_grad():
+        from_pixels = craft_with_features(torch.from_numpy(pixels))[0]
+        from_floats = craft_with_features(torch.from_numpy(craft_input_img02(shared)))[0]
+    assert torch.equal(from_pixels, from_floats)
+    mean, std = get_spec("craft").pixel_normalisation()
+    assert np.array_equal(normalised(pixels), craft_input_img02(shared))
+    assert np.array_equal(mean, MEAN_255) and np.array_equal(std, STD_255)  # one recipe, two places
 
 
 def test_craft_without_features_returns_the_map_only(craft_with_features):

@@ -43,6 +43,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from stdr_deploy.engines import EngineCache, build_engines
 from stdr_deploy.errors import ServerError
 from stdr_deploy.hardware import load_host
+from stdr_deploy.models import get_spec
 from stdr_deploy.ocr.image_io import MIN_IMAGE_SIDE, read_image
 from stdr_deploy.ocr.settings import PipelineSettings
 from stdr_deploy.planner import make_plan
@@ -260,14 +261,15 @@ def sub_model_requests(plan) -> list[tuple[str, str, np.ndarray, str]]:
     cases = []
     for model in plan.models():
         ((name, profile),) = model.profile.items()
+        dtype = np.dtype(get_spec(model.family).input.dtype)  # craft takes uint8 pixels
         top = profile.max
         twice = (*top[:-2], top[-2] * 2, top[-1] * 2) if model.role == "detector" else (*top[:-1], top[-1] * 2)
         wider = (*top[:-1], top[-1] + 1)
         empty = (*top[:-1], 0)
         cases += [
-            (f"{model.triton_name}-twice-max", model.triton_name, np.zeros(twice, np.float32), "beyond this deployment's largest"),
-            (f"{model.triton_name}-one-wider", model.triton_name, np.zeros(wider, np.float32), "beyond this deployment's largest"),
-            (f"{model.triton_name}-zero-width", model.triton_name, np.zeros(empty, np.float32), "has no elements"),
+            (f"{model.triton_name}-twice-max", model.triton_name, np.zeros(twice, dtype), "beyond this deployment's largest"),
+            (f"{model.triton_name}-one-wider", model.triton_name, np.zeros(wider, dtype), "beyond this deployment's largest"),
+            (f"{model.triton_name}-zero-width", model.triton_name, np.zeros(empty, dtype), "has no elements"),
         ]
     return cases
 
@@ -282,7 +284,7 @@ def test_each_model_refuses_inputs_beyond_its_max_profile_or_empty(plan, server,
     assert ("craft-twice-max", "craft") == cases[0][:2] and cases[0][2].shape == (1, 3, 3200, 3200)
     wrong = []
     for label, model, array, error in cases:
-        tensor = module.InferInput("input", list(array.shape), "FP32")
+        tensor = module.InferInput("input", list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         try:
             client.infer(model, [tensor])

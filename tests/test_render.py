@@ -34,7 +34,7 @@ ROOT = TESTS.parent
 
 # What each served model must declare (the project's decisions, SEED_NOTES for craft/parseq).
 EXPECTED_IO = {
-    "craft": ([("input", "TYPE_FP32", [3, -1, -1])], [("output", "TYPE_FP32", [-1, -1, 2])]),
+    "craft": ([("input", "TYPE_UINT8", [3, -1, -1])], [("output", "TYPE_FP32", [-1, -1, 2])]),
     "crnn_en": ([("input", "TYPE_FP32", [1, 64, -1])], [("output", "TYPE_FP32", [-1, 97])]),
     "parseq": ([("input", "TYPE_FP32", [3, 32, 128])], [("output", "TYPE_FP32", [26, 95])]),
     "pipeline": (

@@ -350,7 +350,8 @@ def _torch_call(model: str, weights: str | Path | None, runtime: str, threads: i
 
     def to_device(x: np.ndarray) -> Any:
         # copy first, cast on the device: a host-side cast of a 2560x2560 canvas costs more than the copy
-        t = torch.from_numpy(x).to(device).to(dtype)
+        t = torch.from_numpy(x).to(device)
+        t = t.to(dtype) if t.is_floating_point() else t  # uint8 pixels: the network normalises them
         return t.contiguous(memory_format=layout) if t.dim() == 4 else t
 
     def forward(t: Any) -> tuple[Any, ...]:

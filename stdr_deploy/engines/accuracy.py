@@ -57,24 +57,18 @@ class OnnxRunner:
 
 
 def validation_feeds(spec: BuildSpec, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Seeded inputs at the opt and min shapes: uniform pixels, normalised as the model expects."""
+    """Seeded inputs at the opt and min shapes: uniform pixels, in the form the model takes."""
     from stdr_deploy.models import get_spec
 
-    preprocess = get_spec(spec.family).preprocess
+    model = get_spec(spec.family)
     rng = np.random.default_rng(seed)
     feeds = []
     for pick in ("opt", "min"):
         shapes = {p.name: getattr(p, pick) for p in spec.profiles}
         if any(shapes == {n: s.shape for n, s in f.items()} for f in feeds):
             continue
-        feeds.append({name: _normalised_pixels(rng, shape, preprocess) for name, shape in shapes.items()})
+        feeds.append({name: model.random_input(shape, rng) for name, shape in shapes.items()})
     return feeds
-
-
-def _normalised_pixels(rng: np.random.Generator, shape: tuple[int, ...], preprocess: Mapping[str, Any]) -> np.ndarray:
-    mean = np.asarray(preprocess["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(preprocess["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((rng.random(shape, dtype=np.float32) - mean) / std).astype(np.float32)
 
 
 def check_engine_accuracy(

@@ -10,7 +10,8 @@ from stdr_deploy.models.spec import ModelSpec, TensorSpec
 def build(*, with_features: bool = False):
     from stdr_deploy.models.craft_net import CRAFT
 
-    return CRAFT(with_features=with_features)
+    mean, std = SPEC.pixel_normalisation()
+    return CRAFT(with_features=with_features, pixel_mean=tuple(mean), pixel_std=tuple(std))
 
 
 SPEC = ModelSpec(
@@ -18,7 +19,8 @@ SPEC = ModelSpec(
     role="detector",
     triton_name="craft",
     default_weights="craft_mlt_25k",
-    inputs=(TensorSpec("input", "float32", ("batch", 3, "height", "width")),),
+    # uint8 RGB pixels: the graph normalises them itself (a quarter of float32's bytes to hand over)
+    inputs=(TensorSpec("input", "uint8", ("batch", 3, "height", "width")),),
     outputs=(TensorSpec("output", "float32", ("batch", "half_height", "half_width", 2)),),
     optional_outputs=(TensorSpec("output1", "float32", ("batch", 32, "half_height", "half_width")),),
     opset=11,
@@ -26,6 +28,7 @@ SPEC = ModelSpec(
     preprocess={
         # x = (pixel / 255 - mean) / std per RGB channel; EasyOCR computes it in float32 as
         # (pixel - 255 * mean) / (255 * std), with mean*255 and std*255 formed in float64.
+        # For CRAFT this runs inside the graph, on the uint8 input.
         "color": "RGB",
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),

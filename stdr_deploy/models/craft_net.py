@@ -93,11 +93,17 @@ class CRAFT(nn.Module):
 
     `forward(x)` returns `y` [N, H/2, W/2, 2] (NHWC; channel 0 = region, 1 = affinity), or
     `(y, feature)` with the 32-channel `upconv4` map [N, 32, H/2, W/2] when `with_features`.
+    `x` is either the normalised float32 image (EasyOCR's input) or its uint8 pixels, which are
+    normalised first with `pixel_mean`/`pixel_std` (0-255 scale): the export traces the uint8
+    form, so the ONNX graph takes a quarter of the bytes and normalises where it runs.
     """
 
-    def __init__(self, with_features: bool = False) -> None:
+    def __init__(self, with_features: bool = False, pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0)) -> None:
         super().__init__()
         self.with_features = with_features
+        # Not weights: kept out of the state dict, so the released checkpoint loads strictly.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).reshape(1, 3, 1, 1), persistent=False)
         self.basenet = VGG16BNBackbone()
         self.upconv1 = DoubleConv(1024, 512, 256)
         self.upconv2 = DoubleConv(512, 256, 128)
@@ -116,6 +122,8 @@ class CRAFT(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if x.dtype == torch.uint8:
+            x = (x.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         fc7, conv5, conv4, conv3, conv2 = self.basenet(x)
         y = self.upconv1(torch.cat([fc7, conv5], dim=1))
         for upconv, skip in ((self.upconv2, conv4), (self.upconv3, conv3), (self.upconv4, conv2)):

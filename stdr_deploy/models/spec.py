@@ -110,9 +110,22 @@ class ModelSpec:
     def example_input(
         self, batch: int = 2, height: int | None = None, width: int | None = None, seed: int = 0
     ) -> np.ndarray:
-        """Seeded float32 input in the model's range: uniform pixels, normalised as preprocessing does."""
-        shape = self.input_shape(batch, height, width)
-        pixels = np.random.default_rng(seed).random(shape, dtype=np.float32)
+        """Seeded input in the model's range and dtype (see `random_input`)."""
+        return self.random_input(self.input_shape(batch, height, width), np.random.default_rng(seed))
+
+    def random_input(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """Uniform pixels of `shape`: uint8 as they are for a uint8 input (the graph normalises
+        them), else float32 normalised as preprocessing does."""
+        if self.input.dtype == "uint8":
+            return rng.integers(0, 256, size=shape, dtype=np.uint8)
+        pixels = rng.random(shape, dtype=np.float32)
         mean = np.asarray(self.preprocess["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.preprocess["std"], dtype=np.float32).reshape(1, -1, 1, 1)
         return ((pixels - mean) / std).astype(np.float32)
+
+    def pixel_normalisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) per channel on the pixel scale, float32 formed from float64 (EasyOCR's steps)."""
+        scale = float(self.preprocess["pixel_scale"])
+        mean = (np.asarray(self.preprocess["mean"], dtype=np.float64) * scale).astype(np.float32)
+        std = (np.asarray(self.preprocess["std"], dtype=np.float64) * scale).astype(np.float32)
+        return mean, std

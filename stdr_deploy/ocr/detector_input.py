@@ -1,10 +1,13 @@
-"""Detector input: the image resized to the canvas, padded to a multiple of 32, normalised.
+"""Detector input: the image resized to the canvas and padded to a multiple of 32, as uint8.
 
 The steps and their order are EasyOCR's (`resize_aspect_ratio` + `normalizeMeanVariance`), which
 CRAFT's weights were tuned with: resize the uint8 image with bilinear interpolation so the long
 side is `mag_ratio` times itself but at most `canvas_size`, paste it at the top-left of a black
 canvas whose sides are multiples of 32 (the network downsamples 5 times), then subtract the
-ImageNet mean and divide by its std, both scaled to 0-255.
+ImageNet mean and divide by its std, both scaled to 0-255. The last step runs inside the
+exported CRAFT graph (its input is uint8): the tensor handed to the detector is a quarter of the
+float32 one's bytes, and the normalisation runs where the detector runs (on the GPU there).
+`normalised` is that step in NumPy, for the graph's tests and the torch runtime's reference.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ STRIDE = 32
 class DetectorInput:
     """The network input and how to map score-map pixels back onto the original image."""
 
-    tensor: np.ndarray  # float32 [1, 3, Hp, Wp]
+    tensor: np.ndarray  # [1, 3, Hp, Wp]: uint8 pixels for CRAFT, float32 for ppocr-det
     resized_hw: tuple[int, int]  # image size after the resize, before padding
     image_hw: tuple[int, int]
 
@@ -52,13 +55,9 @@ def padded_size(height: int, width: int, pad_to: int = STRIDE, canvas_size: int 
     return side(height), side(width)
 
 
-# (v - mean) / std for every uint8 value v, per channel, computed with the same float32 steps as
-# normalising the whole image: a table lookup gives the same bits in a third of the time.
-NORMALISED = (np.arange(256, dtype=np.float32)[None, :] - MEAN_255[:, None]) / STD_255[:, None]
-
-
 def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float, pad_to: int = STRIDE) -> DetectorInput:
-    """RGB uint8 HxWx3 -> float32 [1, 3, Hp, Wp], bit-identical to EasyOCR's tensor at `pad_to` 32.
+    """RGB uint8 HxWx3 -> uint8 [1, 3, Hp, Wp] whose `normalised` form is bit-identical to
+    EasyOCR's tensor at `pad_to` 32.
 
     A larger `pad_to` gives the detector a few fixed shapes (see PipelineSettings.pad_to); the
     extra padding is black, as EasyOCR's is.
@@ -67,10 +66,11 @@ def detector_input(image: np.ndarray, canvas_size: int, mag_ratio: float, pad_to
     th, tw = resized_size(height, width, canvas_size, mag_ratio)
     resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
     ph, pw = padded_size(th, tw, pad_to, canvas_size)
-    tensor = np.empty((1, 3, ph, pw), dtype=np.float32)
-    for channel, values in enumerate(cv2.split(resized)):
-        plane = tensor[0, channel]
-        plane[th:, :] = NORMALISED[channel, 0]  # the padding is black before normalisation
-        plane[:th, tw:] = NORMALISED[channel, 0]
-        cv2.LUT(values, NORMALISED[channel], dst=plane[:th, :tw])  # straight into the tensor, no temporary
+    tensor = np.zeros((1, 3, ph, pw), dtype=np.uint8)
+    cv2.split(resized, [tensor[0, c, :th, :tw] for c in range(3)])  # straight into the planes (5x numpy's transpose)
     return DetectorInput(tensor=tensor, resized_hw=(th, tw), image_hw=(height, width))
+
+
+def normalised(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3, H, W] -> float32 (pixel - mean) / std, per channel, in EasyOCR's float32 steps."""
+    return (pixels.astype(np.float32) - MEAN_255.reshape(1, 3, 1, 1)) / STD_255.reshape(1, 3, 1, 1)

@@ -29,7 +29,9 @@ MANIFEST = "manifest.json"
 # `package` tries every ONNX precision (plan_schema.PRECISIONS) and keeps those the export
 # accepts for a family at run time (`onnx_files.check_precision`), so a precision the export
 # learns is packaged without a change here.
-FORMAT_VERSION = 1
+# 2: CRAFT takes uint8 pixels (normalised in its graph); a format-1 CRAFT takes float32 and would
+# be fed the wrong type, so format-1 directories are refused and `package` replaces their models.
+FORMAT_VERSION = 2
 
 
 class OnnxSource(Protocol):
@@ -143,6 +145,19 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _current_manifest(out: Path) -> bool:
+    """Whether `out` holds a manifest of this format, whose entries `package` keeps. One of an
+    older format is replaced whole (its models may not fit this version's pipeline); a newer or
+    broken one is an error, as it is for reading."""
+    if not (out / MANIFEST).is_file():
+        return False
+    try:
+        older = json.loads((out / MANIFEST).read_text())["format_version"] < FORMAT_VERSION
+    except (OSError, ValueError, KeyError, TypeError):
+        older = False  # _read_manifest says what is wrong with it
+    return not older
+
+
 def _registry_weights(family: str, weights: str | Path | None) -> bool:
     from stdr_deploy.models import get_spec
     from stdr_deploy.weights import WEIGHTS
@@ -211,7 +226,7 @@ def package(
                 raise UserInputError(f"{family} cannot be exported at {', '.join(refused)}",
                                      hint=f"{family} exports at {', '.join(supported_precisions(family)) or 'no precision'}")
         wanted += [(family, p) for p in chosen]
-    kept = _read_manifest(out)["models"] if (out / MANIFEST).is_file() else []
+    kept = _read_manifest(out)["models"] if _current_manifest(out) else []
     entries = {(e["family"], e["precision"]): e for e in kept}
     weights_sha256 = {
         family: sha256_file(resolve_weights(weights.get(family) or get_spec(family).default_weights))

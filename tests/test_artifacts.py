@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from stdr_deploy.artifacts import MANIFEST, ArtifactDir, default_families, package, supported_precisions
+from stdr_deploy.artifacts import FORMAT_VERSION, MANIFEST, ArtifactDir, default_families, package, supported_precisions
 from stdr_deploy.errors import UserInputError, ValidationError
 from stdr_deploy.weights import WEIGHTS
 
@@ -142,7 +142,7 @@ def test_the_core_reads_a_recognizer_charset_and_benches_without_onnx(no_torch_e
 
 def test_package_writes_a_self_describing_directory(artefacts, craft_onnx, crnn_onnx):
     manifest = json.loads((artefacts / MANIFEST).read_text())
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == FORMAT_VERSION == 2  # 2: CRAFT takes uint8 pixels
     assert manifest["versions"]["torch"] and manifest["versions"]["onnxruntime"]
     assert manifest["created"]["at"] and manifest["created"]["by"].startswith("stdr-deploy ")
     entries = {(e["family"], e["precision"]): e for e in manifest["models"]}
@@ -189,9 +189,24 @@ def test_an_artefact_directory_verifies_each_file_and_names_what_is_missing(arte
     with pytest.raises(UserInputError, match="no manifest.json"):
         ArtifactDir(tmp_path)
     newer = _linked_copy(artefacts, tmp_path / "newer")
-    _rewrite_manifest(newer, lambda m: {**m, "format_version": 2})
-    with pytest.raises(UserInputError, match="format_version 2"):
+    _rewrite_manifest(newer, lambda m: {**m, "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(UserInputError, match=f"format_version {FORMAT_VERSION + 1}"):
         ArtifactDir(newer)
+    older = _linked_copy(artefacts, tmp_path / "older")  # made before CRAFT took uint8 pixels
+    _rewrite_manifest(older, lambda m: {**m, "format_version": 1})
+    with pytest.raises(UserInputError, match="format_version 1; this stdr-deploy reads 2") as stale:
+        ArtifactDir(older)
+    assert "package again" in stale.value.hint
+
+
+def test_package_replaces_the_models_of_an_older_format_instead_of_mixing_them(artefacts, tmp_path):
+    """A format-1 directory's craft took float32; packaging crnn-en into it must not keep that craft."""
+    older = _linked_copy(artefacts, tmp_path / "older")
+    _rewrite_manifest(older, lambda m: {**m, "format_version": 1})
+    manifest = package(older, ["crnn-en"], ["fp32"])
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert [(e["family"], e["precision"]) for e in manifest["models"]] == [("crnn-en", "fp32")]
+    assert ArtifactDir(older).onnx_file("crnn-en", "fp32").is_file()
 
 
 def _linked_copy(src: Path, dst: Path) -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from stdr_deploy.ort_runner import random_input
+from stdr_deploy.ort_runner import random_session_input
 
 # Detector inputs of the four benchmark images at canvas 2560 (padded to 32), and the worst case.
 CRAFT_SHAPES = [(1, 3, 480, 352), (1, 3, 2560, 2048), (1, 3, 512, 416), (1, 3, 1600, 1216), (1, 3, 2560, 2560)]
@@ -81,7 +81,7 @@ def timed(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
 
 
 def feed(sess, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return random_input(sess, shape, np.random.default_rng(seed))
+    return random_session_input(sess, shape, np.random.default_rng(seed))
 
 
 def host_run(sess, shape):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from stdr_deploy.ort_runner import random_input
+from stdr_deploy.ort_runner import random_session_input
 
 CRAFT_SHAPES = [(1, 3, 480, 352), (1, 3, 2560, 2048), (1, 3, 512, 416), (1, 3, 1600, 1216)]
 WIDTHS = (64, 128, 256, 512, 1024)
@@ -36,7 +36,7 @@ def session(path: str, nhwc: bool, arena: str) -> ort.InferenceSession:
 
 
 def call(sess, shape) -> float:
-    x = random_input(sess, shape, np.random.default_rng(0))
+    x = random_session_input(sess, shape, np.random.default_rng(0))
     start = time.perf_counter()
     sess.run(None, {sess.get_inputs()[0].name: x})
     return (time.perf_counter() - start) * 1e3

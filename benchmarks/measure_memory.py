@@ -68,7 +68,7 @@ def one_point(args: argparse.Namespace) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from stdr_deploy.ort_runner import random_input
+    from stdr_deploy.ort_runner import random_session_input
 
     shape = tuple(int(v) for v in args.one.split("x"))
     cuda = args.providers == "CUDAExecutionProvider"
@@ -94,11 +94,11 @@ def one_point(args: argparse.Namespace) -> dict:
     session = ort.InferenceSession(args.onnx, options, providers=providers)
     loaded_kib = vm_kib("VmRSS")
     name = session.get_inputs()[0].name
-    feed = {name: random_input(session, shape, np.random.default_rng(0))}
+    feed = {name: random_session_input(session, shape, np.random.default_rng(0))}
     # Served instances see many shapes before the largest, and with the arena off freed blocks
     # can stay in the C heap (fragmentation): run a quarter- and a half-size input first.
     for fraction in (4, 2) if args.history else ():
-        session.run(None, {name: random_input(session, smaller(args.family, shape, fraction), np.random.default_rng(1))})
+        session.run(None, {name: random_session_input(session, smaller(args.family, shape, fraction), np.random.default_rng(1))})
     for _ in range(args.runs):
         session.run(None, feed)
     if cuda:

@@ -39,7 +39,7 @@ def measure(setting: str, onnx: str, shape: list[int], outlier: list[int], runs:
     import numpy as np
     import onnxruntime as ort
 
-    from stdr_deploy.ort_runner import random_input
+    from stdr_deploy.ort_runner import random_session_input
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -49,8 +49,8 @@ def measure(setting: str, onnx: str, shape: list[int], outlier: list[int], runs:
         run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    normal = random_input(session, shape, np.random.default_rng(0))
-    big = random_input(session, outlier, np.random.default_rng(1))
+    normal = random_session_input(session, shape, np.random.default_rng(0))
+    big = random_session_input(session, outlier, np.random.default_rng(1))
     session.run(None, {name: normal}, run_options)  # first-run allocations out of the timing
     seconds = []
     for _ in range(runs):

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stdr_deploy.onnx_files import ensure_onnx
-from stdr_deploy.ort_runner import random_input
+from stdr_deploy.ort_runner import random_session_input
 
 SEARCHES = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 THREADS = (1, 0)  # 1: what the configs render for GPU instances; 0: ORT's choice
@@ -42,7 +42,7 @@ def time_shapes(sess: ort.InferenceSession, shapes: list[tuple[int, ...]]) -> li
     rows = []
     rng = np.random.default_rng(0)
     for shape in shapes:
-        feed = {name: random_input(sess, shape, rng)}
+        feed = {name: random_session_input(sess, shape, rng)}
         start = time.perf_counter()
         sess.run(None, feed)
         first = time.perf_counter() - start

@@ -34,7 +34,7 @@ class OrtRunner:
         return dict(zip(self.output_names, self.session.run(None, feeds)))
 
 
-def random_input(session: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def random_session_input(session: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     """A random value for `session`'s first input: uint8 pixels where it takes them (CRAFT), else
     standard-normal floats of its float type. For measurements, where only shape and type matter."""
     kind = session.get_inputs()[0].type

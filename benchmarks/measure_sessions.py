@@ -61,8 +61,9 @@ def load_backend():
     return module
 
 
-class GpuSampler:
-    """The most GPU memory NVML charged to this process since the last `reset`."""
+class ProcessGpuPeak:
+    """The most GPU memory NVML charged to this process, sampled every 2 ms (per process; the
+    benchmark's `stdr_deploy.bench.gpu_sampler.GpuSampler` reads whole GPUs and their utilisation)."""
 
     def __init__(self) -> None:
         import pynvml
@@ -94,7 +95,7 @@ def measure(repo: Path, model_name: str, kind: str, overrides: dict[str, str]) -
         raise SystemExit(f"{model_name}: its config has no warm_shapes (a GPU plan on ONNX Runtime has them)")
     cold = json.loads(json.dumps(config))
     cold["parameters"].pop(WARM_SHAPES)
-    gpu = GpuSampler() if kind == "GPU" else None
+    gpu = ProcessGpuPeak() if kind == "GPU" else None
     model = backend.TritonPythonModel()
     model.initialize({
         "model_config": json.dumps(cold), "model_name": model_name, "model_instance_kind": kind,

@@ -248,6 +248,22 @@ def test_no_weak_typing_api_is_left_in_the_product():
 # --- build specs -------------------------------------------------------------------------------
 
 
+class FloatInputDetector(TinyDetector):
+    """CRAFT's signature as an stdr-deploy before uint8 pixels exported it: normalised float32 in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).permute(0, 2, 3, 1)
+
+
+def test_a_detector_graph_that_takes_float_is_refused_before_any_build(tmp_path):
+    old = export(FloatInputDetector(), torch.zeros(1, 3, 64, 64), tmp_path / "old.onnx",
+                 {0: "batch", 2: "height", 3: "width"}, opset=11)
+    assert inspect_onnx(old).input_dtypes == ("float32",)
+    with pytest.raises(UserInputError, match="takes float32 input 'input'; this stdr-deploy feeds craft uint8") as refused:
+        spec_of(detector_plan(), old)
+    assert "stdr-deploy export craft --precision fp32" in refused.value.hint
+
+
 def test_detector_fp32_spec(standins, cache):
     spec = spec_of(detector_plan(), standins["craft"], cache)
     graph = inspect_onnx(standins["craft"])

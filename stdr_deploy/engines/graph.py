@@ -28,6 +28,7 @@ class OnnxGraph:
     sha256: str
     inputs: tuple[str, ...]  # graph inputs that are not initializers
     precision: str  # "fp32" | "fp16" | "int8"
+    input_dtypes: tuple[str, ...] = ()  # numpy names, one per input ("uint8", "float32", ...)
 
 
 def inspect_onnx(path: str | Path) -> OnnxGraph:
@@ -42,8 +43,9 @@ def inspect_onnx(path: str | Path) -> OnnxGraph:
         ) from exc
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
-    inputs = tuple(value.name for value in graph.input if value.name not in initializers)
-    return OnnxGraph(path, sha256_file(path), inputs, graph_precision(graph))
+    values = [value for value in graph.input if value.name not in initializers]
+    dtypes = tuple(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name for v in values)
+    return OnnxGraph(path, sha256_file(path), tuple(v.name for v in values), graph_precision(graph), dtypes)
 
 
 def graph_precision(graph: onnx.GraphProto) -> str:

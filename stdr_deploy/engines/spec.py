@@ -78,6 +78,20 @@ class BuildSpec:
         )
 
 
+def _check_input_types(model: ModelPlan, graph: OnnxGraph) -> None:
+    """The graph must take what the pipeline and the rendered config send: an ONNX file made by an
+    older stdr-deploy (CRAFT took float32 before it took uint8 pixels) would build, then fail at load."""
+    from stdr_deploy.models import get_spec
+
+    wanted = get_spec(model.family).input.dtype
+    for name, dtype in zip(graph.inputs, graph.input_dtypes):
+        if dtype != wanted:
+            raise UserInputError(
+                f"{model.triton_name}: {graph.path} takes {dtype} input {name!r}; this stdr-deploy feeds {model.family} {wanted}",
+                hint=f"export it again with this version: stdr-deploy export {model.family} --precision {model.precision}",
+            )
+
+
 def build_spec(
     model: ModelPlan,
     graph: OnnxGraph,
@@ -102,6 +116,7 @@ def build_spec(
             f"but {graph.path} has inputs {list(graph.inputs)}",
             hint="re-run `stdr-deploy plan` for this model",
         )
+    _check_input_types(model, graph)
     profiles = tuple(_checked_profile(model.triton_name, name, model.profile[name]) for name in graph.inputs)
     return BuildSpec(
         triton_name=model.triton_name,

@@ -49,7 +49,14 @@ class Endpoint:
                 f"unsupported URL scheme {scheme!r} in {url!r}",
                 hint="use http://HOST:PORT or grpc://HOST:PORT",
             )
-        return cls(address.rstrip("/"), scheme)
+        address = address.rstrip("/")
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserInputError(
+                f"{url!r} is not a server address: expected {scheme}://HOST:PORT",
+                hint="e.g. grpc://127.0.0.1:8001, as `serve` and `auto` print it",
+            )
+        return cls(address, scheme)
 
     @property
     def url(self) -> str:

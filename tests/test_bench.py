@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -294,9 +296,33 @@ def test_bench_quick_model_level_writes_the_report(tmp_path: Path, crnn_onnx):
 def test_bench_rejects_bad_options():
     from stdr_deploy.cli import cli
 
-    for args in (["--concurrency", "1,x"], ["--runtimes", "cuda-magic"], ["--soak", "5", "--concurrency", "1,2"]):
+    for args in (["--concurrency", "1,x"], ["--runtimes", "cuda-magic"], ["--soak", "5", "--concurrency", "1,2"],
+                 ["--url", "grpc://127.0.0.1:8001:"], ["--url", "grpc://127.0.0.1"], ["--url", "http://host:99999"]):
         with pytest.raises(UserInputError):
             CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+
+
+def test_server_addresses_need_a_host_and_a_port():
+    assert Endpoint.parse("grpc://127.0.0.1:8001") == Endpoint("127.0.0.1:8001", "grpc")
+    assert Endpoint.parse("localhost:8000/") == Endpoint("localhost:8000", "http")
+    assert Endpoint.parse("grpc://[::1]:8001").address == "[::1]:8001"
+    for url in ("grpc://127.0.0.1:8001:", "grpc://:8001", "http://localhost", "http://host:port", "grpc://h:0"):
+        with pytest.raises(UserInputError, match="is not a server address"):
+            Endpoint.parse(url)
+
+
+def test_bench_against_a_dead_server_keeps_its_report_and_exits_7(tmp_path: Path, shared):
+    """Every served phase fails (nothing listens): the report names why, and the exit code says so."""
+    out = tmp_path / "results"
+    args = ["bench", "--url", "grpc://127.0.0.1:9", "--no-model-level", "--concurrency", "1", "--duration", "1",
+            "--scenes", str(shared / "testdata/scenes_A"), "--out", str(out)]
+    run = subprocess.run([sys.executable, "-c", "from stdr_deploy.cli import main; main()", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 7, run.stderr
+    result = json.loads((out / "bench.json").read_text())
+    assert set(result["failures"]) >= {"pipeline"} and "no answer from the server" in result["failures"]["pipeline"]
+    assert "## Failed phases" in (out / "bench.md").read_text()
+    assert "benchmark phase(s) failed: pipeline" in run.stderr
 
 
 # -- load generator and soak against a real server ----------------------------------------------

@@ -155,10 +155,11 @@ def _guarded(result: dict[str, Any], phase: str, run: Callable[[], Any]) -> Any:
     try:
         return run()
     except StdrError as exc:
-        message = f"{exc}" + (f" (hint: {exc.hint})" if exc.hint else "")
+        message, code = f"{exc}" + (f" (hint: {exc.hint})" if exc.hint else ""), exc.exit_code
     except Exception as exc:  # noqa: BLE001 - one phase's bug must not discard the others' results
-        message = f"{type(exc).__name__}: {exc}"
+        message, code = f"{type(exc).__name__}: {exc}", StdrError.exit_code
     result.setdefault("failures", {})[phase] = message
+    result.setdefault("exit_code", code)  # the first failure's, for `bench` to exit with
     return None
 
 

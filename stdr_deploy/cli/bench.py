@@ -8,7 +8,7 @@ import click
 
 from stdr_deploy.cli.options import detector_precision_option, parse_weights, recognizer_option, weights_option
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.errors import UserInputError
+from stdr_deploy.errors import StdrError, UserInputError
 
 SOAK_CONCURRENCY = 4
 
@@ -108,6 +108,10 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
             raise UserInputError("a soak runs at one concurrency", hint="e.g. --soak 600 --concurrency 4")
     if url and repo:
         raise UserInputError("give --url or --repo, not both")
+    if url:
+        from stdr_deploy.triton_client import Endpoint
+
+        Endpoint.parse(url)  # a malformed address is the caller's mistake (exit 2), before any phase runs
     options = BenchOptions(
         models=_names(models, tuple(MODEL_SPECS), "model") or (),
         runtimes=_names(runtimes, model_bench.RUNTIMES, "runtime"),
@@ -143,6 +147,14 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
     for check in result.get("targets", []):
         color = {True: "green", False: "red"}.get(check["met"], "yellow")
         console.print(f"[{color}]{verdict(check)}[/] {check['target']}")
+    failures = result.get("failures", {})
+    if failures:  # the report keeps what worked; the exit code says that something did not
+        error = StdrError(
+            f"{len(failures)} benchmark phase(s) failed: {', '.join(failures)}",
+            hint=f"the reasons are under 'Failed phases' in {written['markdown']}; first: {next(iter(failures.values()))}",
+        )
+        error.exit_code = result["exit_code"]
+        raise error
 
 
 class _RichReporter:

@@ -323,6 +323,43 @@ def test_bench_against_a_dead_server_keeps_its_report_and_exits_7(tmp_path: Path
     assert set(result["failures"]) >= {"pipeline"} and "no answer from the server" in result["failures"]["pipeline"]
     assert "## Failed phases" in (out / "bench.md").read_text()
     assert "benchmark phase(s) failed: pipeline" in run.stderr
+    assert "failed (see Failed phases in the report)" in run.stderr  # the progress line, not "done"
+
+
+def test_a_failed_phase_closes_only_its_own_progress_stage():
+    from stdr_deploy.bench.run import Reporter, _guarded
+    from stdr_deploy.errors import ServerUnreachable
+
+    class Recorded(Reporter):
+        def __init__(self):
+            self.events = []
+
+        def phase(self, name, total):
+            self.events.append(("phase", name))
+
+        def done(self):
+            self.events.append(("done",))
+
+        def failed(self):
+            self.events.append(("failed",))
+
+    reporter, result = Recorded(), {}
+
+    def opens_then_fails():
+        reporter.phase("b", 1)
+        raise ServerUnreachable("nobody home")
+
+    def fails_before_opening():
+        raise ValueError("broken")
+
+    assert _guarded(reporter, result, "a", lambda: reporter.phase("a", 1) or "ok") == "ok"
+    _guarded(reporter, result, "b", opens_then_fails)
+    _guarded(reporter, result, "c", fails_before_opening)
+    # "a" is closed as done before "b" runs; "c" failed without a stage of its own: the done before it
+    # closed "b"'s already-failed stage, so nothing of "a" is marked failed
+    assert reporter.events == [("done",), ("phase", "a"), ("done",), ("phase", "b"), ("failed",), ("done",), ("failed",)]
+    assert result["failures"] == {"b": "nobody home", "c": "ValueError: broken"}
+    assert result["exit_code"] == 7  # the first failure's
 
 
 # -- load generator and soak against a real server ----------------------------------------------

@@ -32,12 +32,19 @@ SEED_FILES = ("img00.png", "img01.png", "img02.png", "img03.png")  # the referen
 
 
 class Reporter:
-    """Progress sink: `phase` opens a named stage with a number of steps, `step` advances it."""
+    """Progress sink: `phase` opens a named stage with a number of steps, `step` advances it;
+    `done` closes the open stage, `failed` closes it as failed (the report says why)."""
 
     def phase(self, name: str, total: int) -> None:
         pass
 
     def step(self, message: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+    def failed(self) -> None:
         pass
 
 
@@ -119,39 +126,40 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
         return [chain.to_dict()]
 
     if options.model_level:
-        result["models"] = _guarded(result, "model level", model_level)
+        result["models"] = _guarded(reporter, result, "model level", model_level)
     if options.chain:
-        result["chains"] = _guarded(result, "chain", chains)
+        result["chains"] = _guarded(reporter, result, "chain", chains)
     with ExitStack() as stack:
         wants_server = options.pipeline or options.soak_s
-        served = _guarded(result, "deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
+        served = _guarded(reporter, result, "deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
         if served:
             url, pid = served
             if options.pipeline:
-                result["pipeline"] = _guarded(result, "pipeline", lambda: _pipeline(url, images, options, reporter))
+                result["pipeline"] = _guarded(reporter, result, "pipeline", lambda: _pipeline(url, images, options, reporter))
                 if scenes and not options.quick:
-                    ours = _guarded(result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
+                    ours = _guarded(reporter, result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
                     result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
                     for extra in _extra_sets(scenes):
-                        scored = _guarded(result, f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
+                        scored = _guarded(reporter, result, f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
                         result.setdefault("accuracy_sets", {}).setdefault(extra.name, {})["ours"] = scored
             if options.soak_s:
-                result["soak"] = _guarded(result, "soak", lambda: _soak(url, images, pid, options, reporter))
+                result["soak"] = _guarded(reporter, result, "soak", lambda: _soak(url, images, pid, options, reporter))
     if options.easyocr:
-        result["easyocr"], easy_score = _guarded(result, "easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
+        result["easyocr"], easy_score = _guarded(reporter, result, "easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
         if easy_score:
             result.setdefault("accuracy", {"scenes": str(scenes)})["easyocr"] = easy_score
     for name in options.peers:
-        result.setdefault("peers", {})[name] = _guarded(result, name, lambda: _peer(name, images, scenes, options, reporter, result))
+        result.setdefault("peers", {})[name] = _guarded(reporter, result, name, lambda: _peer(name, images, scenes, options, reporter, result))
     result["load_avg"]["end"] = host_mod.load_average()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
     return result
 
 
-def _guarded(result: dict[str, Any], phase: str, run: Callable[[], Any]) -> Any:
+def _guarded(reporter: Reporter, result: dict[str, Any], phase: str, run: Callable[[], Any]) -> Any:
     """Run one phase; if it fails, record why in `failures` and go on, so a long run keeps the
     phases that worked. Typed errors are explained; anything else keeps its exception type."""
+    reporter.done()  # a failure before this phase opens its own stage must not mark the last one
     try:
         return run()
     except StdrError as exc:
@@ -160,6 +168,7 @@ def _guarded(result: dict[str, Any], phase: str, run: Callable[[], Any]) -> Any:
         message, code = f"{type(exc).__name__}: {exc}", StdrError.exit_code
     result.setdefault("failures", {})[phase] = message
     result.setdefault("exit_code", code)  # the first failure's, for `bench` to exit with
+    reporter.failed()
     return None
 
 

@@ -176,11 +176,11 @@ class _RichReporter:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._finish()
+        self.done()
         self.progress.__exit__(*exc_info)
 
     def phase(self, name: str, total: int) -> None:
-        self._finish()
+        self.done()
         self.task = self.progress.add_task("", total=total, phase=name)
         self.started = False
 
@@ -192,7 +192,13 @@ class _RichReporter:
         self.started = True
         self.progress.update(self.task, description=message)
 
-    def _finish(self) -> None:
+    def failed(self) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description="[red]failed[/] (see Failed phases in the report)")
+            self.progress.stop_task(self.task)
+            self.task = None
+
+    def done(self) -> None:
         if self.task is not None:
             task = self.progress.tasks[-1]
             self.progress.update(self.task, completed=task.total, description="done")

@@ -98,7 +98,7 @@ class CRAFT(nn.Module):
     form, so the ONNX graph takes a quarter of the bytes and normalises where it runs.
     """
 
-    def __init__(self, with_features: bool = False, pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0)) -> None:
+    def __init__(self, *, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...], with_features: bool = False) -> None:
         super().__init__()
         self.with_features = with_features
         # Not weights: kept out of the state dict, so the released checkpoint loads strictly.

@@ -127,8 +127,10 @@ def fp32_nodes(graph: onnx.GraphProto) -> tuple[str, ...]:
         index = producer.get(node.input[0]) if node.input else None
         return [index] if index is not None and nodes[index].op_type == op_type else []
 
+    import onnx  # present: `graph` is one of its objects
+
     keep: set[int] = set()
-    floats = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
     for value in graph.input:
         if value.type.tensor_type.elem_type in floats:
             continue

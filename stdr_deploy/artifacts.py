@@ -121,7 +121,9 @@ def verify(path: Path, expected: str) -> None:
         )
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def _read_manifest(root: Path, *, older: bool = False) -> dict[str, Any] | None:
+    """The manifest of `root`, checked; with `older`, None for one of an older format (`package`
+    replaces such a directory's models rather than mixing them), else that is an error too."""
     path = root / MANIFEST
     if not path.is_file():
         raise UserInputError(
@@ -131,31 +133,20 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
         version = manifest["format_version"]
-        models = manifest["models"]
-        for entry in models:
-            Entry(**entry)
+        if version == FORMAT_VERSION:  # another format's entries may have other fields
+            for entry in manifest["models"]:
+                Entry(**entry)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserInputError(f"{path} is not a valid artefact manifest: {exc}",
                              hint="write the directory again with `stdr-deploy package`") from None
+    if older and isinstance(version, int) and version < FORMAT_VERSION:
+        return None
     if version != FORMAT_VERSION:
         raise UserInputError(
             f"{path} has format_version {version}; this stdr-deploy reads {FORMAT_VERSION}",
             hint="package again with the stdr-deploy version installed here",
         )
     return manifest
-
-
-def _current_manifest(out: Path) -> bool:
-    """Whether `out` holds a manifest of this format, whose entries `package` keeps. One of an
-    older format is replaced whole (its models may not fit this version's pipeline); a newer or
-    broken one is an error, as it is for reading."""
-    if not (out / MANIFEST).is_file():
-        return False
-    try:
-        older = json.loads((out / MANIFEST).read_text())["format_version"] < FORMAT_VERSION
-    except (OSError, ValueError, KeyError, TypeError):
-        older = False  # _read_manifest says what is wrong with it
-    return not older
 
 
 def _registry_weights(family: str, weights: str | Path | None) -> bool:
@@ -226,7 +217,8 @@ def package(
                 raise UserInputError(f"{family} cannot be exported at {', '.join(refused)}",
                                      hint=f"{family} exports at {', '.join(supported_precisions(family)) or 'no precision'}")
         wanted += [(family, p) for p in chosen]
-    kept = _read_manifest(out)["models"] if _current_manifest(out) else []
+    earlier = _read_manifest(out, older=True) if (out / MANIFEST).is_file() else None
+    kept = earlier["models"] if earlier else []
     entries = {(e["family"], e["precision"]): e for e in kept}
     weights_sha256 = {
         family: sha256_file(resolve_weights(weights.get(family) or get_spec(family).default_weights))

@@ -52,7 +52,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "craft_input_types.json").write_text(json.dumps({"args": vars(args) | {"uint8": str(args.uint8), "float": str(args.float), "out": str(args.out)}, "rows": rows}, indent=2))
+        (args.out / "craft_input_types.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str))
         (args.out / "craft_input_types.md").write_text(text)
 
 

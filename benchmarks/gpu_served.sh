@@ -18,7 +18,8 @@
 #           by side (benchmarks/gpu_fast_path.py, which writes the chosen settings for the configs),
 #           GPU memory per model instance (benchmarks/measure_memory.py, into memory_data/).
 # breakdown: the pipeline's per-stage time in-process (benchmarks/pipeline_breakdown.py), against
-#           the pipeline code before this work when BEFORE names a copy of it.
+#           the pipeline code before this work when BEFORE names a copy of it (stdr_deploy/ocr with
+#           its stages.py: the StageClock the breakdown reads).
 # churn:    per-call time when input shapes change from call to call (benchmarks/gpu_shape_churn.py).
 # served:   `stdr-deploy auto` for the fp32 and the fp16 deployment, each followed by the load
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.

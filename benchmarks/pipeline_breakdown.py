@@ -1,33 +1,25 @@
-"""Per-request time of the OCR pipeline, by stage: CPU pre-processing, detector, CPU
-post-processing, recognizer, and (served) the hand-over around the pipeline model.
+"""Per-request time of the OCR pipeline in-process, by stage: CPU pre-processing, detector, CPU
+post-processing, recognizer.
 
-    # in-process, ONNX Runtime (add --compare REF to time the pipeline code of a git ref too)
+    # ONNX Runtime (add --compare REF to time the pipeline code of a git ref too)
     python benchmarks/pipeline_breakdown.py IMAGE... [--providers CUDAExecutionProvider,CPUExecutionProvider]
-        [--repeat 5] [--detector-runs 5] [--compare 128b311] [--out DIR]
-    # served: a running server's `pipeline` model, with Triton's per-model statistics
-    python benchmarks/pipeline_breakdown.py IMAGE... --url http://localhost:8000 [--repeat 20] [--out DIR]
+        [--repeat 5] [--detector-runs 5] [--compare REF] [--out DIR]
 
-In-process stages (wall clock, median over `--repeat` reads of each image; pre and post also as
-CPU time of the pipeline's thread, `*_cpu_ms`, which other processes on a busy machine disturb less):
-- pre: `detector_input` (resize + normalise + pad);
+Served, `stdr-deploy bench` reports the same stages measured inside the server's pipeline model
+(its "each image sent alone" table).
+
+Stages (wall clock, median over `--repeat` reads of each image; pre and post also as CPU time of
+the pipeline's thread, `*_cpu_ms`, which other processes on a busy machine disturb less), from
+the pipeline's own `StageClock`:
+- pre: the detector input (resize, pad);
 - detector: the detector call (its own median over `--detector-runs` calls: the same input and
   output serve every read, so a slow CPU detector is not run once per read and code version;
   `--detector-outputs DIR` even keeps it across runs);
 - recognizer: the recognizer calls (`infer` or `infer_many`);
-- post: the rest of `read` (score maps -> boxes, crops, recognizer inputs, decoding); the
-  recorded detector's check of its input is not counted (before 2026-12-03 it was, ~10 ms on img01).
-The stages are measured from outside (timed runners, a timed `detector_input`), so the same
-measurement applies to the pipeline code of another git ref (`--compare`), loaded from git as a
-separate package and run alternately with this one in the same process: on a busy machine only
-such same-run ratios mean anything.
-
-Served stages (median client latency; the rest are Triton's per-request averages over the same
-requests, one image at a time): pipeline = the pipeline model's compute time; detector = its
-queue + compute per pipeline request; recognizer = its compute summed over an image's calls, with
-their queue time apart (the calls of one image are sent together, so they wait for each other);
-pipeline CPU = pipeline - detector - recognizer compute (an estimate: exact while the recognizer
-runs one call at a time); hand-over = client latency - the pipeline model's compute time
-(transfer, queueing, input/output copies).
+- post: the rest of `read` (score maps -> boxes, crops, recognizer inputs, decoding).
+`--compare REF` loads the pipeline code of a git ref (from the commit that added `StageClock`
+on) as a separate package and runs it alternately with this one in the same process: on a busy
+machine only such same-run ratios mean anything.
 
 Writes breakdown.json and breakdown.md to --out (default: print the markdown only).
 """
@@ -53,32 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("pre", "detector", "post", "recognizer", "total")
 
 
-class Clock:
-    """Wall-clock and this thread's CPU seconds, summed over the `with` blocks it timed."""
-
-    def __init__(self):
-        self.wall = self.cpu = 0.0
-
-    def __enter__(self):
-        self._start = (time.perf_counter(), time.thread_time())
-
-    def __exit__(self, *_):
-        self.wall += time.perf_counter() - self._start[0]
-        self.cpu += time.thread_time() - self._start[1]
-
-
-class TimedRunner:
-    """A runner that times its calls (`clock`) and counts them (`calls`)."""
+class CountedRunner:
+    """A runner that counts its calls."""
 
     def __init__(self, inner: Any):
         self.inner = inner
-        self.clock = Clock()
         self.calls = 0
 
     def infer(self, feeds):
         self.calls += 1
-        with self.clock:
-            return self.inner.infer(feeds)
+        return self.inner.infer(feeds)
 
 
 class RecordedDetector:
@@ -107,44 +83,31 @@ def load_ocr_package(ref: str) -> Any:
     folder = Path(tempfile.mkdtemp(prefix="breakdown-")) / name
     if Path(ref).is_dir():
         shutil.copytree(ref, folder, ignore=shutil.ignore_patterns("__pycache__"))
-        sys.path.insert(0, str(folder.parent))
-        return importlib.import_module(name)
-    folder.mkdir()
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, "stdr_deploy/ocr/"],
-                           check=True, capture_output=True, text=True).stdout.split()
-    for path in files:
-        if path.endswith(".py"):
-            text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
-                                  capture_output=True, text=True).stdout
-            (folder / Path(path).name).write_text(text)
+    else:
+        folder.mkdir()
+        files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, "stdr_deploy/ocr/"],
+                               check=True, capture_output=True, text=True).stdout.split()
+        for path in files:
+            if path.endswith(".py"):
+                text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], check=True,
+                                      capture_output=True, text=True).stdout
+                (folder / Path(path).name).write_text(text)
+    if not (folder / "stages.py").is_file():
+        raise SystemExit(f"--compare {ref}: its pipeline code has no StageClock (stages.py); compare with a later ref")
     sys.path.insert(0, str(folder.parent))
     return importlib.import_module(name)
 
 
 def timed_read(package: Any, pipeline: Any, image: np.ndarray) -> dict[str, Any]:
     """One `read`, split into stages (seconds); `package` is the ocr package `pipeline` comes from."""
-    module = importlib.import_module(package.__name__ + ".pipeline")
-    make_input = module.detector_input
-    pre, total = Clock(), Clock()
-
-    def timed_input(*args, **kwargs):
-        with pre:
-            return make_input(*args, **kwargs)
-
-    recognizer, detector = pipeline.recognizer, pipeline.detector
-    recognizer.clock, recognizer.calls = Clock(), 0
-    detector.clock = Clock()
-    module.detector_input = timed_input
-    try:
-        with total:
-            words = pipeline.read(image)
-    finally:
-        module.detector_input = make_input
-    rec, det = recognizer.clock, detector.clock
-    return {"pre": pre.wall, "recognizer": rec.wall, "total": total.wall,
-            "post": total.wall - pre.wall - rec.wall - det.wall,
-            "pre_cpu": pre.cpu, "post_cpu": total.cpu - pre.cpu - rec.cpu - det.cpu,
-            "recognizer_calls": recognizer.calls, "words": [w.text for w in words]}
+    clock = importlib.import_module(package.__name__ + ".stages").StageClock()
+    pipeline.recognizer.calls = 0
+    words = pipeline.read(image, clock)
+    wall, cpu = clock.seconds, clock.cpu_seconds
+    post = ("post", "crops", "decode")
+    return {"pre": wall["pre"], "recognizer": wall["recognizer"], "total": sum(wall.values()) - wall["detector"],
+            "post": sum(wall[s] for s in post), "pre_cpu": cpu["pre"], "post_cpu": sum(cpu[s] for s in post),
+            "recognizer_calls": pipeline.recognizer.calls, "words": [w.text for w in words]}
 
 
 def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
@@ -161,7 +124,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     rec_runner = OrtRunner(ensure_onnx(args.recognizer, precision=rec_precision), providers=providers,
                            intra_op_threads=args.threads)
     charset = model_charset(args.recognizer, rec_runner)  # ppocr's lives in its model file
-    recognizer = TimedRunner(rec_runner)
+    recognizer = CountedRunner(rec_runner)
     packages = {"current": current}
     if args.compare:
         packages[args.compare] = load_ocr_package(args.compare)
@@ -184,7 +147,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
             if saved is not None:
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 np.save(saved, output)
-        recorded = TimedRunner(RecordedDetector(tensor, output))  # its input check is no stage's time
+        recorded = RecordedDetector(tensor, output)  # its input check is no stage's time
         pipelines = {
             label: package.OcrPipeline(recorded, recognizer, args.recognizer,
                                        package.PipelineSettings(canvas_size=settings.canvas_size), charset=charset)
@@ -211,60 +174,7 @@ def in_process(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
             "detector_runs": args.detector_runs, "rows": rows}
 
 
-def served(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
-    from stdr_deploy.bench.load import settled_statistics, statistics_delta
-    from stdr_deploy.ocr import read_image
-    from stdr_deploy.triton_client import Endpoint, connect, infer
-
-    endpoint = Endpoint.parse(args.url)
-    client = connect(endpoint)
-    rows = []
-    for path in paths:
-        feeds = {"input": np.ascontiguousarray(read_image(path)[None])}
-        infer(client, endpoint, args.model, feeds, ["output", "boxes"])  # warm-up
-        before = settled_statistics(client, endpoint)
-        latencies = []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            infer(client, endpoint, args.model, feeds, ["output", "boxes"])
-            latencies.append(time.perf_counter() - start)
-        models = {m.model: m for m in statistics_delta(before, settled_statistics(client, endpoint))}
-        pipe = models[args.model]
-        def per_image(name: str, part: str) -> float:
-            """`part` ("queue" or "compute") of model `name`, summed over its calls for one image."""
-            m = models.get(name)
-            if m is None:
-                return 0.0
-            ms = m.queue_ms if part == "queue" else m.compute_input_ms + m.compute_infer_ms + m.compute_output_ms
-            return ms * m.requests / pipe.requests
-
-        detector_ms = per_image(args.detector_model, "queue") + per_image(args.detector_model, "compute")
-        recognizer_ms = per_image(args.recognizer_model, "compute")
-        recognizer = models.get(args.recognizer_model)
-        client_ms = 1e3 * statistics.median(latencies)
-        rows.append({
-            "image": path.name, "client_ms": client_ms, "pipeline_ms": pipe.compute_infer_ms,
-            "detector_ms": detector_ms, "recognizer_ms": recognizer_ms,
-            "recognizer_queue_ms": per_image(args.recognizer_model, "queue"),
-            "recognizer_calls": recognizer.requests / pipe.requests if recognizer else 0.0,
-            "recognizer_executions": recognizer.executions / pipe.requests if recognizer else 0.0,
-            "pipeline_cpu_ms": pipe.compute_infer_ms - detector_ms - recognizer_ms,
-            "handover_ms": client_ms - pipe.compute_infer_ms,
-        })
-        print(f"{path.name}: client {client_ms:.1f} ms", file=sys.stderr, flush=True)
-    return {"mode": "served", "url": args.url, "model": args.model, "repeat": args.repeat, "rows": rows}
-
-
 def markdown(result: dict[str, Any]) -> str:
-    if result["mode"] == "served":
-        head = ("| image | client ms | pipeline model ms | detector ms | recognizer compute ms (queue ms; calls / "
-                "executions) | pipeline CPU ms | hand-over ms |")
-        lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in result["rows"]:
-            lines.append(f"| {r['image']} | {r['client_ms']:.1f} | {r['pipeline_ms']:.1f} | {r['detector_ms']:.1f} | "
-                         f"{r['recognizer_ms']:.1f} ({r['recognizer_queue_ms']:.1f}; {r['recognizer_calls']:.1f} / "
-                         f"{r['recognizer_executions']:.1f}) | {r['pipeline_cpu_ms']:.1f} | {r['handover_ms']:.1f} |")
-        return "\n".join(lines) + "\n"
     lines = ["| image | code | pre ms (CPU) | detector ms | post ms (CPU) | recognizer ms (calls) | total ms |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
@@ -296,13 +206,9 @@ def main() -> None:
     parser.add_argument("--detector-outputs", type=Path, metavar="DIR",
                         help="keep the detector's output per image here and reuse it (detector time then n/a)")
     parser.add_argument("--compare", metavar="REF", help="also time stdr_deploy/ocr of this git ref, alternately")
-    parser.add_argument("--url", help="time the served pipeline of this server instead (http:// or grpc://)")
-    parser.add_argument("--model", default="pipeline")
-    parser.add_argument("--detector-model", default="craft")
-    parser.add_argument("--recognizer-model", default="crnn_en")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = served(args.images, args) if args.url else in_process(args.images, args)
+    result = in_process(args.images, args)
     result.update(command=" ".join(["python", "benchmarks/pipeline_breakdown.py", *sys.argv[1:]]),
                   host={"python": platform.python_version(), "machine": platform.machine(), "node": platform.node()})
     text = markdown(result)

@@ -41,6 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stdr_ocr.errors import BadImageError, OcrError  # noqa: E402
 from stdr_ocr.pipeline import OcrPipeline  # noqa: E402
 from stdr_ocr.settings import PipelineSettings  # noqa: E402
+from stdr_ocr.stages import (  # noqa: E402
+    READS_METRIC,
+    SERVED_STAGES,
+    STAGE_CPU_SECONDS_METRIC,
+    STAGE_SECONDS_METRIC,
+    StageClock,
+)
 
 MODEL_OUTPUT = "output"  # the detector's and the recognizer's score tensor
 
@@ -104,6 +111,38 @@ def cpu_array(tensor):
     """A numpy view of a BLS output tensor that keeps the tensor alive (DLPack), where
     `as_numpy()` would view memory freed with the response and need a copy."""
     return np.from_dlpack(_Capsule(tensor.to_dlpack()))
+
+
+class StageMetrics:
+    """Counters on Triton's metrics endpoint, summed over the requests answered with words: wall and
+    CPU seconds per stage (label `stage`) and the reads, so a served request's time can be split by
+    stage (`stdr-deploy bench`). Backends without custom metrics (before 23.01) count nothing."""
+
+    def __init__(self, model_name, version):
+        family = getattr(pb_utils, "MetricFamily", None)
+        self.reads = None
+        if family is None:
+            return
+        labels = {"model": model_name, "version": version}
+        # The families must outlive their metrics, so they are kept.
+        self.families = [
+            family(name=STAGE_SECONDS_METRIC, description="seconds per pipeline stage", kind=family.COUNTER),
+            family(name=STAGE_CPU_SECONDS_METRIC, description="CPU seconds per pipeline stage", kind=family.COUNTER),
+            family(name=READS_METRIC, description="pipeline requests answered with words", kind=family.COUNTER),
+        ]
+        self.wall, self.cpu = (
+            {stage: counters.Metric(labels={**labels, "stage": stage}) for stage in SERVED_STAGES}
+            for counters in self.families[:2]
+        )
+        self.reads = self.families[2].Metric(labels=labels)
+
+    def add(self, clock):
+        if self.reads is None:
+            return
+        for stage in clock.seconds:
+            self.wall[stage].increment(clock.seconds[stage])
+            self.cpu[stage].increment(clock.cpu_seconds[stage])
+        self.reads.increment(1)
 
 
 def string_parameters(model_config):
@@ -171,6 +210,7 @@ class TritonPythonModel:
     def initialize(self, args):
         check_numpy_bridge()
         parameters = string_parameters(json.loads(args["model_config"]))
+        self.stage_metrics = StageMetrics(args["model_name"], args["model_version"])
         charset_file = parameters.get("recognizer_charset_file")  # families whose charset is in their model file
         self.pipeline = OcrPipeline(
             BlsRunner(parameters["detector_model"], [MODEL_OUTPUT]),
@@ -190,9 +230,14 @@ class TritonPythonModel:
 
     def _answer(self, request):
         try:
-            batch = pb_utils.get_input_tensor_by_name(request, "input").as_numpy()
-            words = self.pipeline.read(single_image(batch))
-            return pb_utils.InferenceResponse(output_tensors=words_to_tensors(words))
+            clock = StageClock()
+            image = single_image(pb_utils.get_input_tensor_by_name(request, "input").as_numpy())
+            clock.lap("request")
+            words = self.pipeline.read(image, clock)
+            response = pb_utils.InferenceResponse(output_tensors=words_to_tensors(words))
+            clock.lap("response")
+            self.stage_metrics.add(clock)
+            return response
         except BadImageError as exc:  # the caller's mistake
             return error_response(str(exc), "INVALID_ARG")
         except (OcrError, ModelCallError) as exc:

@@ -297,7 +297,9 @@ def test_bench_rejects_bad_options():
     from stdr_deploy.cli import cli
 
     for args in (["--concurrency", "1,x"], ["--runtimes", "cuda-magic"], ["--soak", "5", "--concurrency", "1,2"],
-                 ["--url", "grpc://127.0.0.1:8001:"], ["--url", "grpc://127.0.0.1"], ["--url", "http://host:99999"]):
+                 ["--url", "grpc://127.0.0.1:8001:"], ["--url", "grpc://127.0.0.1"], ["--url", "http://host:99999"],
+                 ["--metrics-url", "http://127.0.0.1:8002/metrics"],
+                 ["--url", "grpc://127.0.0.1:8001", "--metrics-url", "127.0.0.1:8002"]):
         with pytest.raises(UserInputError):
             CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
 
@@ -408,6 +410,15 @@ def test_load_generator_against_a_real_server(relu_server, protocol):
         assert served.model == "relu"
         assert served.requests == level.requests  # the warm-up was read off before the level
         assert served.compute_infer_ms > 0 and served.queue_ms >= 0
+
+
+@pytest.mark.triton
+def test_load_generator_says_why_a_server_has_no_stage_times(relu_server):
+    bench = run_load(relu_server.grpc_url, REQUESTS, model="relu", concurrency=(1,), duration_s=0.2,
+                     metrics_url=relu_server.metrics_url, image_repeats=2)
+    assert "has no stdr_pipeline_reads of model 'relu'" in bench.stages_note
+    assert bench.images == () and bench.levels[0].stages is None
+    assert "--metrics-url" in run_load(relu_server.grpc_url, REQUESTS, model="relu", concurrency=(1,), duration_s=0.2).stages_note
 
 
 @pytest.mark.triton

@@ -18,9 +18,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from stdr_deploy.bench.load import stage_counters, stage_delta
 from stdr_deploy.ocr.image_io import read_image
 from stdr_deploy.ocr.pipeline import OcrPipeline
 from stdr_deploy.ocr.settings import PipelineSettings
+from stdr_deploy.ocr.stages import SERVED_STAGES
 from stdr_deploy.plan_schema import DynamicBatching, ModelPlan, PipelinePlan, Plan, ShapeProfile
 from stdr_deploy.render import render
 
@@ -81,7 +83,7 @@ def onnx_files() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def client(onnx_files, tmp_path_factory):
+def server(onnx_files, tmp_path_factory):
     from stdr_deploy.server import TritonServer
 
     repo = tmp_path_factory.mktemp("served") / "model_repository"
@@ -94,9 +96,14 @@ def client(onnx_files, tmp_path_factory):
     (broken / "config.pbtxt").write_text(config)
 
     with TritonServer(repo) as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
-        yield client
-        client.close()  # an open connection would make the server wait out its exit timeout
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url.split("://", 1)[1])
+    yield client
+    client.close()  # an open connection would make the server wait out its exit timeout
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +120,12 @@ def ask(client, image: np.ndarray, model: str = "pipeline"):
     outputs = [grpcclient.InferRequestedOutput("output"), grpcclient.InferRequestedOutput("boxes")]
     result = client.infer(model, [tensor], outputs=outputs)
     return [t.decode() for t in result.as_numpy("output")[0]], result.as_numpy("boxes")[0]
+
+
+def pipeline_statistics(client) -> tuple[int, int]:
+    """(requests, ns of compute input + infer + output) of `pipeline` so far."""
+    stats = client.get_inference_statistics("pipeline").model_stats[0].inference_stats
+    return stats.success.count, sum(getattr(stats, part).ns for part in ("compute_input", "compute_infer", "compute_output"))
 
 
 def recognizer_counts(client) -> tuple[int, int]:
@@ -168,3 +181,52 @@ def test_a_failing_model_call_is_a_clear_request_error(client, shared):
     assert "no_such_model" in str(err.value)
     texts, _ = ask(client, image)  # the server and the real pipeline carry on
     assert "ENTRY" in texts
+
+
+def test_served_stage_times_count_each_answered_read_and_fit_inside_its_compute_time(server, client, shared):
+    """The pipeline's stage counters on the metrics endpoint, read as `bench` reads them."""
+    image = read_image(shared / "testdata" / "scenes_A" / "img00.png")[None]
+    counters_before, (ok_before, ns_before) = stage_counters(server.metrics_url), pipeline_statistics(client)
+
+    for _ in range(2):
+        assert "ENTRY" in ask(client, image)[0]
+    with pytest.raises(InferenceServerException, match="no pixels"):
+        ask(client, np.zeros((1, 0, 0, 3), np.uint8))  # refused: no read to count
+
+    stages = stage_delta(counters_before, stage_counters(server.metrics_url))
+    ok, ns = pipeline_statistics(client)
+    assert ok - ok_before == 3  # Triton counts the Python backend's error response as a success
+    assert stages["reads"] == 2
+    assert set(stages) == {*SERVED_STAGES, *(f"{stage}_cpu" for stage in SERVED_STAGES), "reads"}
+    assert stages["detector"] > 0 and stages["recognizer"] > 0 and stages["post"] > 0
+    # A thread's CPU time never exceeds the wall time it ran (small slack: the two clocks' resolutions).
+    assert all(0 <= stages[f"{stage}_cpu"] <= stages[stage] + 0.1 for stage in SERVED_STAGES)
+    # The model calls wait for the other models, so the pipeline thread spends little CPU in them.
+    assert stages["detector_cpu"] < 0.5 * stages["detector"]
+    # The stages are timed inside the model's execute(), which Triton's compute time encloses.
+    assert 2 * sum(stages[stage] for stage in SERVED_STAGES) <= (ns - ns_before) / 1e6
+
+
+def test_bench_load_splits_each_image_and_level_by_stage(server, shared):
+    from stdr_deploy.bench.load import image_requests, run_load
+    from stdr_deploy.bench.report import markdown
+
+    img00 = read_image(shared / "testdata" / "scenes_A" / "img00.png")
+    images = {"img00": img00, "top": np.ascontiguousarray(img00[: img00.shape[0] // 2])}
+    bench = run_load(server.grpc_url, image_requests(images), concurrency=(1,), duration_s=0.5, max_requests=2,
+                     metrics_url=server.metrics_url, image_repeats=2)
+
+    assert bench.stages_note is None
+    assert [image.label for image in bench.images] == ["img00", "top"]
+    for image in bench.images:
+        assert image.latency.count == 2 and image.stages["reads"] == 2
+        (pipeline,) = [m for m in image.server if m.model == "pipeline"]
+        assert pipeline.requests == 2
+        # Each image alone: its stages fit inside the pipeline's compute, which fits inside the client's wait.
+        assert sum(image.stages[s] for s in SERVED_STAGES) <= pipeline.compute_infer_ms + pipeline.compute_input_ms \
+            + pipeline.compute_output_ms <= image.latency.mean_ms
+    (level,) = bench.levels
+    assert level.stages["reads"] == level.requests >= 1
+    text = markdown({"pipeline": bench.to_dict()})
+    assert "Inside the `pipeline` model, each image sent alone" in text
+    assert "| top | 2 |" in text and "Inside the `pipeline` model at each level" in text

@@ -5,14 +5,18 @@ cycling through the request set from different offsets, until the level's time i
 request budget is spent; requests already sent are waited for and counted. Around each level
 Triton's statistics extension is read, and the difference says, per model, how much of a
 request's time was spent queued versus computing, so the bottleneck is visible (for the BLS
-`pipeline` model, its compute time includes the detector and recognizer calls it makes).
+`pipeline` model, its compute time includes the detector and recognizer calls it makes). Where
+the server's metrics endpoint is known, the pipeline's own stage counters (`ocr.stages`) are
+read the same way: where inside the pipeline model a request's time went.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from stdr_deploy.bench.gpu_sampler import GpuLevel, GpuSampler
 from stdr_deploy.bench.stats import LatencyStats
+from stdr_deploy.ocr.stages import READS_METRIC, SERVED_STAGES, STAGE_CPU_SECONDS_METRIC, STAGE_SECONDS_METRIC
 from stdr_deploy.triton_client import Endpoint, connect, infer
 
 Progress = Callable[[str], None]
@@ -76,6 +81,7 @@ class LoadLevel:
     server: tuple[ModelTime, ...]
     error_samples: tuple[str, ...] = ()
     gpus: tuple[GpuLevel, ...] = ()  # utilisation and memory per GPU during the level (none on CPU hosts)
+    stages: Mapping[str, float] | None = None  # ms per request by pipeline stage (`stage_delta`); None: not read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +95,7 @@ class LoadLevel:
             "server": [m.to_dict() for m in self.server],
             "error_samples": list(self.error_samples),
             "gpus": [g.to_dict() for g in self.gpus],
+            "stages": dict(self.stages) if self.stages is not None else None,
         }
 
 
@@ -100,6 +107,8 @@ class LoadBench:
     max_requests: int | None
     levels: tuple[LoadLevel, ...]
     labels: tuple[str, ...] = field(default=())
+    images: tuple[ImageStages, ...] = ()  # each image alone, by stage (`image_stages`)
+    stages_note: str | None = None  # why the stage counters were not read, where they were not
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +118,24 @@ class LoadBench:
             "max_requests_per_level": self.max_requests,
             "labels": list(self.labels),
             "levels": [level.to_dict() for level in self.levels],
+            "images": [image.to_dict() for image in self.images],
+            "stages_note": self.stages_note,
         }
+
+
+@dataclass(frozen=True)
+class ImageStages:
+    """One image sent `requests` times, one at a time: the client's latency, Triton's per-model
+    statistics and the pipeline's stage times (ms per request, means)."""
+
+    label: str
+    latency: LatencyStats
+    stages: Mapping[str, float]
+    server: tuple[ModelTime, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "latency": self.latency.to_dict(), "stages": dict(self.stages),
+                "server": [m.to_dict() for m in self.server]}
 
 
 def run_load(
@@ -123,11 +149,15 @@ def run_load(
     warmup: int = 1,
     timeout_s: float = 600.0,
     progress: Progress | None = None,
+    metrics_url: str | None = None,
+    image_repeats: int = 0,
 ) -> LoadBench:
     """Drive `model` at each concurrency for `duration_s` (or `max_requests`) and summarise.
 
     `warmup` passes over the request set run first, unrecorded, so model loading and first-call
-    allocations stay out of the numbers.
+    allocations stay out of the numbers. With `metrics_url` (the server's Prometheus endpoint),
+    each level also reports the pipeline's stage times, and `image_repeats` sends each request
+    that many times alone first (`image_stages`).
     """
     if not requests:
         raise ValueError("no requests to send")
@@ -138,19 +168,90 @@ def run_load(
             if progress:
                 progress(f"warm-up {request.label}")
             infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
+    counters, note = _stage_reader(metrics_url, model)
+    images = []
+    if counters is not None and image_repeats > 0:
+        for request in requests:
+            if progress:
+                progress(f"stages of {request.label}")
+            images.append(image_stages(client, endpoint, model, request, image_repeats, counters))
     levels = []
     for n in concurrency:
         if progress:
             progress(f"concurrency {n}")
-        before = settled_statistics(client, endpoint)
+        before, stages_before = settled_statistics(client, endpoint), counters() if counters else None
         started = time.perf_counter()
         with GpuSampler() as gpus:
             samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s)
         seconds = time.perf_counter() - started
         after = settled_statistics(client, endpoint)
         level = summarize_level(n, seconds, samples, statistics_delta(before, after))
-        levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels())))
-    return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests))
+        stages = stage_delta(stages_before, counters()) if counters else None
+        levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels()), stages=stages))
+    return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests),
+                     tuple(images), note)
+
+
+def image_stages(client: Any, endpoint: Endpoint, model: str, request: Request, repeats: int,
+                 counters: Callable[[], dict[str, float]]) -> ImageStages:
+    """`request` sent `repeats` times, one at a time, with the server's statistics and the
+    pipeline's stage counters read around them."""
+    before, stages_before = settled_statistics(client, endpoint), counters()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
+        seconds.append(time.perf_counter() - started)
+    after = settled_statistics(client, endpoint)
+    stages = stage_delta(stages_before, counters()) or {}
+    return ImageStages(request.label, LatencyStats.from_seconds(seconds), stages, tuple(statistics_delta(before, after)))
+
+
+_SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def stage_counters(metrics_url: str, model: str = "pipeline", timeout_s: float = 10.0) -> dict[str, float]:
+    """The pipeline model's cumulative seconds by stage (CPU seconds as `<stage>_cpu`) and its
+    `reads`, from the server's Prometheus text (`pipeline_model.StageMetrics`); empty where the
+    model counts none."""
+    with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:
+        text = response.read().decode("utf-8", errors="replace")
+    suffixes = {STAGE_SECONDS_METRIC: "", STAGE_CPU_SECONDS_METRIC: "_cpu"}
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        sample = _SAMPLE.match(line)
+        if not sample or sample["name"] not in (*suffixes, READS_METRIC):
+            continue
+        labels = dict(_LABEL.findall(sample["labels"] or ""))
+        if labels.get("model") != model:
+            continue
+        key = "reads" if sample["name"] == READS_METRIC else labels.get("stage", "") + suffixes[sample["name"]]
+        totals[key] = totals.get(key, 0.0) + float(sample["value"])
+    return totals
+
+
+def stage_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float] | None:
+    """ms per read by stage (and `<stage>_cpu`) between two `stage_counters` readings, with
+    `reads`, how many; None when no read was counted between them."""
+    reads = after.get("reads", 0.0) - before.get("reads", 0.0)
+    if reads <= 0:
+        return None
+    keys = [key for stage in SERVED_STAGES for key in (stage, f"{stage}_cpu") if key in after]
+    return {**{key: (after[key] - before.get(key, 0.0)) / reads * 1e3 for key in keys}, "reads": reads}
+
+
+def _stage_reader(metrics_url: str | None, model: str) -> tuple[Callable[[], dict[str, float]] | None, str | None]:
+    """A reader of the stage counters, or None and why not (no metrics URL, unreachable, none counted)."""
+    if metrics_url is None:
+        return None, "the server's metrics endpoint is not known (give --metrics-url with --url)"
+    try:
+        found = stage_counters(metrics_url, model)
+    except OSError as exc:
+        return None, f"{metrics_url} could not be read: {exc}"
+    if "reads" not in found:
+        return None, f"{metrics_url} has no {READS_METRIC} of model {model!r} (a pipeline rendered before they existed?)"
+    return (lambda: stage_counters(metrics_url, model)), None
 
 
 def drive(

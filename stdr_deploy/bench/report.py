@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from stdr_deploy.ocr.stages import SERVED_STAGES
 from stdr_deploy.workspace import atomic_path, write_json_atomic, write_text_atomic
 
 FORMAT_VERSION = 1
@@ -237,9 +238,54 @@ def _pipeline_tables(pipeline: Mapping[str, Any] | None) -> list[str]:
                 f"| {level['concurrency']} | {m['model']} | {m['requests']} | {batch:.2f} | {m['queue_ms']:.1f} "
                 f"| {m['compute_input_ms']:.1f} | {m['compute_infer_ms']:.1f} | {m['compute_output_ms']:.1f} |"
             )
+    lines += _stage_tables(pipeline)
     errors = [e for level in pipeline["levels"] for e in level.get("error_samples", [])]
     if errors:
         lines += ["", "Errors seen: " + "; ".join(dict.fromkeys(errors))]
+    return lines
+
+
+def _stage_tables(pipeline: Mapping[str, Any]) -> list[str]:
+    """Where the pipeline model's time went (its stage counters): each image alone, then each level."""
+    if pipeline.get("stages_note"):
+        return ["", f"Pipeline stages not measured: {pipeline['stages_note']}."]
+    header = " | ".join(SERVED_STAGES)
+
+    def cells(stages: Mapping[str, float]) -> str:
+        cpu = sum(stages.get(f"{stage}_cpu", 0.0) for stage in SERVED_STAGES)
+        return " | ".join(_num(stages.get(stage), 1) for stage in SERVED_STAGES) + f" | {cpu:.1f}"
+
+    lines = []
+    images = pipeline.get("images") or []
+    if images:
+        lines += [
+            "",
+            "Inside the `pipeline` model, each image sent alone (ms per request, means; outside = client - the "
+            "pipeline's Triton compute in + infer + out: transfer and gRPC; detector and recognizer: the BLS calls "
+            "as the pipeline waits for them; thread CPU: the pipeline thread's CPU time over all stages):",
+            "",
+            f"| image | requests | client | pipeline compute | outside | {header} | thread CPU |",
+            "|---|---:|---:|---:|---:|" + "---:|" * (len(SERVED_STAGES) + 1),
+        ]
+        for image in images:
+            own = next((m for m in image["server"] if m["model"] == pipeline["model"]), None)
+            client = image["latency"]["mean_ms"]
+            compute = own["compute_input_ms"] + own["compute_infer_ms"] + own["compute_output_ms"] if own else None
+            outside = client - compute if compute is not None else None
+            lines.append(f"| {image['label']} | {image['latency']['count']} | {client:.1f} | {_num(compute, 1)} "
+                         f"| {_num(outside, 1)} | {cells(image['stages'])} |")
+    levels = [level for level in pipeline["levels"] if level.get("stages")]
+    if levels:
+        lines += [
+            "",
+            "Inside the `pipeline` model at each level (ms per request, means over the level's requests):",
+            "",
+            f"| concurrency | {header} | thread CPU | sum |",
+            "|---:|" + "---:|" * (len(SERVED_STAGES) + 2),
+        ]
+        for level in levels:
+            stages = level["stages"]
+            lines.append(f"| {level['concurrency']} | {cells(stages)} | {sum(stages.get(s, 0.0) for s in SERVED_STAGES):.1f} |")
     return lines
 
 

@@ -55,12 +55,14 @@ class BenchOptions:
     model_level: bool = True
     pipeline: bool = True
     url: str | None = None  # a running server; None starts one (from `repo`, else `auto`)
+    metrics_url: str | None = None  # the running server's metrics endpoint, for the pipeline's stage times
     repo: Path | None = None
     recognizer: str | None = None  # None: the deployment's is the plan's; the chain's is crnn-en
     detector_precision: str = "fp32"  # of the deployment `auto` makes when no url or repo is given
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     duration_s: float = 30.0
     max_requests: int | None = None
+    image_repeats: int = 5  # each pipeline image sent this many times alone, for its stage times (quick: 1)
     easyocr: bool = False
     easyocr_runs: int = 3
     peers: tuple[str, ...] = ()  # in-process peer systems (`bench.peers`) beside EasyOCR, e.g. ("rapidocr",)
@@ -133,9 +135,9 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
         wants_server = options.pipeline or options.soak_s
         served = _guarded(reporter, result, "deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
         if served:
-            url, pid = served
+            url, pid, metrics_url = served
             if options.pipeline:
-                result["pipeline"] = _guarded(reporter, result, "pipeline", lambda: _pipeline(url, images, options, reporter))
+                result["pipeline"] = _guarded(reporter, result, "pipeline", lambda: _pipeline(url, metrics_url, images, options, reporter))
                 if scenes and not options.quick:
                     ours = _guarded(reporter, result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
                     result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
@@ -187,13 +189,14 @@ def _seed_images(scenes: Path | None, quick: bool, notes: list[str]) -> dict[str
     return images
 
 
-def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result: dict[str, Any]) -> tuple[str, int | None]:
-    """The gRPC URL to load and the server pid (for RSS), starting a server when none is given."""
+def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result: dict[str, Any]) -> tuple[str, int | None, str | None]:
+    """The gRPC URL to load, the server pid (for RSS) and its metrics URL (None: unknown),
+    starting a server when none is given."""
     from stdr_deploy.bench.soak import find_server_pid
 
     if options.url:
         result["deployment"] = {"url": options.url, "started_here": False}
-        return options.url, options.server_pid or find_server_pid()
+        return options.url, options.server_pid or find_server_pid(), options.metrics_url
     from stdr_deploy.server import TritonServer
 
     if options.repo:
@@ -236,14 +239,16 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
             "instances": {m.triton_name: m.instance_count for m in plan.models()},
         }
     result["deployment"].update({"url": server.grpc_url, "pid": server.pid})
-    return server.grpc_url, server.pid
+    return server.grpc_url, server.pid, server.metrics_url
 
 
-def _pipeline(url: str, images: Mapping[str, Any], options: BenchOptions, reporter: Reporter) -> dict[str, Any]:
+def _pipeline(url: str, metrics_url: str | None, images: Mapping[str, Any], options: BenchOptions,
+              reporter: Reporter) -> dict[str, Any]:
     from stdr_deploy.bench.load import image_requests, run_load
 
     requests = image_requests(images)
-    reporter.phase("pipeline through Triton", len(requests) + len(options.concurrency))
+    repeats = 1 if options.quick else options.image_repeats
+    reporter.phase("pipeline through Triton", len(requests) * (2 if repeats else 1) + len(options.concurrency))
     return run_load(
         url,
         requests,
@@ -251,6 +256,8 @@ def _pipeline(url: str, images: Mapping[str, Any], options: BenchOptions, report
         duration_s=options.duration_s,
         max_requests=options.max_requests,
         progress=reporter.step,
+        metrics_url=metrics_url,
+        image_repeats=repeats,
     ).to_dict()
 
 

@@ -45,6 +45,8 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 
 @click.command("bench")
 @click.option("--url", help="A running server (grpc://HOST:PORT; http:// only with `serve --http-inference`). Default: start one.")
+@click.option("--metrics-url", help="With --url: the server's metrics endpoint (e.g. http://HOST:8002/metrics), "
+              "for the pipeline's time by stage.")
 @click.option("--repo", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Serve this rendered repository (default without --url: deploy with `auto` in a temporary folder).")
 @click.option("--models", "models", default="craft,crnn-en", show_default=True, help="Models for the model level (comma-separated).")
@@ -78,7 +80,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Results folder (default: benchmarks/results/<host-slug>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def command(url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
+def command(url, metrics_url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
             soak_s, server_pid, recognizer, detector_precision, weights, engines, threads, chain, square_canvas, quick, out, as_json):
     """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
 
@@ -112,12 +114,17 @@ def command(url, repo, models, runtimes, model_level, pipeline, concurrency, dur
         from stdr_deploy.triton_client import Endpoint
 
         Endpoint.parse(url)  # a malformed address is the caller's mistake (exit 2), before any phase runs
+    if metrics_url and not url:
+        raise UserInputError("--metrics-url goes with --url", hint="a server bench starts itself is read without it")
+    if metrics_url and not metrics_url.startswith(("http://", "https://")):
+        raise UserInputError(f"--metrics-url {metrics_url!r}: expected http://HOST:PORT/metrics")
     options = BenchOptions(
         models=_names(models, tuple(MODEL_SPECS), "model") or (),
         runtimes=_names(runtimes, model_bench.RUNTIMES, "runtime"),
         model_level=model_level and soak_s is None,
         pipeline=pipeline and soak_s is None,
         url=url,
+        metrics_url=metrics_url,
         repo=repo,
         recognizer=recognizer,
         detector_precision=detector_precision,

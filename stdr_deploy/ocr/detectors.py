@@ -1,7 +1,9 @@
-"""What the pipeline must know about each detector family: how it finds boxes, how to crop them.
+"""What the pipeline must know about each detector family: its input, how it finds boxes in its
+output, how to crop them.
 
-- craft: `OcrPipeline`'s own region/affinity grouping into word boxes (tuned by
-  `PipelineSettings`), cropped with a margin around each tight box.
+- craft: `detector_input` (resize, pad; the graph normalises) and the region/affinity grouping
+  into word boxes of `boxes.word_boxes` (tuned by `PipelineSettings`), cropped with a margin
+  around each tight box.
 - ppocr-det (PP-OCRv4 DBNet): `ppocr.det_input` + `db_postprocess.db_boxes`, text *lines*
   already grown by the unclip step, so they are cropped as they are; a reading with spaces is
   split into words afterwards (`split_words`).
@@ -14,30 +16,41 @@ from typing import Callable
 
 import numpy as np
 
-from .boxes import WordBox
+from .boxes import WordBox, word_boxes
 from .db_postprocess import db_boxes
+from .detector_input import DetectorInput, detector_input
 from .ppocr import det_input
+from .settings import PipelineSettings
 
-Infer = Callable[[dict], dict]
+
+def craft_input(image: np.ndarray, s: PipelineSettings) -> DetectorInput:
+    return detector_input(image, s.canvas_size, s.mag_ratio, s.pad_to)
 
 
-def ppocr_boxes(infer: Infer, image: np.ndarray) -> list[WordBox]:
-    det = det_input(image)
-    prob = infer({"input": det.tensor})["output"]
-    return db_boxes(prob[0, 0], det)
+def craft_boxes(score_map: np.ndarray, det: DetectorInput, s: PipelineSettings) -> list[WordBox]:
+    return word_boxes(
+        score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,
+        low_text=s.low_text, box_fit=s.box_fit, box_level=s.box_level,
+        straight_below_deg=s.straight_below_deg, merge_gap=s.merge_gap, min_size=s.min_size,
+        bridge_floor=s.bridge_floor,
+    )
 
 
 @dataclass(frozen=True)
 class DetectorFamily:
     name: str
-    detect: Callable[[Infer, np.ndarray], list[WordBox]] | None  # None: CRAFT, in OcrPipeline.detect
+    prepare: Callable[[np.ndarray, PipelineSettings], DetectorInput]  # RGB image -> the detector's input
+    boxes: Callable[[np.ndarray, DetectorInput, PipelineSettings], list[WordBox]]  # its output -> boxes
     crop_margin: bool  # grow boxes by the settings' crop margins before cropping
     lines: bool  # a box may hold several words
 
 
 DETECTORS: dict[str, DetectorFamily] = {
-    "craft": DetectorFamily("craft", None, crop_margin=True, lines=False),
-    "ppocr-det": DetectorFamily("ppocr-det", ppocr_boxes, crop_margin=False, lines=True),
+    "craft": DetectorFamily("craft", craft_input, craft_boxes, crop_margin=True, lines=False),
+    "ppocr-det": DetectorFamily(
+        "ppocr-det", lambda image, _: det_input(image), lambda prob, det, _: db_boxes(prob[0, 0], det),
+        crop_margin=False, lines=True,
+    ),
 }
 
 

@@ -15,14 +15,14 @@ from typing import Protocol
 
 import numpy as np
 
-from .boxes import WordBox, word_boxes
+from .boxes import WordBox
 from .crops import batches, grow, principal_gray, rectify, stretch_contrast
 from .decoders import Decoded
-from .detector_input import detector_input
 from .detectors import get_detector, split_words
 from .image_io import check_image
 from .recognizers import get_family
 from .settings import PipelineSettings
+from .stages import StageClock
 
 
 class Runner(Protocol):
@@ -68,37 +68,37 @@ class OcrPipeline:
         self.detector_family = get_detector(detector_family)
         self.settings = settings or PipelineSettings()
 
-    def read(self, image: np.ndarray) -> list[Word]:
-        """RGB uint8 HxWx3 -> the words in it."""
+    def read(self, image: np.ndarray, clock: StageClock | None = None) -> list[Word]:
+        """RGB uint8 HxWx3 -> the words in it; `clock`, when given, gets each stage's time."""
+        clock = clock or StageClock()
         check_image(image, self.settings.max_image_pixels)
-        return self.recognize(image, self.detect(image))
+        return self.recognize(image, self.detect(image, clock), clock)
 
-    def detect(self, image: np.ndarray) -> list[WordBox]:
+    def detect(self, image: np.ndarray, clock: StageClock | None = None) -> list[WordBox]:
         """Word boxes of an RGB image, from one detector call."""
-        if self.detector_family.detect is not None:
-            return self.detector_family.detect(self.detector.infer, image)
-        s = self.settings
-        det = detector_input(image, s.canvas_size, s.mag_ratio, s.pad_to)
-        score_map = self.detector.infer({"input": det.tensor})["output"]
-        return word_boxes(
-            score_map, det, text_threshold=s.text_threshold, link_threshold=s.link_threshold,
-            low_text=s.low_text, box_fit=s.box_fit, box_level=s.box_level,
-            straight_below_deg=s.straight_below_deg, merge_gap=s.merge_gap, min_size=s.min_size,
-            bridge_floor=s.bridge_floor,
-        )
+        clock = clock or StageClock()
+        family, s = self.detector_family, self.settings
+        det = family.prepare(image, s)
+        clock.lap("pre")
+        output = self.detector.infer({"input": det.tensor})["output"]
+        clock.lap("detector")
+        boxes = family.boxes(output, det, s)
+        clock.lap("post")
+        return boxes
 
-    def recognize(self, image: np.ndarray, boxes: list[WordBox]) -> list[Word]:
+    def recognize(self, image: np.ndarray, boxes: list[WordBox], clock: StageClock | None = None) -> list[Word]:
         """Read each box: crop it upright with a margin, recognize the crops in batches, and read
         the unsure ones once more from their main colour axis, contrast-stretched."""
+        clock = clock or StageClock()
         s = self.settings
         crops = []
         for box in boxes:
             height = box.size[1] if self.detector_family.crop_margin else 0.0
             crops.append(rectify(image, grow(box.polygon, s.crop_margin_along * height, s.crop_margin_across * height)))
-        decoded = self.read_crops(crops)
+        decoded = self.read_crops(crops, clock)
         retry = [i for i, d in enumerate(decoded) if d.score < s.contrast_retry_below]
         if retry:
-            again = self.read_crops([stretch_contrast(principal_gray(crops[i]), s.contrast_target) for i in retry])
+            again = self.read_crops([stretch_contrast(principal_gray(crops[i]), s.contrast_target) for i in retry], clock)
             for i, d in zip(retry, again):
                 if d.score > decoded[i].score:
                     decoded[i] = d
@@ -111,17 +111,23 @@ class OcrPipeline:
             for text, corners, chars in pieces:
                 polygon = [[min(max(float(x), 0.0), image_w), min(max(float(y), 0.0), image_h)] for x, y in corners]
                 words.append(Word(text=text, polygon=polygon, score=d.score, char_scores=d.char_scores[chars]))
+        clock.lap("decode")
         return words
 
-    def read_crops(self, crops: list[np.ndarray]) -> list[Decoded]:
+    def read_crops(self, crops: list[np.ndarray], clock: StageClock | None = None) -> list[Decoded]:
         """Recognize uint8 crops, batching those whose inputs share a shape (the family pads them
         to a few widths); all batches go out at once where the recognizer runner allows it."""
+        clock = clock or StageClock()
         items = [self.family.make_input(c) for c in crops]
         groups = batches([x.shape for x in items], self.settings.recognizer_batch)
-        outputs = infer_all(self.recognizer, [{"input": np.stack([items[i] for i in group])} for group in groups])
+        feeds = [{"input": np.stack([items[i] for i in group])} for group in groups]
+        clock.lap("crops")
+        outputs = infer_all(self.recognizer, feeds)
+        clock.lap("recognizer")
         decoded: dict[int, Decoded] = {}
         for group, output in zip(groups, outputs):
             decoded.update((i, self.family.decode(row)) for i, row in zip(group, output["output"]))
+        clock.lap("decode")
         return [decoded[i] for i in range(len(items))]
 
     @staticmethod

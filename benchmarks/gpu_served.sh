@@ -23,6 +23,9 @@
 # churn:    per-call time when input shapes change from call to call (benchmarks/gpu_shape_churn.py).
 # served:   `stdr-deploy auto` for the fp32 and the fp16 deployment, each followed by the load
 #           benchmark at concurrency 1-32 over the four benchmark images, GPU sampled.
+# variants: the last served deployment benched again once per name in VARIANTS, with the bench
+#           options in $ARGS_<name> and the environment in $ENV_<name>, e.g. VARIANTS="bytes malloc"
+#           ARGS_bytes="--shared-memory none" ENV_malloc="MALLOC_MMAP_THRESHOLD_=33554432".
 # pipelines: the last served deployment again with `pipeline` at each instance count of
 #           PIPELINES (e.g. "8 12"), at PIPELINE_LEVELS: is the CPU-side orchestrator the bound?
 # recmemory: the ppocr recognizer's GPU and host memory per instance (benchmarks/measure_memory.py),
@@ -174,6 +177,18 @@ if has served; then
                 --out "$OUT/bench-$precision-floating" --json > "$OUT/bench-$precision-floating.json" 2> "$OUT/bench-$precision-floating.log"
             echo "bench $precision floating rc $?" >> "$OUT/steps.log"
         fi
+    done
+fi
+if has variants; then
+    repo="$WORK/repo-${TAG:-}${PRECISIONS##* }"
+    for name in ${VARIANTS:?VARIANTS names the variants}; do
+        args_var="ARGS_$name" env_var="ENV_$name"
+        step "bench variant $name: ${!env_var:-} ${!args_var:-}"
+        # shellcheck disable=SC2086
+        env ${!env_var:-} "$PY" -m stdr_deploy.cli bench --repo "$repo" --no-model-level --scenes "$SCENES" \
+            --concurrency "$LEVELS" --duration "$DURATION" ${!args_var:-} --out "$OUT/bench-$name" --json \
+            > "$OUT/bench-$name.json" 2> "$OUT/bench-$name.log"
+        echo "bench variant $name rc $?" >> "$OUT/steps.log"
     done
 fi
 if has pipelines; then

@@ -7,8 +7,11 @@
 from __future__ import annotations
 
 import http.client
+import itertools
+import os
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from stdr_deploy.ocr import Word
 from stdr_deploy.server import HTTP_INFERENCE_HEADER
 
 GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # servers whose /dev/shm is this host's
 
 _NP_TO_TRITON = {
     np.dtype(np.float32): "FP32",
@@ -62,6 +66,11 @@ class Endpoint:
     def url(self) -> str:
         return f"{self.protocol}://{self.address}"
 
+    @property
+    def local(self) -> bool:
+        """Whether the server is on this host (a loopback address), so it can map our shared memory."""
+        return self.address.rpartition(":")[0].lower() in LOOPBACK_HOSTS
+
 
 def connect(endpoint: Endpoint, timeout_s: float = 600.0):
     # A detector at a 2560 canvas takes a minute on a busy 2-core CPU: be patient by default.
@@ -85,17 +94,83 @@ def _module(endpoint: Endpoint):
     return client_module
 
 
-def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-    """One inference; a server-side error becomes a ServerError that names the model."""
+class SharedInputs:
+    """Request inputs handed to a server on this host in Triton's system shared memory, instead of
+    in the request body: the client copies an image once into a region the server maps, where
+    gRPC would serialise, send and parse every byte (a 3280x2625 photo is 26 MB). One region per
+    client (one request in flight at a time), replaced by a larger one when an input outgrows it;
+    `close` unregisters and unlinks it."""
+
+    def __init__(self, client: Any, endpoint: Endpoint):
+        self.client, self.endpoint = client, endpoint
+        self.prefix = f"stdr_client_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self._serial = itertools.count()
+        self.name: str | None = None
+        self.region: Any = None
+        self.size = 0
+
+    def inputs(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        import tritonclient.utils.shared_memory as shm
+
+        arrays = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
+        needed = sum(array.nbytes for array in arrays.values())
+        if needed > self.size:
+            self._open(needed)
+        mod, inputs, offset = _module(self.endpoint), [], 0
+        for name, array in arrays.items():
+            shm.set_shared_memory_region(self.region, [array], offset=offset)
+            tensor = mod.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
+            tensor.set_shared_memory(self.name, array.nbytes, offset)
+            inputs.append(tensor)
+            offset += array.nbytes
+        return inputs
+
+    def _open(self, size: int) -> None:
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.utils import InferenceServerException
+
+        self.close()
+        name = f"{self.prefix}_{next(self._serial)}"
+        region = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
+        try:
+            self.client.register_system_shared_memory(name, f"/{name}", size)
+        except InferenceServerException as exc:
+            shm.destroy_shared_memory_region(region)
+            raise ServerError(
+                f"{self.endpoint.url} cannot map this client's shared memory: {exc.message()}",
+                hint="the server must run on this host with the same /dev/shm; send inputs in the request instead",
+            ) from exc
+        self.name, self.region, self.size = name, region, size
+
+    def close(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        if self.region is None:
+            return
+        try:
+            self.client.unregister_system_shared_memory(self.name)
+        except Exception:  # noqa: BLE001 - a server already gone has nothing registered to undo
+            pass
+        shm.destroy_shared_memory_region(self.region)
+        self.name, self.region, self.size = None, None, 0
+
+
+def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarray], outputs: list[str],
+          shared: SharedInputs | None = None) -> dict[str, np.ndarray]:
+    """One inference, its inputs in the request or in `shared` memory; a server-side error
+    becomes a ServerError that names the model."""
     from tritonclient.utils import InferenceServerException
 
     mod = _module(endpoint)
-    inputs = []
-    for name, array in feeds.items():
-        array = np.ascontiguousarray(array)
-        tensor = mod.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
+    if shared is not None:
+        inputs = shared.inputs(feeds)
+    else:
+        inputs = []
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array)
+            tensor = mod.InferInput(name, list(array.shape), _NP_TO_TRITON[array.dtype])
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
     requested = [mod.InferRequestedOutput(name) for name in outputs]
     try:
         result = client.infer(model, inputs, outputs=requested)

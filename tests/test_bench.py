@@ -308,6 +308,8 @@ def test_server_addresses_need_a_host_and_a_port():
     assert Endpoint.parse("grpc://127.0.0.1:8001") == Endpoint("127.0.0.1:8001", "grpc")
     assert Endpoint.parse("localhost:8000/") == Endpoint("localhost:8000", "http")
     assert Endpoint.parse("grpc://[::1]:8001").address == "[::1]:8001"
+    assert Endpoint.parse("grpc://[::1]:8001").local and Endpoint.parse("http://LocalHost:8000").local
+    assert not Endpoint.parse("grpc://10.0.0.5:8001").local
     for url in ("grpc://127.0.0.1:8001:", "grpc://:8001", "http://localhost", "http://host:port", "grpc://h:0"):
         with pytest.raises(UserInputError, match="is not a server address"):
             Endpoint.parse(url)
@@ -400,6 +402,7 @@ REQUESTS = [Request("a", {"input": np.ones((1, 4), np.float32)}, ("output",)), R
 def test_load_generator_against_a_real_server(relu_server, protocol):
     url = relu_server.grpc_url if protocol == "grpc" else relu_server.http_url
     bench = run_load(url, REQUESTS, model="relu", concurrency=(1, 2), duration_s=1.0)
+    assert bench.shared_memory  # on this host: inputs in system shared memory
     assert [level.concurrency for level in bench.levels] == [1, 2]
     for level in bench.levels:
         assert level.errors == 0 and level.requests > 0
@@ -424,7 +427,8 @@ def test_load_generator_says_why_a_server_has_no_stage_times(relu_server):
 @pytest.mark.triton
 def test_load_generator_counts_a_bad_request_as_an_error(relu_server):
     bad = [Request("bad", {"input": np.ones((1, 5), np.float32)}, ("output",))]
-    bench = run_load(relu_server.grpc_url, bad, model="relu", concurrency=(1,), duration_s=0.5, max_requests=3, warmup=0)
+    bench = run_load(relu_server.grpc_url, bad, model="relu", concurrency=(1,), duration_s=0.5, max_requests=3, warmup=0,
+                     shared_memory=False)
     (level,) = bench.levels
     assert level.requests == 3 and level.errors == 3 and level.latency is None
     assert level.error_samples and "ServerError" in level.error_samples[0]

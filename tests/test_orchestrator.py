@@ -217,6 +217,7 @@ def test_bench_load_splits_each_image_and_level_by_stage(server, shared):
                      metrics_url=server.metrics_url, image_repeats=2)
 
     assert bench.stages_note is None
+    assert bench.shared_memory and bench.transport_note is None  # a server on this host maps our shared memory
     assert [image.label for image in bench.images] == ["img00", "top"]
     for image in bench.images:
         assert image.latency.count == 2 and image.stages["reads"] == 2
@@ -230,3 +231,29 @@ def test_bench_load_splits_each_image_and_level_by_stage(server, shared):
     text = markdown({"pipeline": bench.to_dict()})
     assert "Inside the `pipeline` model, each image sent alone" in text
     assert "| top | 2 |" in text and "Inside the `pipeline` model at each level" in text
+
+
+def test_inputs_in_shared_memory_read_the_same_words_and_leave_nothing_behind(server, client, shared):
+    from stdr_deploy.triton_client import Endpoint, SharedInputs, infer
+
+    endpoint = Endpoint.parse(server.grpc_url)
+    img00 = read_image(shared / "testdata" / "scenes_A" / "img00.png")
+    top = np.ascontiguousarray(img00[: img00.shape[0] // 2])
+    outputs = ["output", "boxes"]
+    inputs = SharedInputs(client, endpoint)
+    try:
+        small = infer(client, endpoint, "pipeline", {"input": top[None]}, outputs, inputs)
+        size = inputs.size
+        whole = infer(client, endpoint, "pipeline", {"input": img00[None]}, outputs, inputs)  # outgrows the region
+        assert inputs.size == img00.nbytes > size
+        assert [r["name"] for r in client.get_system_shared_memory_status(as_json=True).get("regions", {}).values()] \
+            == [inputs.name]
+    finally:
+        inputs.close()
+    for got, image in ((small, top), (whole, img00)):
+        expected = infer(client, endpoint, "pipeline", {"input": image[None]}, outputs)  # in the request body
+        assert got["output"].tolist() == expected["output"].tolist()
+        np.testing.assert_array_equal(got["boxes"], expected["boxes"])
+    assert b"ENTRY" in whole["output"].reshape(-1).tolist()
+    assert not client.get_system_shared_memory_status(as_json=True).get("regions")
+    assert not list(Path("/dev/shm").glob(f"{inputs.prefix}*"))

@@ -25,7 +25,8 @@ import numpy as np
 from stdr_deploy.bench.gpu_sampler import GpuLevel, GpuSampler
 from stdr_deploy.bench.stats import LatencyStats
 from stdr_deploy.ocr.stages import READS_METRIC, SERVED_STAGES, STAGE_CPU_SECONDS_METRIC, STAGE_SECONDS_METRIC
-from stdr_deploy.triton_client import Endpoint, connect, infer
+from stdr_deploy.errors import ServerError
+from stdr_deploy.triton_client import Endpoint, SharedInputs, connect, infer
 
 Progress = Callable[[str], None]
 MAX_ERROR_SAMPLES = 5
@@ -109,10 +110,14 @@ class LoadBench:
     labels: tuple[str, ...] = field(default=())
     images: tuple[ImageStages, ...] = ()  # each image alone, by stage (`image_stages`)
     stages_note: str | None = None  # why the stage counters were not read, where they were not
+    shared_memory: bool = False  # inputs went in system shared memory (`SharedInputs`), not in the requests
+    transport_note: str | None = None  # why not, where shared memory was wanted
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "url": self.url,
+            "shared_memory": self.shared_memory,
+            "transport_note": self.transport_note,
             "model": self.model,
             "duration_s": self.duration_s,
             "max_requests_per_level": self.max_requests,
@@ -151,56 +156,81 @@ def run_load(
     progress: Progress | None = None,
     metrics_url: str | None = None,
     image_repeats: int = 0,
+    shared_memory: bool | None = None,
 ) -> LoadBench:
     """Drive `model` at each concurrency for `duration_s` (or `max_requests`) and summarise.
 
     `warmup` passes over the request set run first, unrecorded, so model loading and first-call
     allocations stay out of the numbers. With `metrics_url` (the server's Prometheus endpoint),
     each level also reports the pipeline's stage times, and `image_repeats` sends each request
-    that many times alone first (`image_stages`).
+    that many times alone first (`image_stages`). `shared_memory`: send the inputs in system
+    shared memory (True), in the requests (False), or the first where the server is on this host
+    and takes it (None).
     """
     if not requests:
         raise ValueError("no requests to send")
     endpoint = Endpoint.parse(url)
     client = connect(endpoint, timeout_s)
-    for _ in range(warmup):
-        for request in requests:
+    shared, transport_note = _shared_inputs(client, endpoint, shared_memory, requests[0])
+    try:
+        for _ in range(warmup):
+            for request in requests:
+                if progress:
+                    progress(f"warm-up {request.label}")
+                infer(client, endpoint, model, dict(request.feeds), list(request.outputs), shared)
+        counters, note = _stage_reader(metrics_url, model)
+        images = []
+        if counters is not None and image_repeats > 0:
+            for request in requests:
+                if progress:
+                    progress(f"stages of {request.label}")
+                images.append(image_stages(client, endpoint, model, request, image_repeats, counters, shared))
+        levels = []
+        for n in concurrency:
             if progress:
-                progress(f"warm-up {request.label}")
-            infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
-    counters, note = _stage_reader(metrics_url, model)
-    images = []
-    if counters is not None and image_repeats > 0:
-        for request in requests:
-            if progress:
-                progress(f"stages of {request.label}")
-            images.append(image_stages(client, endpoint, model, request, image_repeats, counters))
-    levels = []
-    for n in concurrency:
-        if progress:
-            progress(f"concurrency {n}")
-        before, stages_before = settled_statistics(client, endpoint), counters() if counters else None
-        started = time.perf_counter()
-        with GpuSampler() as gpus:
-            samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s)
-        seconds = time.perf_counter() - started
-        after = settled_statistics(client, endpoint)
-        level = summarize_level(n, seconds, samples, statistics_delta(before, after))
-        stages = stage_delta(stages_before, counters()) if counters else None
-        levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels()), stages=stages))
+                progress(f"concurrency {n}")
+            before, stages_before = settled_statistics(client, endpoint), counters() if counters else None
+            started = time.perf_counter()
+            with GpuSampler() as gpus:
+                samples = drive(endpoint, model, requests, n, duration_s, max_requests, timeout_s, shared_memory=shared is not None)
+            seconds = time.perf_counter() - started
+            after = settled_statistics(client, endpoint)
+            level = summarize_level(n, seconds, samples, statistics_delta(before, after))
+            stages = stage_delta(stages_before, counters()) if counters else None
+            levels.append(dataclasses.replace(level, gpus=tuple(gpus.levels()), stages=stages))
+    finally:
+        if shared is not None:
+            shared.close()
     return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests),
-                     tuple(images), note)
+                     tuple(images), note, shared is not None, transport_note)
+
+
+def _shared_inputs(client: Any, endpoint: Endpoint, wanted: bool | None, probe: Request) -> tuple[SharedInputs | None, str | None]:
+    """The main client's shared-memory inputs, or None and why not; the probe request's feeds
+    are placed once, so a server that cannot map them is found before any timing."""
+    if wanted is False:
+        return None, None
+    if wanted is None and not endpoint.local:
+        return None, f"{endpoint.address} is not on this host"
+    shared = SharedInputs(client, endpoint)
+    try:
+        shared.inputs(dict(probe.feeds))
+    except ServerError as exc:
+        if wanted:
+            raise
+        return None, str(exc)
+    return shared, None
 
 
 def image_stages(client: Any, endpoint: Endpoint, model: str, request: Request, repeats: int,
-                 counters: Callable[[], dict[str, float]]) -> ImageStages:
+                 counters: Callable[[], dict[str, float]], shared: SharedInputs | None = None) -> ImageStages:
     """`request` sent `repeats` times, one at a time, with the server's statistics and the
     pipeline's stage counters read around them."""
     before, stages_before = settled_statistics(client, endpoint), counters()
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
+        infer(client, endpoint, model, dict(request.feeds), list(request.outputs), shared)
         seconds.append(time.perf_counter() - started)
     after = settled_statistics(client, endpoint)
     stages = stage_delta(stages_before, counters()) or {}
@@ -263,8 +293,11 @@ def drive(
     max_requests: int | None,
     timeout_s: float,
     on_sample: Callable[[Sample], None] | None = None,
+    shared_memory: bool = False,
 ) -> list[Sample]:
-    """Closed loop: `concurrency` workers, one request in flight each, until time or budget ends."""
+    """Closed loop: `concurrency` workers, one request in flight each, until time or budget ends;
+    with `shared_memory`, each worker copies its request's inputs into its own region first (part
+    of the request's time, as for any client that holds the image in its own memory)."""
     lock = threading.Lock()
     samples: list[Sample] = []
     budget = [max_requests if max_requests is not None else -1]
@@ -280,6 +313,7 @@ def drive(
 
     def worker(offset: int) -> None:
         client = connect(endpoint, timeout_s)
+        shared = SharedInputs(client, endpoint) if shared_memory else None
         i = offset
         while time.perf_counter() < deadline and take():
             request = requests[i % len(requests)]
@@ -287,7 +321,7 @@ def drive(
             t0 = time.perf_counter()
             error = None
             try:
-                infer(client, endpoint, model, dict(request.feeds), list(request.outputs))
+                infer(client, endpoint, model, dict(request.feeds), list(request.outputs), shared)
             except Exception as exc:  # noqa: BLE001 - every failure is a counted error, never a crash
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             sample = Sample(request.label, t0 - started, time.perf_counter() - t0, error)
@@ -295,6 +329,8 @@ def drive(
                 samples.append(sample)
             if on_sample:
                 on_sample(sample)
+        if shared is not None:
+            shared.close()
         _close(client)
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]

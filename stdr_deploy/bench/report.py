@@ -196,9 +196,13 @@ def _pipeline_tables(pipeline: Mapping[str, Any] | None) -> list[str]:
     if pipeline.get("skipped"):
         return [f"Not measured: {pipeline['skipped']}"]
     labels = pipeline.get("labels", [])
+    if pipeline.get("shared_memory"):
+        transport = "images handed over in Triton's system shared memory (each request copies its image into the client's region)"
+    else:
+        transport = "images sent in the requests" + (f" ({pipeline['transport_note']})" if pipeline.get("transport_note") else "")
     lines = [
         f"Closed loop against `{pipeline['model']}` at {pipeline['url']}, {pipeline['duration_s']:g} s per level "
-        f"(requests already sent are waited for), images {', '.join(labels)} in turn.",
+        f"(requests already sent are waited for), images {', '.join(labels)} in turn; {transport}.",
         "",
         "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms | " + " | ".join(f"{l} p50" for l in labels) + " |",
         "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(labels),

@@ -63,6 +63,7 @@ class BenchOptions:
     duration_s: float = 30.0
     max_requests: int | None = None
     image_repeats: int = 5  # each pipeline image sent this many times alone, for its stage times (quick: 1)
+    shared_memory: bool | None = None  # pipeline inputs in system shared memory; None: where the server is local
     easyocr: bool = False
     easyocr_runs: int = 3
     peers: tuple[str, ...] = ()  # in-process peer systems (`bench.peers`) beside EasyOCR, e.g. ("rapidocr",)
@@ -258,6 +259,7 @@ def _pipeline(url: str, metrics_url: str | None, images: Mapping[str, Any], opti
         progress=reporter.step,
         metrics_url=metrics_url,
         image_repeats=repeats,
+        shared_memory=options.shared_memory,
     ).to_dict()
 
 

@@ -47,6 +47,9 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--url", help="A running server (grpc://HOST:PORT; http:// only with `serve --http-inference`). Default: start one.")
 @click.option("--metrics-url", help="With --url: the server's metrics endpoint (e.g. http://HOST:8002/metrics), "
               "for the pipeline's time by stage.")
+@click.option("--shared-memory", type=click.Choice(["auto", "system", "none"]), default="auto", show_default=True,
+              help="How the load generator hands images to the pipeline: in Triton's system shared memory, in the "
+              "requests (none), or auto: shared memory where the server is on this host and can map it.")
 @click.option("--repo", type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Serve this rendered repository (default without --url: deploy with `auto` in a temporary folder).")
 @click.option("--models", "models", default="craft,crnn-en", show_default=True, help="Models for the model level (comma-separated).")
@@ -80,7 +83,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Results folder (default: benchmarks/results/<host-slug>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def command(url, metrics_url, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
+def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
             soak_s, server_pid, recognizer, detector_precision, weights, engines, threads, chain, square_canvas, quick, out, as_json):
     """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
 
@@ -125,6 +128,7 @@ def command(url, metrics_url, repo, models, runtimes, model_level, pipeline, con
         pipeline=pipeline and soak_s is None,
         url=url,
         metrics_url=metrics_url,
+        shared_memory={"auto": None, "system": True, "none": False}[shared_memory],
         repo=repo,
         recognizer=recognizer,
         detector_precision=detector_precision,

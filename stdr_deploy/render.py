@@ -9,7 +9,8 @@ swapped in at the end, so an interrupted render leaves the previous repository a
 Layout (Triton's): `<model>/config.pbtxt` and `<model>/1/<model file>` for the detector and the
 recognizer; `pipeline/1/model.py` plus `pipeline/1/stdr_ocr/`, a copy of `stdr_deploy.ocr`, so
 the orchestrator runs the very functions of the in-process pipeline without needing
-stdr-deploy installed in the server's Python.
+stdr-deploy installed in the server's Python, and `pipeline/1/stub_malloc.py` (its malloc
+settings, shared with our backends).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from stdr_deploy.models import get_spec
 from stdr_deploy.models.spec import TensorSpec
 from stdr_deploy.ocr.recognizers import MODEL_CHARSET
 from stdr_deploy.plan_schema import ModelPlan, Plan
-from stdr_deploy.server import NGC_TRITON_IMAGE, WARM_SHAPES
+from stdr_deploy.server import NGC_TRITON_IMAGE, STUB_MALLOC, WARM_SHAPES
 from stdr_deploy.workspace import replace_dir_atomic, sha256_file, staging_dir
 
 PIPELINE_NAME = "pipeline"
@@ -358,6 +359,7 @@ def repository_files(plan: Plan, artifacts: Mapping[str, Path]) -> dict[str, byt
         files[f"{PIPELINE_NAME}/{VERSION}/{CHARSET_FILE}"] = _model_charset(plan.recognizer, paths[plan.recognizer.triton_name])
     templates = importlib.resources.files("stdr_deploy.templates")
     files[f"{PIPELINE_NAME}/{VERSION}/model.py"] = templates.joinpath("pipeline_model.py").read_bytes()
+    files[f"{PIPELINE_NAME}/{VERSION}/{STUB_MALLOC.name}"] = STUB_MALLOC.read_bytes()
     for rel, data in _package_files(importlib.resources.files("stdr_deploy.ocr")):
         files[f"{PIPELINE_NAME}/{VERSION}/{OCR_PACKAGE}/{rel}"] = data
     return dict(sorted(files.items()))

@@ -48,7 +48,8 @@ NGC_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 STUB = "triton_python_backend_stub"
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 OUR_BACKENDS = Path(__file__).resolve().parent / "backends"
-BACKENDS_SHARED = OUR_BACKENDS / "stdr_batching.py"  # copied beside each backend's model.py
+STUB_MALLOC = OUR_BACKENDS / "stub_malloc.py"  # render places it beside the pipeline's model.py too
+BACKENDS_SHARED = (OUR_BACKENDS / "stdr_batching.py", STUB_MALLOC)  # copied beside each backend's model.py
 SHM_DIR = Path("/dev/shm")
 EXIT_TIMEOUT_S = 5  # tritonserver's own grace for in-flight requests on SIGTERM
 STOP_GRACE_S = 20.0  # then we SIGKILL the whole process group
@@ -144,12 +145,13 @@ def backend_directory(cache: Path | None = None) -> Path:
 
     Content-addressed by the pytriton version, the Python version and our backends' files, so it
     is built once, never modified afterwards, and a concurrent build simply loses the rename.
-    Each backend folder gets a copy of the module they share (`BACKENDS_SHARED`) beside its model.py.
+    Each backend folder gets a copy of the modules they share (`BACKENDS_SHARED`) beside its model.py.
     """
     triton = embedded_triton()
     backends = our_backends()
     digest = hashlib.sha256(f"{triton.version}|{triton.stub}".encode())
-    digest.update(BACKENDS_SHARED.read_bytes())
+    for shared in BACKENDS_SHARED:
+        digest.update(shared.read_bytes())
     for name, path in backends.items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
     parent = Path(cache or cache_dir()) / "triton-backends"
@@ -168,7 +170,8 @@ def backend_directory(cache: Path | None = None) -> Path:
         for name, model in backends.items():
             (staging / name).mkdir()
             shutil.copy2(model, staging / name / "model.py")
-            shutil.copy2(BACKENDS_SHARED, staging / name / BACKENDS_SHARED.name)
+            for shared in BACKENDS_SHARED:
+                shutil.copy2(shared, staging / name / shared.name)
         try:
             os.rename(staging, target)
         except OSError:
@@ -183,9 +186,10 @@ def backend_directory(cache: Path | None = None) -> Path:
 # an outlier upload (a 300 MB refused image) is given back instead of staying in the heap, where
 # the default dynamic threshold (which rises to 32 MiB after the first large free) left ~200 MiB
 # for good (benchmarks/results/memory-after-outlier/). The backend stubs inherit the variable;
-# our model backends then set STDR_MODEL_MALLOC's values with mallopt (stdr_batching.model_malloc):
-# 32 MiB and a 64 MiB trim threshold, glibc's own settled values, as re-mapping every 4 MiB
-# activation per run cost ~25 % on small images.
+# our model backends and the pipeline model then set STDR_MODEL_MALLOC's values with mallopt
+# (stub_malloc.model_malloc): 32 MiB and a 64 MiB trim threshold, glibc's own settled values, as
+# re-mapping every 4 MiB array per request cost the runtimes ~25 % on small images and the
+# pipeline ~30 % of its CPU time.
 SERVER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 20), "STDR_MODEL_MALLOC": f"{32 << 20}:{64 << 20}"}
 
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stdr_ocr.errors import BadImageError, OcrError  # noqa: E402
 from stdr_ocr.pipeline import OcrPipeline  # noqa: E402
 from stdr_ocr.settings import PipelineSettings  # noqa: E402
+from stub_malloc import model_malloc  # noqa: E402
 from stdr_ocr.stages import (  # noqa: E402
     READS_METRIC,
     SERVED_STAGES,
@@ -208,6 +209,7 @@ def error_response(message, code_name):
 
 class TritonPythonModel:
     def initialize(self, args):
+        model_malloc()  # before the pipeline allocates: see stub_malloc.model_malloc
         check_numpy_bridge()
         parameters = string_parameters(json.loads(args["model_config"]))
         self.stage_metrics = StageMetrics(args["model_name"], args["model_version"])

@@ -824,6 +824,7 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     backends = backend_directory(tmp_path)
     monkeypatch.syspath_prepend(str(backends / "python"))
     monkeypatch.delitem(sys.modules, "stdr_batching", raising=False)
+    monkeypatch.delitem(sys.modules, "stub_malloc", raising=False)
     spec = importlib.util.spec_from_file_location("tensorrt_backend_model", backends / "tensorrt" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

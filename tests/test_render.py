@@ -266,6 +266,9 @@ def test_rendered_configs_match_the_plan(plan_id, tmp_path):
         assert os.path.samefile(placed, artifacts[model.triton_name])  # hard link, no copy
     check_pipeline_config(parse_config(out / "pipeline" / "config.pbtxt"), plan)
     assert (out / "pipeline" / "1" / "model.py").read_bytes() == (ROOT / "templates" / "pipeline_model.py").read_bytes()
+    # its malloc settings, the same file our backends get
+    assert (out / "pipeline" / "1" / "stub_malloc.py").read_bytes() == \
+        (ROOT / "stdr_deploy" / "backends" / "stub_malloc.py").read_bytes()
     assert sorted(result.config_sha256) == sorted([plan.detector.triton_name, plan.recognizer.triton_name, "pipeline"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["README.md", "pipeline", plan.detector.triton_name, plan.recognizer.triton_name]

@@ -431,7 +431,8 @@ def test_backend_directory_is_assembled_once_with_our_backends(tmp_path: Path):
     source = Path(__file__).resolve().parents[1] / "stdr_deploy" / "backends"
     for name in ("onnxruntime", "tensorrt"):
         assert (first / name / "model.py").read_bytes() == (source / name / "model.py").read_bytes()
-        assert (first / name / "stdr_batching.py").read_bytes() == (source / "stdr_batching.py").read_bytes()
+        for shared in ("stdr_batching.py", "stub_malloc.py"):
+            assert (first / name / shared).read_bytes() == (source / shared).read_bytes()
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no staging folder left
 
 
@@ -487,6 +488,7 @@ def ort_backend(tmp_path: Path, monkeypatch):
     backends = backend_directory(tmp_path)
     monkeypatch.syspath_prepend(str(backends / "python"))
     monkeypatch.delitem(sys.modules, "stdr_batching", raising=False)
+    monkeypatch.delitem(sys.modules, "stub_malloc", raising=False)
     spec = importlib.util.spec_from_file_location("stdr_ort_backend", backends / "onnxruntime" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -617,12 +619,12 @@ def test_the_server_maps_large_blocks_unless_the_caller_tunes_malloc():
 
 
 def test_model_stubs_apply_their_malloc_settings_with_mallopt(tmp_path):
-    """stdr_batching.model_malloc, in a fresh process as a stub is: glibc accepts both values
+    """stub_malloc.model_malloc, in a fresh process as a stub is: glibc accepts both values
     (mallopt returns 1; a wrong parameter number or value gives 0), and nothing happens unset."""
     from stdr_deploy.server import SERVER_MALLOC
 
-    folder = backend_directory(tmp_path) / "onnxruntime"  # stdr_batching is copied beside each backend
-    script = f"import sys; sys.path.insert(0, {str(folder)!r}); import stdr_batching; print(stdr_batching.model_malloc())"
+    folder = backend_directory(tmp_path) / "onnxruntime"  # stub_malloc is copied beside each backend
+    script = f"import sys; sys.path.insert(0, {str(folder)!r}); import stub_malloc; print(stub_malloc.model_malloc())"
     for value, expected in ((SERVER_MALLOC["STDR_MODEL_MALLOC"], "True"), (None, "False"), ("garbage", "False")):
         env = {k: v for k, v in os.environ.items() if k != "STDR_MODEL_MALLOC"}
         env.update({"STDR_MODEL_MALLOC": value} if value else {})

@@ -17,7 +17,6 @@ INVALID_ARGUMENT) and never reaches the runtime, whose memory would grow to fit 
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Callable
 
@@ -137,21 +136,3 @@ def _run_one(feed, run: Callable, name: str):
         return run(feed)
     except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
         return RuntimeError(f"{name}: {exc}")
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-
-
-def model_malloc() -> bool:
-    """Apply STDR_MODEL_MALLOC ("mmap threshold:trim threshold", set by stdr-deploy's server for
-    the model stubs, see server.SERVER_MALLOC) with glibc's mallopt. False when it is unset or
-    glibc refused a value (the stub then keeps the server's settings)."""
-    values = os.environ.get("STDR_MODEL_MALLOC")
-    if not values:
-        return False
-    try:
-        mmap_threshold, trim_threshold = (int(v) for v in values.split(":"))
-        mallopt = ctypes.CDLL(None).mallopt  # glibc's; another C library may lack it
-    except (ValueError, OSError, AttributeError):
-        return False
-    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 and mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1

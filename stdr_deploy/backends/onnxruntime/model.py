@@ -46,7 +46,8 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_batching import input_limits, InvalidInput, model_file, model_malloc, run_requests, triton_error  # noqa: E402
+from stdr_batching import input_limits, InvalidInput, model_file, run_requests, triton_error  # noqa: E402
+from stub_malloc import model_malloc  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.onnx"
 
@@ -226,7 +227,7 @@ class TritonPythonModel:
     """One ONNX Runtime session per Triton model instance."""
 
     def initialize(self, args: dict) -> None:
-        model_malloc()  # before the runtime allocates: see stdr_batching.model_malloc
+        model_malloc()  # before the runtime allocates: see stub_malloc.model_malloc
         config = json.loads(args["model_config"])
         self.name = args["model_name"]
         for tensor in config.get("input", []) + config.get("output", []):

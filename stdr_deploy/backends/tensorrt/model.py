@@ -33,7 +33,8 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_batching import input_limits, InvalidInput, model_file, model_malloc, run_requests, triton_error  # noqa: E402
+from stdr_batching import input_limits, InvalidInput, model_file, run_requests, triton_error  # noqa: E402
+from stub_malloc import model_malloc  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.plan"
 INSTALL_HINT = "install TensorRT 10 or 11 and torch with CUDA in the server's Python (pip install 'stdr-deploy[tensorrt]')"
@@ -92,7 +93,7 @@ class TritonPythonModel:
     """One TensorRT engine and execution context per Triton model instance."""
 
     def initialize(self, args: dict) -> None:
-        model_malloc()  # before the runtime allocates: see stdr_batching.model_malloc
+        model_malloc()  # before the runtime allocates: see stub_malloc.model_malloc
         self.name = args["model_name"]
         config = json.loads(args["model_config"])
         try:

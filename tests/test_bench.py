@@ -6,6 +6,7 @@ Structure and sanity only: speed is measured by `stdr-deploy bench`, never asser
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -327,7 +328,9 @@ def test_bench_against_a_dead_server_keeps_its_report_and_exits_7(tmp_path: Path
     assert set(result["failures"]) >= {"pipeline"} and "no answer from the server" in result["failures"]["pipeline"]
     assert "## Failed phases" in (out / "bench.md").read_text()
     assert "benchmark phase(s) failed: pipeline" in run.stderr
-    assert "failed (see Failed phases in the report)" in run.stderr  # the progress line, not "done"
+    # progress in a log (stderr is a pipe here): timestamped lines, the failed phase marked so, not "done"
+    assert re.search(r"^\d\d:\d\d:\d\d pipeline through Triton: started", run.stderr, re.M), run.stderr
+    assert re.search(r"pipeline through Triton: failed in [\d.]+ s \(see Failed phases in the report\)", run.stderr)
 
 
 def test_a_failed_phase_closes_only_its_own_progress_stage():

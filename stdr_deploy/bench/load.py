@@ -24,8 +24,8 @@ import numpy as np
 
 from stdr_deploy.bench.gpu_sampler import GpuLevel, GpuSampler
 from stdr_deploy.bench.stats import LatencyStats
-from stdr_deploy.ocr.stages import READS_METRIC, SERVED_STAGES, STAGE_CPU_SECONDS_METRIC, STAGE_SECONDS_METRIC
 from stdr_deploy.errors import ServerError
+from stdr_deploy.ocr.stages import READS_METRIC, SERVED_STAGES, STAGE_CPU_SECONDS_METRIC, STAGE_SECONDS_METRIC
 from stdr_deploy.triton_client import Endpoint, SharedInputs, connect, infer
 
 Progress = Callable[[str], None]

@@ -148,7 +148,9 @@ def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level
         weights=parse_weights(weights, recognizer),
         engines=_engines(engines),
     )
-    with _RichReporter() as reporter:
+    from stdr_deploy.progress import interactive
+
+    with _RichReporter() if interactive() else _LogReporter() as reporter:
         result = run_bench(options, reporter)
     folder = out or Path("benchmarks") / "results" / result["host"]["slug"]
     written = write_report(result, folder)
@@ -166,6 +168,40 @@ def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level
         )
         error.exit_code = result["exit_code"]
         raise error
+
+
+class _LogReporter:
+    """Progress as timestamped lines on stderr, for a log or a pipe (a live display draws
+    nothing there): each phase's start, steps and end, with a heartbeat during long steps."""
+
+    def __enter__(self) -> "_LogReporter":
+        self.activity = None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.done()
+
+    def phase(self, name: str, total: int) -> None:
+        from stdr_deploy.progress import Activity
+
+        self.done()
+        self.activity = Activity(name, detail=f"{total} steps")
+
+    def step(self, message: str) -> None:
+        from stdr_deploy.progress import log_line
+
+        if self.activity is not None:
+            log_line(f"{self.activity.name}: {message}")
+
+    def done(self) -> None:
+        if self.activity is not None:
+            self.activity.end()
+            self.activity = None
+
+    def failed(self) -> None:
+        if self.activity is not None:
+            self.activity.end("failed", "see Failed phases in the report")
+            self.activity = None
 
 
 class _RichReporter:

@@ -113,9 +113,7 @@ class SharedInputs:
         import tritonclient.utils.shared_memory as shm
 
         arrays = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
-        needed = sum(array.nbytes for array in arrays.values())
-        if needed > self.size:
-            self._open(needed)
+        self.reserve(sum(array.nbytes for array in arrays.values()))
         mod, inputs, offset = _module(self.endpoint), [], 0
         for name, array in arrays.items():
             shm.set_shared_memory_region(self.region, [array], offset=offset)
@@ -124,6 +122,12 @@ class SharedInputs:
             inputs.append(tensor)
             offset += array.nbytes
         return inputs
+
+    def reserve(self, size: int) -> None:
+        """A region of at least `size` bytes, registered with the server (ServerError where it
+        cannot map it)."""
+        if size > self.size:
+            self._open(size)
 
     def _open(self, size: int) -> None:
         import tritonclient.utils.shared_memory as shm
@@ -226,23 +230,46 @@ class TritonModelRunner:
 
 
 class TritonPipelineClient:
-    """Sends RGB images to the served `pipeline` model; returns its words with polygons."""
+    """Sends RGB images to the served `pipeline` model; returns its words with polygons.
 
-    def __init__(self, url: str, model: str = "pipeline"):
+    `shared_memory` None hands each image over in system shared memory where the server is on
+    this host and maps it (else, from then on, in the request); True requires it; False never.
+    Each read registers its own region and unregisters it after the answer, so a client that
+    ends leaves nothing mapped in the server."""
+
+    def __init__(self, url: str, model: str = "pipeline", shared_memory: bool | None = False):
         self.endpoint = Endpoint.parse(url)
         self.model = model
+        self.shared_memory = shared_memory if shared_memory is not None else (True if self.endpoint.local else False)
+        self._required = shared_memory is True
         self._client = connect(self.endpoint)
 
     def read(self, image: np.ndarray) -> list[Word]:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise UserInputError(f"expected an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
-        out = infer(self._client, self.endpoint, self.model, {"input": image[None]}, ["output", "boxes"])
+        out = self._infer({"input": image[None]}, ["output", "boxes"])
         texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in out["output"].reshape(-1)]
         boxes = out["boxes"].reshape(-1, 9)
         return [
             Word(text, box[:8].reshape(4, 2).astype(float).tolist(), float(box[8]))
             for text, box in zip(texts, boxes)
         ]
+
+    def _infer(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        if not self.shared_memory:
+            return infer(self._client, self.endpoint, self.model, feeds, outputs)
+        shared = SharedInputs(self._client, self.endpoint)
+        try:
+            try:
+                shared.reserve(sum(np.asarray(array).nbytes for array in feeds.values()))
+            except ServerError:
+                if self._required:
+                    raise
+                self.shared_memory = False  # the server cannot map ours: the request body it is
+                return infer(self._client, self.endpoint, self.model, feeds, outputs)
+            return infer(self._client, self.endpoint, self.model, feeds, outputs, shared)
+        finally:
+            shared.close()
 
 
 def rendered_config(repo: Path, model: str):

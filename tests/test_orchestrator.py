@@ -257,3 +257,15 @@ def test_inputs_in_shared_memory_read_the_same_words_and_leave_nothing_behind(se
     assert b"ENTRY" in whole["output"].reshape(-1).tolist()
     assert not client.get_system_shared_memory_status(as_json=True).get("regions")
     assert not list(Path("/dev/shm").glob(f"{inputs.prefix}*"))
+
+
+def test_the_pipeline_client_hands_images_over_in_shared_memory_and_unregisters_each(server, client, shared):
+    from stdr_deploy.triton_client import TritonPipelineClient
+
+    image = read_image(shared / "testdata" / "scenes_A" / "img00.png")
+    in_request = TritonPipelineClient(server.grpc_url).read(image)
+    local = TritonPipelineClient(server.grpc_url, shared_memory=None)  # `ocr --url`'s: a local server
+    assert local.shared_memory
+    assert local.read(image) == in_request and "ENTRY" in [w.text for w in in_request]
+    assert not client.get_system_shared_memory_status(as_json=True).get("regions")  # nothing left mapped
+    assert not list(Path("/dev/shm").glob("stdr_client_*"))

@@ -206,15 +206,15 @@ def run_load(
 
 
 def _shared_inputs(client: Any, endpoint: Endpoint, wanted: bool | None, probe: Request) -> tuple[SharedInputs | None, str | None]:
-    """The main client's shared-memory inputs, or None and why not; the probe request's feeds
-    are placed once, so a server that cannot map them is found before any timing."""
+    """The main client's shared-memory inputs, or None and why not; a region for the probe
+    request is registered at once, so a server that cannot map it is found before any timing."""
     if wanted is False:
         return None, None
     if wanted is None and not endpoint.local:
         return None, f"{endpoint.address} is not on this host"
     shared = SharedInputs(client, endpoint)
     try:
-        shared.inputs(dict(probe.feeds))
+        shared.reserve(sum(np.asarray(array).nbytes for array in probe.feeds.values()))
     except ServerError as exc:
         if wanted:
             raise

@@ -85,7 +85,7 @@ def load_pipeline(url, runtime, detector, recognizer, weights, artifacts, detect
     if url:
         from stdr_deploy.triton_client import TritonPipelineClient
 
-        return TritonPipelineClient(url)
+        return TritonPipelineClient(url, shared_memory=None)  # shared memory where the server is local
     return host_pipeline(runtime, detector, recognizer, weights, artifacts, detector_precision)
 
 

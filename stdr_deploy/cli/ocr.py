@@ -52,7 +52,7 @@ def command(images, runtime, detector, recognizer, weights, as_json, url, artifa
         if weights or artifacts:
             raise UserInputError("--url reads through the server's own models: --weights/--artifacts do not apply",
                                  hint="drop them, or drop --url to read in-process")
-        pipeline = TritonPipelineClient(url)
+        pipeline = TritonPipelineClient(url, shared_memory=None)  # shared memory where the server is local
     else:
         pipeline = LoadOnFirstUse(lambda: host_pipeline(runtime, detector, recognizer, weights, artifacts,
                                                         detector_precision))

@@ -325,12 +325,32 @@ def test_bench_against_a_dead_server_keeps_its_report_and_exits_7(tmp_path: Path
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 7, run.stderr
     result = json.loads((out / "bench.json").read_text())
+    assert "partial" not in result  # the finished report replaced the partial ones
     assert set(result["failures"]) >= {"pipeline"} and "no answer from the server" in result["failures"]["pipeline"]
     assert "## Failed phases" in (out / "bench.md").read_text()
     assert "benchmark phase(s) failed: pipeline" in run.stderr
     # progress in a log (stderr is a pipe here): timestamped lines, the failed phase marked so, not "done"
     assert re.search(r"^\d\d:\d\d:\d\d pipeline through Triton: started", run.stderr, re.M), run.stderr
     assert re.search(r"pipeline through Triton: failed in [\d.]+ s \(see Failed phases in the report\)", run.stderr)
+
+
+def test_a_stopped_run_keeps_a_partial_report_of_the_phases_it_finished(tmp_path: Path, shared):
+    """Each phase starts with a checkpoint of the result so far, which the CLI writes as a partial report."""
+    from stdr_deploy.bench.report import write_partial
+    from stdr_deploy.bench.run import BenchOptions, run_bench
+
+    seen = []
+    options = BenchOptions(url="grpc://127.0.0.1:9", model_level=False, concurrency=(1,), duration_s=1.0,
+                           scenes=shared / "testdata" / "scenes_A")
+    result = run_bench(options, checkpoint=lambda partial: seen.append(json.loads(json.dumps(partial))))
+    assert len(seen) >= 3 and "failures" not in seen[0]
+    later = next(s for s in seen if "pipeline" in s.get("failures", {}))  # the checkpoint of a later phase
+    assert "no answer from the server" in later["failures"]["pipeline"]
+    assert set(result["failures"]) >= set(later["failures"])
+    write_partial(later, tmp_path)
+    assert json.loads((tmp_path / "bench.json").read_text())["partial"] is True
+    text = (tmp_path / "bench.md").read_text()
+    assert "**Partial:**" in text and "- pipeline: no answer from the server" in text
 
 
 def test_a_failed_phase_closes_only_its_own_progress_stage():

@@ -99,9 +99,22 @@ def verdict(check: Mapping[str, Any]) -> str:
 # -- markdown ---------------------------------------------------------------------------------
 
 
+def write_partial(result: Mapping[str, Any], out_dir: str | Path) -> None:
+    """bench.json and bench.md of a run still going (no plots), marked `partial`: what a run
+    that is stopped leaves; the finished run's `write_report` replaces them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = {**result, "partial": True}
+    write_json_atomic(out / "bench.json", partial)
+    write_text_atomic(out / "bench.md", markdown(partial))
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     host = result.get("host", {})
     lines = [f"# Benchmark: {host.get('slug', 'host')}", ""]
+    if result.get("partial"):
+        lines += ["**Partial:** written as a phase started; the run had not finished (or was stopped), "
+                  "so later phases are missing.", ""]
     lines += _facts(result)
     for title, body in (
         ("Model level", _model_table(result.get("models"))),

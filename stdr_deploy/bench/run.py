@@ -87,8 +87,12 @@ def default_scenes() -> Path | None:
     return next((r / "testdata" / "scenes_A" for r in roots if (r / "testdata" / "scenes_A" / "gt.json").is_file()), None)
 
 
-def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: list[str] | None = None) -> dict[str, Any]:
-    """Run what `options` asks for and return the JSON-ready result (see `report.write_report`)."""
+def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: list[str] | None = None,
+              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run what `options` asks for and return the JSON-ready result (see `report.write_report`).
+
+    `checkpoint` gets the result so far as each phase starts (the CLI writes it as a partial
+    report, so a run that is stopped keeps the phases it finished)."""
     reporter = reporter or Reporter()
     started = time.perf_counter()
     scenes = options.scenes or default_scenes()
@@ -108,6 +112,12 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
 
         torch.set_num_threads(options.threads)
     policy = QUICK_POLICY if options.quick else TimingPolicy()
+
+    def guarded(phase: str, run: Callable[[], Any]) -> Any:
+        if checkpoint:  # before the phase: the result then holds every phase before it
+            checkpoint(result)
+        return _guarded(reporter, result, phase, run)
+
     needs_images = options.pipeline or options.soak_s or options.easyocr or options.peers
     images = _seed_images(scenes, options.quick, result["notes"]) if needs_images else {}  # fail fast
 
@@ -129,30 +139,30 @@ def run_bench(options: BenchOptions, reporter: Reporter | None = None, argv: lis
         return [chain.to_dict()]
 
     if options.model_level:
-        result["models"] = _guarded(reporter, result, "model level", model_level)
+        result["models"] = guarded("model level", model_level)
     if options.chain:
-        result["chains"] = _guarded(reporter, result, "chain", chains)
+        result["chains"] = guarded("chain", chains)
     with ExitStack() as stack:
         wants_server = options.pipeline or options.soak_s
-        served = _guarded(reporter, result, "deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
+        served = guarded("deployment", lambda: _server(options, stack, reporter, result)) if wants_server else None
         if served:
             url, pid, metrics_url = served
             if options.pipeline:
-                result["pipeline"] = _guarded(reporter, result, "pipeline", lambda: _pipeline(url, metrics_url, images, options, reporter))
+                result["pipeline"] = guarded("pipeline", lambda: _pipeline(url, metrics_url, images, options, reporter))
                 if scenes and not options.quick:
-                    ours = _guarded(reporter, result, "our accuracy", lambda: _score_served(url, scenes, options, reporter))
+                    ours = guarded("our accuracy", lambda: _score_served(url, scenes, options, reporter))
                     result.setdefault("accuracy", {"scenes": str(scenes)})["ours"] = ours
                     for extra in _extra_sets(scenes):
-                        scored = _guarded(reporter, result, f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
+                        scored = guarded(f"our accuracy on {extra.name}", lambda: _score_served(url, extra, options, reporter))
                         result.setdefault("accuracy_sets", {}).setdefault(extra.name, {})["ours"] = scored
             if options.soak_s:
-                result["soak"] = _guarded(reporter, result, "soak", lambda: _soak(url, images, pid, options, reporter))
+                result["soak"] = guarded("soak", lambda: _soak(url, images, pid, options, reporter))
     if options.easyocr:
-        result["easyocr"], easy_score = _guarded(reporter, result, "easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
+        result["easyocr"], easy_score = guarded("easyocr", lambda: _easyocr(images, scenes, options, reporter)) or (None, None)
         if easy_score:
             result.setdefault("accuracy", {"scenes": str(scenes)})["easyocr"] = easy_score
     for name in options.peers:
-        result.setdefault("peers", {})[name] = _guarded(reporter, result, name, lambda: _peer(name, images, scenes, options, reporter, result))
+        result.setdefault("peers", {})[name] = guarded(name, lambda: _peer(name, images, scenes, options, reporter, result))
     result["load_avg"]["end"] = host_mod.load_average()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started

@@ -95,7 +95,7 @@ def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level
     it. --peers runs other OCR systems (RapidOCR, EasyOCR) on the same images and sets. --soak SECONDS runs only a soak: errors, latency drift, server RSS.
     """
     from stdr_deploy.bench import models as model_bench
-    from stdr_deploy.bench.report import verdict, write_report
+    from stdr_deploy.bench.report import verdict, write_partial, write_report
     from stdr_deploy.bench.run import BenchOptions, run_bench
     from stdr_deploy.models import MODEL_SPECS
 
@@ -150,9 +150,12 @@ def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level
     )
     from stdr_deploy.progress import interactive
 
+    def folder_of(result):
+        return out or Path("benchmarks") / "results" / result["host"]["slug"]
+
     with _RichReporter() if interactive() else _LogReporter() as reporter:
-        result = run_bench(options, reporter)
-    folder = out or Path("benchmarks") / "results" / result["host"]["slug"]
+        result = run_bench(options, reporter, checkpoint=lambda partial: write_partial(partial, folder_of(partial)))
+    folder = folder_of(result)
     written = write_report(result, folder)
     if as_json:
         print_json(result)

@@ -138,8 +138,13 @@ class SharedInputs:
         region = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
         try:
             self.client.register_system_shared_memory(name, f"/{name}", size)
+        except (OSError, http.client.HTTPException) as exc:  # HTTP: nobody answered
+            shm.destroy_shared_memory_region(region)
+            raise _no_answer(self.endpoint, str(exc) or type(exc).__name__) from exc
         except InferenceServerException as exc:
             shm.destroy_shared_memory_region(region)
+            if exc.status() == GRPC_UNAVAILABLE:
+                raise _no_answer(self.endpoint, exc.message()) from exc
             raise ServerError(
                 f"{self.endpoint.url} cannot map this client's shared memory: {exc.message()}",
                 hint="the server must run on this host with the same /dev/shm; send inputs in the request instead",
@@ -240,7 +245,7 @@ class TritonPipelineClient:
     def __init__(self, url: str, model: str = "pipeline", shared_memory: bool | None = False):
         self.endpoint = Endpoint.parse(url)
         self.model = model
-        self.shared_memory = shared_memory if shared_memory is not None else (True if self.endpoint.local else False)
+        self.shared_memory = self.endpoint.local if shared_memory is None else shared_memory
         self._required = shared_memory is True
         self._client = connect(self.endpoint)
 
@@ -262,6 +267,8 @@ class TritonPipelineClient:
         try:
             try:
                 shared.reserve(sum(np.asarray(array).nbytes for array in feeds.values()))
+            except ServerUnreachable:
+                raise
             except ServerError:
                 if self._required:
                     raise

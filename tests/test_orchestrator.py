@@ -8,6 +8,7 @@ run in this process on the same ONNX files with ONNX Runtime, the runtime the se
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -268,4 +269,4 @@ def test_the_pipeline_client_hands_images_over_in_shared_memory_and_unregisters_
     assert local.shared_memory
     assert local.read(image) == in_request and "ENTRY" in [w.text for w in in_request]
     assert not client.get_system_shared_memory_status(as_json=True).get("regions")  # nothing left mapped
-    assert not list(Path("/dev/shm").glob("stdr_client_*"))
+    assert not list(Path("/dev/shm").glob(f"stdr_client_{os.getpid()}_*"))  # this process's regions

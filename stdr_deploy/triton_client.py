@@ -138,17 +138,18 @@ class SharedInputs:
         region = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
         try:
             self.client.register_system_shared_memory(name, f"/{name}", size)
-        except (OSError, http.client.HTTPException) as exc:  # HTTP: nobody answered
+        except BaseException as exc:  # the region is ours to unlink whatever went wrong
             shm.destroy_shared_memory_region(region)
-            raise _no_answer(self.endpoint, str(exc) or type(exc).__name__) from exc
-        except InferenceServerException as exc:
-            shm.destroy_shared_memory_region(region)
-            if exc.status() == GRPC_UNAVAILABLE:
-                raise _no_answer(self.endpoint, exc.message()) from exc
-            raise ServerError(
-                f"{self.endpoint.url} cannot map this client's shared memory: {exc.message()}",
-                hint="the server must run on this host with the same /dev/shm; send inputs in the request instead",
-            ) from exc
+            if isinstance(exc, (OSError, http.client.HTTPException)):  # HTTP: nobody answered
+                raise _no_answer(self.endpoint, str(exc) or type(exc).__name__) from exc
+            if isinstance(exc, InferenceServerException):
+                if exc.status() == GRPC_UNAVAILABLE:
+                    raise _no_answer(self.endpoint, exc.message()) from exc
+                raise ServerError(
+                    f"{self.endpoint.url} cannot map this client's shared memory: {exc.message()}",
+                    hint="the server must run on this host with the same /dev/shm; send inputs in the request instead",
+                ) from exc
+            raise
         self.name, self.region, self.size = name, region, size
 
     def close(self) -> None:

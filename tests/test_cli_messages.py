@@ -55,6 +55,7 @@ def test_ocr_against_a_dead_server_exits_7_and_says_to_start_it(tmp_path, shared
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"no answer from the server at {url}" in errors[0]
         assert "stdr-deploy serve" in done.stderr and "image" not in done.stderr.split("hint:")[1]
+        assert "leaked shared_memory" not in done.stderr  # the region made for the image was unlinked
 
 
 def test_weights_list_in_a_pipe_keeps_whole_hashes_and_paths():

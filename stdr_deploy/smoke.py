@@ -93,13 +93,16 @@ def config_differences(rendered, served) -> list[str]:
 
 def profile_inputs(model: ModelPlan, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """One random input per profile point (min/opt/max), shaped as the plan promises to serve."""
+    rng = np.random.default_rng(seed)
+    return {point: random_feeds(model, point, rng) for point in ("min", "opt", "max")}
+
+
+def random_feeds(model: ModelPlan, point: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random inputs of `model` at one profile point, in the type it takes."""
     from stdr_deploy.models import get_spec
 
-    rng, spec = np.random.default_rng(seed), get_spec(model.family)
-    return {
-        point: {name: spec.random_input(getattr(shape, point), rng) for name, shape in model.profile.items()}
-        for point in ("min", "opt", "max")
-    }
+    spec = get_spec(model.family)
+    return {name: spec.random_input(getattr(shape, point), rng) for name, shape in model.profile.items()}
 
 
 def expected_output_shape(model: ModelPlan, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -277,10 +280,7 @@ class TreeSampler:
 
 
 def max_shape_feeds(model: ModelPlan, seed: int = 1) -> dict[str, np.ndarray]:
-    from stdr_deploy.models import get_spec
-
-    rng, spec = np.random.default_rng(seed), get_spec(model.family)
-    return {name: spec.random_input(shape.max, rng) for name, shape in model.profile.items()}
+    return random_feeds(model, "max", np.random.default_rng(seed))
 
 
 def max_canvas_image(plan: Plan) -> np.ndarray:

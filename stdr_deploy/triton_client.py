@@ -165,6 +165,26 @@ class SharedInputs:
         self.name, self.region, self.size = None, None, 0
 
 
+def open_shared_inputs(client: Any, endpoint: Endpoint, wanted: bool | None, size: int) -> tuple[SharedInputs | None, str | None]:
+    """A registered region of `size` bytes, or None and why not. `wanted`: True requires it (a
+    ServerError where the server cannot map it), False never, None where the server is on this
+    host and maps it. A server that does not answer is ServerUnreachable whatever `wanted` says."""
+    if wanted is False:
+        return None, None
+    if wanted is None and not endpoint.local:
+        return None, f"{endpoint.address} is not on this host"
+    shared = SharedInputs(client, endpoint)
+    try:
+        shared.reserve(size)
+    except ServerUnreachable:
+        raise
+    except ServerError as exc:
+        if wanted:
+            raise
+        return None, str(exc)
+    return shared, None
+
+
 def infer(client: Any, endpoint: Endpoint, model: str, feeds: dict[str, np.ndarray], outputs: list[str],
           shared: SharedInputs | None = None) -> dict[str, np.ndarray]:
     """One inference, its inputs in the request or in `shared` memory; a server-side error
@@ -262,22 +282,16 @@ class TritonPipelineClient:
         ]
 
     def _infer(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        if not self.shared_memory:
-            return infer(self._client, self.endpoint, self.model, feeds, outputs)
-        shared = SharedInputs(self._client, self.endpoint)
+        shared = None
+        if self.shared_memory:
+            size = sum(np.asarray(array).nbytes for array in feeds.values())
+            shared, _ = open_shared_inputs(self._client, self.endpoint, True if self._required else None, size)
+            self.shared_memory = shared is not None  # a server that cannot map ours gets the request body from now on
         try:
-            try:
-                shared.reserve(sum(np.asarray(array).nbytes for array in feeds.values()))
-            except ServerUnreachable:
-                raise
-            except ServerError:
-                if self._required:
-                    raise
-                self.shared_memory = False  # the server cannot map ours: the request body it is
-                return infer(self._client, self.endpoint, self.model, feeds, outputs)
             return infer(self._client, self.endpoint, self.model, feeds, outputs, shared)
         finally:
-            shared.close()
+            if shared is not None:
+                shared.close()
 
 
 def rendered_config(repo: Path, model: str):

@@ -24,9 +24,8 @@ import numpy as np
 
 from stdr_deploy.bench.gpu_sampler import GpuLevel, GpuSampler
 from stdr_deploy.bench.stats import LatencyStats
-from stdr_deploy.errors import ServerError
 from stdr_deploy.ocr.stages import READS_METRIC, SERVED_STAGES, STAGE_CPU_SECONDS_METRIC, STAGE_SECONDS_METRIC
-from stdr_deploy.triton_client import Endpoint, SharedInputs, connect, infer
+from stdr_deploy.triton_client import Endpoint, SharedInputs, connect, infer, open_shared_inputs
 
 Progress = Callable[[str], None]
 MAX_ERROR_SAMPLES = 5
@@ -171,7 +170,9 @@ def run_load(
         raise ValueError("no requests to send")
     endpoint = Endpoint.parse(url)
     client = connect(endpoint, timeout_s)
-    shared, transport_note = _shared_inputs(client, endpoint, shared_memory, requests[0])
+    # sized for the first request: a server that cannot map it is found before any timing
+    probe = sum(np.asarray(array).nbytes for array in requests[0].feeds.values())
+    shared, transport_note = open_shared_inputs(client, endpoint, shared_memory, probe)
     try:
         for _ in range(warmup):
             for request in requests:
@@ -203,23 +204,6 @@ def run_load(
             shared.close()
     return LoadBench(endpoint.url, model, duration_s, max_requests, tuple(levels), tuple(r.label for r in requests),
                      tuple(images), note, shared is not None, transport_note)
-
-
-def _shared_inputs(client: Any, endpoint: Endpoint, wanted: bool | None, probe: Request) -> tuple[SharedInputs | None, str | None]:
-    """The main client's shared-memory inputs, or None and why not; a region for the probe
-    request is registered at once, so a server that cannot map it is found before any timing."""
-    if wanted is False:
-        return None, None
-    if wanted is None and not endpoint.local:
-        return None, f"{endpoint.address} is not on this host"
-    shared = SharedInputs(client, endpoint)
-    try:
-        shared.reserve(sum(np.asarray(array).nbytes for array in probe.feeds.values()))
-    except ServerError as exc:
-        if wanted:
-            raise
-        return None, str(exc)
-    return shared, None
 
 
 def image_stages(client: Any, endpoint: Endpoint, model: str, request: Request, repeats: int,

@@ -153,12 +153,15 @@ def regrowth_per_element(device: str, family: str, precision: str) -> tuple[floa
 
 
 def served_excess(
-    device: str, family: str, precision: str, expected: Callable[[dict], int], what: str = "host"
+    device: str, family: str, precision: str, expected: Callable[[dict], int], what: str = "host",
+    like: Callable[[dict], bool] | None = None,
 ) -> tuple[int, str] | None:
     """(bytes, source): the most a served instance of this family x precision held above
     `expected(record)` (what the envelopes give for that deployment's max shape and sessions) in
-    `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served."""
+    `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served.
+    `like` keeps the records of deployments like the plan's, where there are any."""
     served = [s for s in _served(device, family, precision) if f"{what}_bytes_per_instance" in s]
+    served = [s for s in served if like(s)] or served if like else served
     if not served:
         return None
     excess = max(0, max(s[f"{what}_bytes_per_instance"] - expected(s) for s in served))

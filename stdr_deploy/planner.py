@@ -189,9 +189,14 @@ GPU_QUEUE_DELAY_US = 100
 # ONNX Runtime's CUDA EP re-plans every convolution whenever a session's input shape changes:
 # CRAFT cycling the four benchmark images' shapes took 45-80 ms a call against 2-38 ms at a
 # fixed shape, CRNN 14 ms against ~3 (benchmarks/results/h200-fp16-served/, shape churn). GPU plans
-# on ONNX Runtime therefore pad the detector input to multiples of this, and keep one session
-# per input shape in each instance (batches padded to powers of two).
-GPU_DETECTOR_PAD = 640
+# on ONNX Runtime therefore pad the detector input to multiples of one of these, and keep one
+# session per input shape in each instance (batches padded to powers of two). The finer grid is
+# preferred: less padding is less detector work. Served on an H200 (fp16 CRAFT + ppocr, A / B / A
+# on one machine, benchmarks/results/h200-fp16-served/detector-pad/): 320 against 640 served
+# 1.09x the requests at 16 in flight and 1.10x at 32, img01 p50 111 against 119-141 ms at 1, the
+# same words on every check set. Its 64 shapes (16 at 640) hold about twice CRAFT's GPU memory,
+# so a plan takes it only where it fits without shrinking anything else (`_fit_pad`).
+GPU_DETECTOR_PADS = (320, 640)
 # Why GPU plans default to fp16: measured (export reports; benchmarks/results/h200-fp16-served/).
 FP16_PARITY = (
     "accuracy parity: the fp16 graphs stay within 2 % of fp32 (max |difference| over max(|fp32|, 1); CRNN 0.8 %, "
@@ -243,6 +248,7 @@ class Knobs:
     canvas: int
     detector_precision: str
     recognizer_precision: str
+    detector_pad: int = SIZE_MULTIPLE  # detector input sides are padded to multiples of this
 
 
 @dataclass(frozen=True)
@@ -264,17 +270,21 @@ def fixes_shapes(target: Target) -> bool:
     return target.device == "gpu" and target.backend == "onnxruntime"
 
 
-def fixed_shapes(target: Target, family: str, max_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+def fixed_shapes(
+    target: Target, family: str, max_shape: tuple[int, ...], detector_pad: int | None = None
+) -> tuple[tuple[int, ...], ...]:
     """The input shapes an ONNX Runtime GPU instance can see, one session each; () elsewhere.
     Batches are padded to powers of two (at most the max batch), detector sides to multiples of
-    GPU_DETECTOR_PAD (at most the max side), recognizer widths to their buckets."""
+    `detector_pad` (one of GPU_DETECTOR_PADS, None: the coarsest; at most the max side), recognizer
+    widths to their buckets."""
     if not fixes_shapes(target):
         return ()
     batch = max_shape[0]
     batches = sorted({min(1 << k, batch) for k in range(batch.bit_length())})
     if family == "craft":
         height, width = max_shape[-2:]
-        sides = lambda cap: sorted({min(k * GPU_DETECTOR_PAD, cap) for k in range(1, -(-cap // GPU_DETECTOR_PAD) + 1)})
+        pad = detector_pad or GPU_DETECTOR_PADS[-1]
+        sides = lambda cap: sorted({min(k * pad, cap) for k in range(1, -(-cap // pad) + 1)})
         return tuple((1, max_shape[1], h, w) for h in sides(height) for w in sides(width))
     widths = {"crnn-en": CRNN_WIDTHS, "ppocr": PPOCR_WIDTHS}.get(family)
     if widths is not None:
@@ -511,7 +521,8 @@ def initial_knobs(
         rec = min(rec or _cpu_instances(cores), cores)
     det_precision, rec_precision = choose_precisions(target, settings, host, requested, reasons, recognizer)
     canvas = choose_canvas(target, settings, host, requested, det_precision, reasons)
-    return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision)
+    pad = GPU_DETECTOR_PADS[0] if fixes_shapes(target) else SIZE_MULTIPLE
+    return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision, pad)
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -552,23 +563,44 @@ def _planned_for(
     shape, bare session and per-shape sessions: what it held beyond that is the served excess."""
     first = memory.first_session_excess("cuda", facts.family, precision) if what == "device" else 0
     return lambda record: env.bytes_at(record["elements"]) + first + session_bytes(
-        target, facts, tuple(record["max_shape"]), precision, what)[0]
+        target, facts, tuple(record["max_shape"]), precision, what,
+        _record_pad(target, facts, record) or GPU_DETECTOR_PADS[-1])[0]
+
+
+def _same_pad(target: Target, facts: ModelFacts, detector_pad: int | None) -> Callable[[dict], bool] | None:
+    """Served detector records count for plans of their own pad (None: the coarsest): the sessions
+    of the two grids hold different memory beyond what the per-session measurements give."""
+    if not (fixes_shapes(target) and facts.family == "craft"):
+        return None
+    pad = detector_pad or GPU_DETECTOR_PADS[-1]
+    return lambda record: _record_pad(target, facts, record) == pad
+
+
+def _record_pad(target: Target, facts: ModelFacts, record: dict) -> int | None:
+    """The detector pad a served record was deployed with: the one that gives its number of shapes
+    (None: none of GPU_DETECTOR_PADS does)."""
+    shape = tuple(record["max_shape"])
+    return next((pad for pad in GPU_DETECTOR_PADS
+                 if len(fixed_shapes(target, facts.family, shape, pad)) == record.get("shape_sessions")), None)
 
 
 def _served_host(
-    env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, elements: int
+    env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, elements: int,
+    detector_pad: int | None = None,
 ) -> tuple[int, str]:
     """Host bytes of one served instance: the bare session's envelope plus what served instances
     of the same family were measured to hold beyond the envelopes (the stub, buffers)."""
     device = "cpu" if target.device == "cpu" else "cuda"
-    excess = memory.served_excess(device, facts.family, precision, _planned_for(env, target, facts, precision, "host"))
+    excess = memory.served_excess(device, facts.family, precision, _planned_for(env, target, facts, precision, "host"),
+                                  like=_same_pad(target, facts, detector_pad))
     if excess is None:
         return env.bytes_at(elements), ""
     return env.bytes_at(elements) + excess[0], f" {excess[1]}"
 
 
 def instance_memory(
-    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int
+    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int,
+    detector_pad: int | None = None,
 ) -> InstanceMemory:
     """Memory one instance of a model takes at its max shape: measured where memory_data has it."""
     elements = memory.elements(max_shape)
@@ -581,12 +613,12 @@ def instance_memory(
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
     # the per-shape sessions beyond the first (ONNX Runtime on the GPU; see fixed_shapes)
-    session_host, _ = session_bytes(target, facts, max_shape, precision, "host")
-    session_device, session_source = session_bytes(target, facts, max_shape, precision, "device")
+    session_host, _ = session_bytes(target, facts, max_shape, precision, "host", detector_pad)
+    session_device, session_source = session_bytes(target, facts, max_shape, precision, "device", detector_pad)
     sessions = f"; {session_source}" if session_source else ""
     host_env = _measured("cuda", facts, precision, "host")
     if host_env:
-        host_bytes, host_source = _served_host(host_env, target, facts, precision, elements)
+        host_bytes, host_source = _served_host(host_env, target, facts, precision, elements, detector_pad)
         host_bytes += session_host
     elif served := memory.served_peak("cuda", facts.family, precision):  # its sessions included
         host_bytes, host_source = max(served[0], CUDA_PROCESS_HOST_BYTES + weights + session_host), f"; host: {served[1]}"
@@ -594,7 +626,8 @@ def instance_memory(
         host_bytes, host_source = CUDA_PROCESS_HOST_BYTES + weights + session_host, ""
     if target.backend == "onnxruntime" and (env := _measured("cuda", facts, precision, "device")):
         planned = _planned_for(env, target, facts, precision, "device")
-        excess, excess_source = memory.served_excess("cuda", facts.family, precision, planned, "device") or (0, "")
+        excess, excess_source = memory.served_excess(
+            "cuda", facts.family, precision, planned, "device", _same_pad(target, facts, detector_pad)) or (0, "")
         if first := memory.first_session_excess("cuda", facts.family, precision):
             excess_source = f"+ first session {first >> 20} MiB above the bare one {excess_source}".rstrip()
         device_bytes = env.bytes_at(elements) + first + session_device + excess
@@ -610,13 +643,14 @@ def instance_memory(
 
 
 def session_bytes(
-    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, what: str
+    target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, what: str,
+    detector_pad: int | None = None,
 ) -> tuple[int, str]:
     """(bytes, source): what the per-shape sessions beyond the first hold ("host" or "device"),
     measured per session by benchmarks/measure_sessions.py, and on the device the growth when the
     largest shape runs again after them; unmeasured, each holds a copy of the weights on the
     device. (0, "") where the plan fixes no shapes."""
-    shapes = sorted(fixed_shapes(target, facts.family, max_shape), key=memory.elements)[:-1]  # the
+    shapes = sorted(fixed_shapes(target, facts.family, max_shape, detector_pad), key=memory.elements)[:-1]  # the
     # largest is the instance's first session, which the bare envelope covers
     if not shapes:
         return 0, ""
@@ -677,7 +711,8 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     det_max = (1, 3, side, side)
     rec_max = recognizer_max_shape(recognizer, knobs.recognizer_batch)
     det = instance_memory(
-        target, MODELS["craft"], det_max, knobs.detector_precision, settings.detector_workspace_mib * MIB
+        target, MODELS["craft"], det_max, knobs.detector_precision, settings.detector_workspace_mib * MIB,
+        knobs.detector_pad,
     )
     rec = instance_memory(
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
@@ -811,6 +846,20 @@ def fit(
     return Fit(sizing, tuple(steps))
 
 
+def _fit_pad(
+    target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: ModelFacts, host: HostFacts,
+    budget: Budget, requested: Requested,
+) -> Fit | None:
+    """`fit`, at the finest detector pad that needs no shrink step; else at the coarsest pad. The finer
+    pad gains ~10 % throughput, less than any canvas or instance the greedy fit would give up for it."""
+    pads = dict.fromkeys((knobs.detector_pad, GPU_DETECTOR_PADS[-1]) if fixes_shapes(target) else (knobs.detector_pad,))
+    for pad in pads:
+        fitted = fit(target, dataclasses.replace(knobs, detector_pad=pad), settings, recognizer, host, budget, requested)
+        if fitted is not None and not fitted.steps:
+            break
+    return fitted
+
+
 # --- the plan -------------------------------------------------------------------------------
 
 
@@ -892,10 +941,10 @@ def _plan_on(
     settings = merged_settings(target, profile, host, reasons)
     budget = memory_budget(target, host)
     preferred = initial_knobs(target, settings, host, requested, reasons, recognizer.family)
-    fitted = fit(target, preferred, settings, recognizer, host, budget, requested)
+    fitted = _fit_pad(target, preferred, settings, recognizer, host, budget, requested)
     if fitted is None:
         smallest = Knobs(1, 1, 1, requested.canvas or MIN_CANVAS, preferred.detector_precision,
-                         preferred.recognizer_precision)
+                         preferred.recognizer_precision, GPU_DETECTOR_PADS[-1] if fixes_shapes(target) else SIZE_MULTIPLE)
         need = size(target, smallest, settings, recognizer, host)
         raise HostUnsupported(
             f"not enough memory on the {target.device}: the budget is {budget.device // MIB} MiB "
@@ -986,17 +1035,20 @@ def _detector_plan(
         + (f" ({requested_opt} rounded to {SIZE_MULTIPLE})" if opt != requested_opt else "")
         + f", max 1x3x{side}x{side} (covers the canvas rounded up to {SIZE_MULTIPLE})"
     )
-    shapes = fixed_shapes(target, facts.family, sizing.detector_max)
+    shapes = fixed_shapes(target, facts.family, sizing.detector_max, knobs.detector_pad)
     sessions = len(shapes)
     if sessions:
         reasons.append(
-            f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {GPU_DETECTOR_PAD} "
+            f"ONNX Runtime on the GPU: the pipeline pads detector inputs to multiples of {knobs.detector_pad} "
             f"({sessions} shapes at most) and each instance keeps one session per input shape, each made and run at "
             "load so its memory is held (and measured by smoke) from the start (recognizer batches padded to powers "
             "of two): the CUDA EP re-plans every convolution when a session's input "
             "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200); "
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
-            "(81 -> 80: the wider border moves CRAFT's scores)"
+            "(81 -> 80: the wider border moves CRAFT's scores); "
+            f"pad {GPU_DETECTOR_PADS[0]} where the plan fits memory without shrinking anything, else "
+            f"{GPU_DETECTOR_PADS[-1]} (on an H200, 320 served 1.09-1.10x the requests of 640 at 16-32 in flight and "
+            "read the same words on every check set; its shapes hold about twice CRAFT's GPU memory)"
         )
     det_precision = knobs.detector_precision
     if target.backend == "tensorrt":
@@ -1119,7 +1171,7 @@ def _pipeline_plan(target: Target, knobs: Knobs, host: HostFacts, reasons: list[
         max_image_pixels=MAX_IMAGE_PIXELS,
         recognizer_batch=knobs.recognizer_batch,
         **THRESHOLDS,
-        pad_to=GPU_DETECTOR_PAD if fixes_shapes(target) else SIZE_MULTIPLE,
+        pad_to=knobs.detector_pad,
     )
 
 

@@ -37,6 +37,7 @@ TARGETS = {
     # read on an H100 where neither TensorRT nor the CUDA EP was installed: a 16-core CPU plan
     "h100-80g-hbm3": (None, "onnxruntime", "cpu"),
     "laptop-8g.vendor": (None, "onnxruntime", "gpu"),  # CUDA EP only; no profile for an 8 GB GPU
+    "h200-141g": (None, "onnxruntime", "gpu"),  # the device machine's probe: CUDA EP, no TensorRT
     "t4-16g.vendor": ("t4-16g", "tensorrt_plan", "gpu"),
 }
 # The four image sizes (H, W) of the blog's benchmark.
@@ -568,6 +569,8 @@ def shrink_path(host: HostFacts, recognizer: str | None = None) -> list[planner.
     recognizer = recognizer or planner.DEFAULT_RECOGNIZER[target.device]
     settings = planner.merged_settings(target, resolve_profile(host), host, [])
     knobs = planner.initial_knobs(target, settings, host, planner.Requested(), [], recognizer)
+    if planner.fixes_shapes(target):  # a plan that shrinks does so at the coarsest detector pad
+        knobs = dataclasses.replace(knobs, detector_pad=planner.GPU_DETECTOR_PADS[-1])
     nothing = planner.Budget(0, 0, "")
     path = [planner.size(target, knobs, settings, planner.MODELS[recognizer], host)]
     while True:
@@ -687,29 +690,54 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
     assert result.exit_code == 0 and Plan.from_dict(json.loads(result.stdout)).pipeline.canvas_size == 1920
 
 
-@pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "cpu-xeon-2core"])
+@pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "h200-141g", "cpu-xeon-2core"])
 def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape(stem):
     """The CUDA EP re-plans convolutions at every shape change: GPU plans on ONNX Runtime pad the
-    detector input to multiples of 640 and count one session per shape; CPU plans do neither."""
+    detector input to multiples of 320 or 640 and count one session per shape; CPU plans do neither."""
     from stdr_deploy.ocr.ppocr import REC_WIDTHS as PPOCR_WIDTHS
     from stdr_deploy.ocr.recognizers import CRNN_WIDTHS
-    from stdr_deploy.planner import GPU_DETECTOR_PAD
+    from stdr_deploy.planner import GPU_DETECTOR_PADS
 
     plan = make_plan(host_of(stem), variant="onnxruntime", recognizer="crnn-en")
     det, rec = plan.detector, plan.recognizer
     if plan.device == "cpu":
         assert (plan.pipeline.pad_to, det.shape_sessions, rec.shape_sessions) == (32, 0, 0)
         return
-    side = det.profile["input"].max[-1]
-    assert plan.pipeline.pad_to == GPU_DETECTOR_PAD
-    assert det.shape_sessions == (-(-side // GPU_DETECTOR_PAD)) ** 2
+    side, pad = det.profile["input"].max[-1], plan.pipeline.pad_to
+    assert pad in GPU_DETECTOR_PADS
+    assert det.shape_sessions == (-(-side // pad)) ** 2
     # batches 1, 2, 4, ... up to the max batch, in every width bucket
     assert rec.shape_sessions == rec.max_batch_size.bit_length() * len(CRNN_WIDTHS)
     ppocr = make_plan(host_of(stem), variant="onnxruntime", recognizer="ppocr").recognizer
     assert ppocr.shape_sessions == ppocr.max_batch_size.bit_length() * len(PPOCR_WIDTHS)
     assert any("one session per input shape" in reason for reason in plan.reasons)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
-    assert (again.pipeline.pad_to, again.detector.shape_sessions) == (GPU_DETECTOR_PAD, det.shape_sessions)
+    assert (again.pipeline.pad_to, again.detector.shape_sessions) == (pad, det.shape_sessions)
+
+
+def test_the_finer_detector_pad_only_where_it_costs_nothing_else():
+    """Pad 320 (64 CRAFT shapes at canvas 2560) where the plan fits as preferred; a GPU that would
+    have to shrink the canvas or instances for it keeps 640 and the very plan it had with 640 alone."""
+    from stdr_deploy.planner import GPU_DETECTOR_PADS
+
+    roomy = make_plan(host_of("h200-141g"), recognizer="ppocr")
+    assert (roomy.pipeline.pad_to, roomy.detector.shape_sessions) == (GPU_DETECTOR_PADS[0], 64)
+    assert roomy.pipeline.canvas_size == planner.DEFAULT_CANVAS and not any("shrank" in r for r in roomy.reasons)
+    assert any(f"pad {GPU_DETECTOR_PADS[0]} where the plan fits" in r for r in roomy.reasons)
+    for stem in ("a5000-24g.vendor", "laptop-8g.vendor"):
+        host = host_of(stem)
+        tight = make_plan(host, variant="onnxruntime", recognizer="ppocr")
+        assert tight.pipeline.pad_to == GPU_DETECTOR_PADS[-1] and any("shrank" in r for r in tight.reasons)
+        # the same fit at the finer pad would have given up at least as much canvas and instances
+        target = planner.choose_target(host, "onnxruntime", [])
+        settings = planner.merged_settings(target, None, host, [])
+        knobs = planner.initial_knobs(target, settings, host, planner.Requested(), [], "ppocr")
+        finer = planner.fit(target, dataclasses.replace(knobs, detector_pad=GPU_DETECTOR_PADS[0]), settings,
+                            planner.MODELS["ppocr"], host, planner.memory_budget(target, host))
+        kept = (tight.pipeline.canvas_size, tight.detector.instance_count, tight.recognizer.instance_count)
+        given = finer.sizing.knobs
+        assert finer.steps and all(a >= b for a, b in zip(kept, (given.canvas, given.detector_instances,
+                                                                    given.recognizer_instances)))
 
 
 def test_the_recognizer_choice_is_explained_by_words_read_over_the_check_sets():

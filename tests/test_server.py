@@ -495,8 +495,9 @@ def ort_backend(tmp_path: Path, monkeypatch):
     return module
 
 
+@pytest.mark.parametrize("stem", ["a5000-24g.vendor", "h200-141g"])  # detector pads 640 and 320
 @pytest.mark.parametrize("recognizer", ["crnn-en", "ppocr"])
-def test_gpu_fixed_shapes_cover_every_input_the_pipeline_makes(ort_backend, recognizer):
+def test_gpu_fixed_shapes_cover_every_input_the_pipeline_makes(ort_backend, recognizer, stem):
     """A GPU instance keeps at most `shape_sessions` sessions, one per shape (planner.fixed_shapes);
     a shape outside them would evict one and re-plan at every change. So: random images and crops,
     through the pipeline's own input makers and the backend's batch padding, land on those shapes."""
@@ -507,11 +508,11 @@ def test_gpu_fixed_shapes_cover_every_input_the_pipeline_makes(ort_backend, reco
     from stdr_deploy.ocr.recognizers import get_family
     from stdr_deploy.planner import Target, fixed_shapes, make_plan
 
-    host = load_host(Path(__file__).parent / "hosts" / "a5000-24g.vendor.json")
+    host = load_host(Path(__file__).parent / "hosts" / f"{stem}.json")
     plan = make_plan(host, variant="onnxruntime", recognizer=recognizer)
     det, rec, pipe = plan.detector, plan.recognizer, plan.pipeline
     target = Target("onnxruntime", "gpu")
-    det_shapes = fixed_shapes(target, det.family, next(iter(det.profile.values())).max)
+    det_shapes = fixed_shapes(target, det.family, next(iter(det.profile.values())).max, pipe.pad_to)
     rec_shapes = fixed_shapes(target, rec.family, next(iter(rec.profile.values())).max)
     assert (len(det_shapes), len(rec_shapes)) == (det.shape_sessions, rec.shape_sessions)
     rng = random.Random(7)

@@ -160,7 +160,7 @@ def served_excess(
     `expected(record)` (what the envelopes give for that deployment's max shape and sessions) in
     `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served.
     `like` keeps the records of deployments like the plan's, where there are any."""
-    served = [s for s in _served(device, family, precision) if f"{what}_bytes_per_instance" in s]
+    served = [s for s in served_records(device, family, precision) if f"{what}_bytes_per_instance" in s]
     served = [s for s in served if like(s)] or served if like else served
     if not served:
         return None
@@ -174,7 +174,7 @@ def served_excess(
 def served_peak(device: str, family: str, precision: str) -> tuple[int, str] | None:
     """(bytes, source): the most one served instance of this family x precision held, for families
     served but never measured bare on `device` (their host RAM then has no envelope to add to)."""
-    served = _served(device, family, precision)
+    served = served_records(device, family, precision)
     if not served:
         return None
     peak = max(s["host_bytes_per_instance"] for s in served)
@@ -215,7 +215,7 @@ def _bare_above_first(device: str, family: str, precision: str) -> int:
     return bare.bytes_at(entry["first"]["elements"]) - entry["first"]["device_bytes"]
 
 
-def _served(device: str, family: str, precision: str) -> list[dict]:
+def served_records(device: str, family: str, precision: str) -> list[dict]:
     """The served deployments on record for this family x precision (benchmarks/served_memory.py)."""
     return [s for s in load(device).get("served", []) if s["family"] == family and s["precision"] == precision]
 

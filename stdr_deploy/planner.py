@@ -850,9 +850,16 @@ def _fit_pad(
     target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: ModelFacts, host: HostFacts,
     budget: Budget, requested: Requested,
 ) -> Fit | None:
-    """`fit`, at the finest detector pad that needs no shrink step; else at the coarsest pad. The finer
-    pad gains ~10 % throughput, less than any canvas or instance the greedy fit would give up for it."""
-    pads = dict.fromkeys((knobs.detector_pad, GPU_DETECTOR_PADS[-1]) if fixes_shapes(target) else (knobs.detector_pad,))
+    """`fit`, at the finest detector pad that needs no shrink step and whose deployment was measured
+    served at this precision; else at the coarsest pad. The finer pad gains ~10 % throughput, less
+    than any canvas or instance the greedy fit would give up for it, and its sessions hold more than
+    the per-session measurements (taken at the coarsest grid) give, which only a served record says."""
+    pads = (knobs.detector_pad,)
+    if fixes_shapes(target):
+        measured = {_record_pad(target, MODELS["craft"], record)
+                    for record in memory.served_records("cuda", "craft", knobs.detector_precision)}
+        pads = tuple(dict.fromkeys((knobs.detector_pad, GPU_DETECTOR_PADS[-1]) if knobs.detector_pad in measured
+                                   else (GPU_DETECTOR_PADS[-1],)))
     for pad in pads:
         fitted = fit(target, dataclasses.replace(knobs, detector_pad=pad), settings, recognizer, host, budget, requested)
         if fitted is not None and not fitted.steps:
@@ -1046,8 +1053,8 @@ def _detector_plan(
             "shape changes, which cost CRAFT 45-80 ms a call against 2-38 ms at a fixed shape (measured on an H200); "
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
             "(81 -> 80: the wider border moves CRAFT's scores); "
-            f"pad {GPU_DETECTOR_PADS[0]} where the plan fits memory without shrinking anything, else "
-            f"{GPU_DETECTOR_PADS[-1]} (on an H200, 320 served 1.09-1.10x the requests of 640 at 16-32 in flight and "
+            f"pad {GPU_DETECTOR_PADS[0]} where the plan fits memory without shrinking anything and a deployment "
+            f"at that pad and precision was measured served, else {GPU_DETECTOR_PADS[-1]} (on an H200, 320 served 1.09-1.10x the requests of 640 at 16-32 in flight and "
             "read the same words on every check set; its shapes hold about twice CRAFT's GPU memory)"
         )
     det_precision = knobs.detector_precision

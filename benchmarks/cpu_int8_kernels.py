@@ -1,0 +1,165 @@
+"""Where the int8 CRAFT's CPU time goes, and how fast this CPU's int8 units could go.
+
+Issue 16 asks whether CRAFT can reach RapidOCR's latency on a 2-core box. This script answers
+with three measurements in one process (ONNX Runtime, `--threads` intra-op threads):
+1. the int8 CRAFT (stdr_deploy.quantize's QDQ graph, as CPU plans serve it) at one input size:
+   its best time, each op type's share of a profiled run, and the multiply-accumulates per second
+   of the quantized convolutions (MACs from their weights and output shapes, over their share of
+   the best time);
+2. the same graph with every weight zero point moved from 0 to -1 and the weights shifted with it
+   (the dequantized weights are bit-identical): ONNX Runtime then cannot take its symmetric
+   direct-convolution kernels and runs im2col + its int8 GEMM instead;
+3. that int8 GEMM alone (`MatMulInteger`, uint8 x int8, 4096 cubed), whose kernels use AMX where
+   the CPU has it: what int8 matrix units give through ONNX Runtime.
+
+    python benchmarks/cpu_int8_kernels.py --out DIR [--height 1280 --width 1600 --threads 2]
+
+Writes kernels.json and kernels.md to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(model: bytes | str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def best_of(run, repeats: int) -> float:
+    run()  # warm-up: first-call allocations and weight packing
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def kernel_sizes(path: str) -> dict[str, int]:
+    """Conv node name -> input channels x kernel area, from the weight its DequantizeLinear reads."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    inits = {i.name: tuple(i.dims) for i in graph.initializer}
+    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name: int(np.prod(inits[dequantized[n.input[1]]][1:])) for n in graph.node
+            if n.op_type == "Conv" and dequantized.get(n.input[1]) in inits}
+
+
+def op_profile(path: str, feed: dict, threads: int, folder: Path) -> dict:
+    """Per op type: ms and share of one profiled run, and the quantized convolutions' MAC rate."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "profile")
+    s = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    s.run(None, feed)
+    s.run(None, feed)
+    events = json.loads(Path(s.end_profiling()).read_text())
+    per_output = kernel_sizes(path)
+    last = max(e["ts"] for e in events if e.get("name") == "model_run")
+    ms, macs = collections.Counter(), 0
+    for e in events:
+        if e.get("cat") != "Node" or e["ts"] < last or not e["name"].endswith("_kernel_time"):
+            continue
+        op = e["args"]["op_name"]
+        ms[op] += e["dur"] / 1e3
+        if op == "QLinearConv":  # named after the Conv it replaced: "<conv>_token_<n>"
+            out = next(iter(e["args"]["output_type_shape"][0].values()))
+            macs += int(np.prod(out)) * per_output[e["name"].rsplit("_token_", 1)[0]]
+    total = sum(ms.values())
+    return {"ops": {op: {"ms": round(t, 1), "share": round(t / total, 3)} for op, t in ms.most_common()},
+            "total_ms": round(total, 1), "qlinearconv_gmac": round(macs / 1e9, 1)}
+
+
+def shifted_zero_points(path: str, out: Path) -> int:
+    """The graph with int8 weight zero points 0 -> -1 and weights - 1 (same dequantized values)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    shifted = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or len(node.input) < 3:
+            continue
+        weights, zero = (numpy_helper.to_array(inits[node.input[i]]) for i in (0, 2))
+        if weights.dtype != np.int8 or zero.any() or weights.min() < -127:
+            continue
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array((weights.astype(np.int16) - 1).astype(np.int8), node.input[0]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(zero, -1), node.input[2]))
+        shifted += 1
+    onnx.save(model, str(out))
+    return shifted
+
+
+def gemm_rate(threads: int, side: int = 4096) -> float:
+    """uint8 x int8 MatMulInteger, TMAC/s (the best of 3)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-100, 100, (side, side), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [side, side])],
+        [helper.make_tensor("b", TensorProto.INT8, [side, side], weights.tobytes(), raw=True)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    s = session(model.SerializeToString(), threads)
+    a = rng.integers(0, 255, (side, side), dtype=np.uint8)
+    return side ** 3 / best_of(lambda: s.run(None, {"a": a}), 3) / 1e12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--height", type=int, default=1280)
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from stdr_deploy.onnx_files import ensure_onnx
+
+    int8 = str(ensure_onnx("craft", precision="int8"))
+    feed = {"input": np.random.default_rng(0).integers(0, 255, (1, 3, args.height, args.width), dtype=np.uint8)}
+    with tempfile.TemporaryDirectory() as tmp:
+        shifted_path = Path(tmp) / "shifted.onnx"
+        shifted = shifted_zero_points(int8, shifted_path)
+        runs = {}
+        for label, path in (("symmetric weights (as served)", int8), ("weight zero points -1", str(shifted_path))):
+            s = session(path, args.threads)
+            seconds = best_of(lambda: s.run(None, feed), 3)
+            profile = op_profile(path, feed, args.threads, Path(tmp))
+            # the profiled run is slower than the timed ones: its shares, applied to the best time
+            conv_s = seconds * profile["ops"]["QLinearConv"]["share"]
+            runs[label] = {"seconds": round(seconds, 3), "profile": profile,
+                           "qlinearconv_tmac_per_s": round(profile["qlinearconv_gmac"] / 1e3 / conv_s, 3)}
+    result = {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__,
+              "threads": args.threads, "input": [1, 3, args.height, args.width], "shifted_weights": shifted,
+              "runs": runs, "matmulinteger_u8s8_tmac_per_s": round(gemm_rate(args.threads), 3)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "kernels.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"int8 CRAFT at 1x3x{args.height}x{args.width}, ONNX Runtime {ort.__version__}, {args.threads} threads", "",
+             "| graph | s (best of 3) | QLinearConv share | QLinearConv TMAC/s |", "|---|---:|---:|---:|"]
+    for label, run in runs.items():
+        p = run["profile"]
+        lines.append(f"| {label} | {run['seconds']} | {p['ops']['QLinearConv']['share']:.0%} | {run['qlinearconv_tmac_per_s']} |")
+    lines += ["", f"MatMulInteger uint8 x int8, 4096 cubed: {result['matmulinteger_u8s8_tmac_per_s']} TMAC/s", ""]
+    (args.out / "kernels.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

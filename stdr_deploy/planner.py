@@ -195,8 +195,13 @@ GPU_QUEUE_DELAY_US = 100
 # on one machine, benchmarks/results/h200-fp16-served/detector-pad/): 320 against 640 served
 # 1.09x the requests at 16 in flight and 1.10x at 32, img01 p50 111 against 119-141 ms at 1, the
 # same words on every check set. Its 64 shapes (16 at 640) hold about twice CRAFT's GPU memory,
-# so a plan takes it only where it fits without shrinking anything else (`_fit_pad`).
+# so a plan takes it only where it fits without shrinking anything else (`_fit_free`).
 GPU_DETECTOR_PADS = (320, 640)
+# At pad 320 the H200 was GPU-bound with two CRAFT instances (busy 86-88 %); with a third (and 16
+# `pipeline` instances) the same deployment served 79.1 / 80.1 req/s at 16 / 32 in flight against
+# 72.7 / 73.7, busy 94 % (one machine, benchmarks/results/h200-fp16-served/detector-pad/verify/).
+# A plan no profile sizes takes it where it fits without shrinking anything (`_fit_free`).
+GPU_FREE_DETECTOR_INSTANCES = 3
 # Why GPU plans default to fp16: measured (export reports; benchmarks/results/h200-fp16-served/).
 FP16_PARITY = (
     "accuracy parity: the fp16 graphs stay within 2 % of fp32 (max |difference| over max(|fp32|, 1); CRNN 0.8 %, "
@@ -846,25 +851,31 @@ def fit(
     return Fit(sizing, tuple(steps))
 
 
-def _fit_pad(
+def _fit_free(
     target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: ModelFacts, host: HostFacts,
-    budget: Budget, requested: Requested,
+    budget: Budget, requested: Requested, profiled: bool,
 ) -> Fit | None:
-    """`fit`, at the finest detector pad that needs no shrink step and whose deployment was measured
-    served at this precision; else at the coarsest pad. The finer pad gains ~10 % throughput, less
-    than any canvas or instance the greedy fit would give up for it, and its sessions hold more than
-    the per-session measurements (taken at the coarsest grid) give, which only a served record says."""
-    pads = (knobs.detector_pad,)
-    if fixes_shapes(target):
-        measured = {_record_pad(target, MODELS["craft"], record)
-                    for record in memory.served_records("cuda", "craft", knobs.detector_precision)}
-        pads = tuple(dict.fromkeys((knobs.detector_pad, GPU_DETECTOR_PADS[-1]) if knobs.detector_pad in measured
-                                   else (GPU_DETECTOR_PADS[-1],)))
-    for pad in pads:
-        fitted = fit(target, dataclasses.replace(knobs, detector_pad=pad), settings, recognizer, host, budget, requested)
+    """`fit` with the GPU extras measured to pay, where they fit without a shrink step: the finer
+    detector pad (only where a deployment at that pad and precision was measured served: its
+    sessions hold more than the per-session measurements, taken at the coarsest grid, give) and,
+    on a host no profile sizes, GPU_FREE_DETECTOR_INSTANCES detector instances at that pad. Else
+    `fit` at the coarsest pad: each extra gains ~10 % throughput, less than any canvas or instance
+    the greedy fit would give up to make room for it."""
+    if not fixes_shapes(target):
+        return fit(target, knobs, settings, recognizer, host, budget, requested)
+    measured = {_record_pad(target, MODELS["craft"], record)
+                for record in memory.served_records("cuda", "craft", knobs.detector_precision)}
+    candidates = []
+    if knobs.detector_pad in measured:
+        if not profiled and knobs.detector_instances < GPU_FREE_DETECTOR_INSTANCES:
+            candidates.append(dataclasses.replace(knobs, detector_instances=GPU_FREE_DETECTOR_INSTANCES))
+        candidates.append(knobs)
+    for candidate in candidates:
+        fitted = fit(target, candidate, settings, recognizer, host, budget, requested)
         if fitted is not None and not fitted.steps:
-            break
-    return fitted
+            return fitted
+    return fit(target, dataclasses.replace(knobs, detector_pad=GPU_DETECTOR_PADS[-1]), settings, recognizer, host,
+               budget, requested)
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -948,7 +959,7 @@ def _plan_on(
     settings = merged_settings(target, profile, host, reasons)
     budget = memory_budget(target, host)
     preferred = initial_knobs(target, settings, host, requested, reasons, recognizer.family)
-    fitted = _fit_pad(target, preferred, settings, recognizer, host, budget, requested)
+    fitted = _fit_free(target, preferred, settings, recognizer, host, budget, requested, profile is not None)
     if fitted is None:
         smallest = Knobs(1, 1, 1, requested.canvas or MIN_CANVAS, preferred.detector_precision,
                          preferred.recognizer_precision, GPU_DETECTOR_PADS[-1] if fixes_shapes(target) else SIZE_MULTIPLE)
@@ -976,6 +987,12 @@ def _plan_on(
         + f" (at the max shapes; from {'; '.join(dict.fromkeys(sizing.sources))})"
     )
     reasons.append(_instances_words(target, knobs, host))
+    if knobs.detector_instances > preferred.detector_instances:
+        reasons.append(
+            f"{knobs.detector_instances} detector instances rather than {preferred.detector_instances}: the plan fits "
+            f"memory without shrinking anything, and on an H200 at pad {GPU_DETECTOR_PADS[0]} a third CRAFT instance "
+            "served 1.09x the requests at 16-32 in flight (the GPU busy 94 % against 86-88 %)"
+        )
     if knobs.canvas < DEFAULT_CANVAS:
         reasons.append(
             f"canvas {knobs.canvas} is below EasyOCR's {DEFAULT_CANVAS}: images larger than it are scaled down"

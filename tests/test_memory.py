@@ -105,7 +105,7 @@ SERVED_ON_GPU = sorted(
     [H200 / "warmed-at-load" / name / "deploy-fp16.json" for name in ("ppocr", "crnn-en")]
     + list((H200 / "memory-fp32-and-parseq").glob("deploy-*.json"))
     + [H200 / "ppocr-fp16" / precision / "deploy.json" for precision in ("fp16", "fp32")]
-    + [H200 / "detector-pad" / pad / "deploy.json" for pad in ("p320", "p640")]
+    + [H200 / "detector-pad" / run / "deploy.json" for run in ("p320", "p640", "verify")]
 )
 
 
@@ -116,7 +116,7 @@ def test_gpu_plans_hold_what_their_served_deployment_measured_within_a_quarter(d
     fp16, craft fp32 with crnn-en fp32, parseq and parseq-tiny at both precisions; the parseq
     and ppocr fp16 instances are fed to no served record, only their tritonserver; craft fp16 with
     ppocr fp16 at detector pads 320 and 640). Planned again for the same host, choices and detector
-    pad (the planner's pads narrowed to the deployed one), the estimate is at least what smoke measured at the max
+    pad and detector instances (the planner's choices narrowed to the deployed ones), the estimate is at least what smoke measured at the max
     shapes with every instance busy (NVML for the GPU, the process tree for host RAM), and at
     most 1.25x that."""
     from stdr_deploy.hardware import HostFacts
@@ -126,6 +126,7 @@ def test_gpu_plans_hold_what_their_served_deployment_measured_within_a_quarter(d
     was = Plan.from_dict(deployed["plan"])
     host = HostFacts.from_dict(deployed["host"])
     monkeypatch.setattr(planner, "GPU_DETECTOR_PADS", (was.pipeline.pad_to,))
+    monkeypatch.setattr(planner, "GPU_FREE_DETECTOR_INSTANCES", was.detector.instance_count)
     plan = make_plan(host, variant="onnxruntime", recognizer=was.recognizer.family,
                      detector_precision=was.detector.precision, recognizer_precision=was.recognizer.precision)
     smoke = next(s for s in deployed["steps"] if s["name"] == "smoke")["outputs"]["memory"]

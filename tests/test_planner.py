@@ -715,18 +715,23 @@ def test_gpu_onnxruntime_plans_fix_the_input_shapes_and_keep_a_session_per_shape
     assert (again.pipeline.pad_to, again.detector.shape_sessions) == (pad, det.shape_sessions)
 
 
-def test_the_finer_detector_pad_only_where_it_costs_nothing_else():
-    """Pad 320 (64 CRAFT shapes at canvas 2560) where the plan fits as preferred and a deployment at
-    that pad was measured served; a GPU that would have to shrink the canvas or instances for it
-    keeps 640, having given up no more than 320 would have taken."""
+def test_gpu_extras_only_where_they_cost_nothing_else():
+    """Pad 320 (64 CRAFT shapes at canvas 2560), and a third detector instance on a host no profile
+    sizes, where the plan fits as preferred and a deployment at that pad was measured served; a
+    GPU that would have to shrink the canvas or instances for them keeps 640 and its instances,
+    having given up no more than 320 would have taken."""
     from stdr_deploy.planner import GPU_DETECTOR_PADS
 
     roomy = make_plan(host_of("h200-141g"), recognizer="ppocr")
     assert (roomy.pipeline.pad_to, roomy.detector.shape_sessions) == (GPU_DETECTOR_PADS[0], 64)
+    # and, no profile sizing it, the extra detector instance measured at that pad
+    assert roomy.detector.instance_count == planner.GPU_FREE_DETECTOR_INSTANCES
+    assert any("a third CRAFT instance" in r for r in roomy.reasons)
     assert roomy.pipeline.canvas_size == planner.DEFAULT_CANVAS and not any("shrank" in r for r in roomy.reasons)
     assert any(f"pad {GPU_DETECTOR_PADS[0]} where the plan fits" in r for r in roomy.reasons)
     # fp32 CRAFT was never served at 320: its sessions' memory there is not known, so 640
-    assert make_plan(host_of("h200-141g"), recognizer="ppocr", detector_precision="fp32").pipeline.pad_to == 640
+    fp32 = make_plan(host_of("h200-141g"), recognizer="ppocr", detector_precision="fp32")
+    assert (fp32.pipeline.pad_to, fp32.detector.instance_count) == (640, 2)
     for stem in ("a5000-24g.vendor", "laptop-8g.vendor"):
         host = host_of(stem)
         tight = make_plan(host, variant="onnxruntime", recognizer="ppocr")

@@ -2,7 +2,8 @@
 
 Issue 16 asks whether CRAFT can reach RapidOCR's latency on a 2-core box. This script answers
 with three measurements in one process (ONNX Runtime, `--threads` intra-op threads):
-1. the int8 CRAFT (stdr_deploy.quantize's QDQ graph, as CPU plans serve it) at one input size:
+1. the int8 CRAFT (stdr_deploy.quantize's QDQ graph, as CPU plans serve it) on one image's
+   detector input (`--image` at `--canvas`, as the pipeline makes it):
    its best time, each op type's share of a profiled run, and the multiply-accumulates per second
    of the quantized convolutions (MACs from their weights and output shapes, over their share of
    the best time);
@@ -10,9 +11,13 @@ with three measurements in one process (ONNX Runtime, `--threads` intra-op threa
    (the dequantized weights are bit-identical): ONNX Runtime then cannot take its symmetric
    direct-convolution kernels and runs im2col + its int8 GEMM instead;
 3. that int8 GEMM alone (`MatMulInteger`, uint8 x int8, 4096 cubed), whose kernels use AMX where
-   the CPU has it: what int8 matrix units give through ONNX Runtime.
+   the CPU has it: what int8 matrix units give through ONNX Runtime;
+4. where the `openvino` package is installed (not a dependency: `pip install openvino`), the same
+   int8 graph compiled by OpenVINO for the CPU with dynamic height and width: its best time, the
+   first call at a second size (what a new shape costs), and its score maps against the fp32
+   CRAFT's on ONNX Runtime, as ONNX Runtime's int8 ones are.
 
-    python benchmarks/cpu_int8_kernels.py --out DIR [--height 1280 --width 1600 --threads 2]
+    python benchmarks/cpu_int8_kernels.py --out DIR [--image PNG --canvas 1600 --threads 2]
 
 Writes kernels.json and kernels.md to DIR.
 """
@@ -122,18 +127,52 @@ def gemm_rate(threads: int, side: int = 4096) -> float:
     return side ** 3 / best_of(lambda: s.run(None, {"a": a}), 3) / 1e12
 
 
+def openvino_run(path: str, feed: dict, reference: np.ndarray, threads: int) -> dict:
+    """The graph on OpenVINO's CPU plugin (dynamic shapes, latency hint, fp32 where the graph is
+    fp32: its default on AMX CPUs is bf16), its score maps against `reference` (fp32 CRAFT)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return {"installed": False}
+    core = ov.Core()
+    start = time.perf_counter()
+    compiled = core.compile_model(core.read_model(path), "CPU",
+                                  {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                    "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    image = feed["input"]
+    output = request.infer({0: image})[0]
+    first = time.perf_counter() - start
+    seconds = best_of(lambda: request.infer({0: image}), 3)
+    other = image[:, :, : image.shape[2] - 64, :]  # a new shape: 64 rows fewer
+    start = time.perf_counter()
+    request.infer({0: other})
+    new_shape = time.perf_counter() - start
+    return {"installed": True, "version": ov.get_version(), "capabilities": core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"),
+            "compile_and_first_s": round(first, 3), "seconds": round(seconds, 3), "first_call_new_shape_s": round(new_shape, 3),
+            "vs_fp32": differences(output, reference)}
+
+
+def differences(output: np.ndarray, reference: np.ndarray) -> dict:
+    return {"max_abs": round(float(np.abs(output - reference).max()), 4),
+            "mean_abs": round(float(np.abs(output - reference).mean()), 5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--height", type=int, default=1280)
-    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--image", type=Path, default=Path(__file__).resolve().parents[2] / "shared/testdata/scenes_A/img01.png")
+    parser.add_argument("--canvas", type=int, default=1600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    from stdr_deploy.ocr import read_image
+    from stdr_deploy.ocr.detector_input import detector_input
     from stdr_deploy.onnx_files import ensure_onnx
 
     int8 = str(ensure_onnx("craft", precision="int8"))
-    feed = {"input": np.random.default_rng(0).integers(0, 255, (1, 3, args.height, args.width), dtype=np.uint8)}
+    feed = {"input": detector_input(read_image(args.image), args.canvas, 1.0).tensor}
+    shape = list(feed["input"].shape)
     with tempfile.TemporaryDirectory() as tmp:
         shifted_path = Path(tmp) / "shifted.onnx"
         shifted = shifted_zero_points(int8, shifted_path)
@@ -146,17 +185,27 @@ def main() -> None:
             conv_s = seconds * profile["ops"]["QLinearConv"]["share"]
             runs[label] = {"seconds": round(seconds, 3), "profile": profile,
                            "qlinearconv_tmac_per_s": round(profile["qlinearconv_gmac"] / 1e3 / conv_s, 3)}
+    reference = session(str(ensure_onnx("craft")), args.threads).run(None, feed)[0]
     result = {"cpu": platform.processor() or platform.machine(), "onnxruntime": ort.__version__,
-              "threads": args.threads, "input": [1, 3, args.height, args.width], "shifted_weights": shifted,
-              "runs": runs, "matmulinteger_u8s8_tmac_per_s": round(gemm_rate(args.threads), 3)}
+              "threads": args.threads, "image": args.image.name, "input": shape, "shifted_weights": shifted,
+              "runs": runs, "onnxruntime_int8_vs_fp32": differences(session(int8, args.threads).run(None, feed)[0], reference),
+              "matmulinteger_u8s8_tmac_per_s": round(gemm_rate(args.threads), 3),
+              "openvino": openvino_run(int8, feed, reference, args.threads)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"int8 CRAFT at 1x3x{args.height}x{args.width}, ONNX Runtime {ort.__version__}, {args.threads} threads", "",
+    lines = [f"int8 CRAFT on {args.image.name} at canvas {args.canvas} ({'x'.join(map(str, shape))}), "
+             f"ONNX Runtime {ort.__version__}, {args.threads} threads", "",
              "| graph | s (best of 3) | QLinearConv share | QLinearConv TMAC/s |", "|---|---:|---:|---:|"]
     for label, run in runs.items():
         p = run["profile"]
         lines.append(f"| {label} | {run['seconds']} | {p['ops']['QLinearConv']['share']:.0%} | {run['qlinearconv_tmac_per_s']} |")
     lines += ["", f"MatMulInteger uint8 x int8, 4096 cubed: {result['matmulinteger_u8s8_tmac_per_s']} TMAC/s", ""]
+    if (ov_run := result["openvino"])["installed"]:
+        lines += [f"OpenVINO {ov_run['version']} (CPU {', '.join(ov_run['capabilities'])}), the same int8 graph: "
+                  f"{ov_run['seconds']} s (best of 3; compile + first call {ov_run['compile_and_first_s']} s, first call "
+                  f"at a new shape {ov_run['first_call_new_shape_s']} s). Score maps against the fp32 CRAFT's: OpenVINO "
+                  f"int8 max |diff| {ov_run['vs_fp32']['max_abs']}, mean {ov_run['vs_fp32']['mean_abs']}; ONNX Runtime "
+                  f"int8 {result['onnxruntime_int8_vs_fp32']['max_abs']}, mean {result['onnxruntime_int8_vs_fp32']['mean_abs']}", ""]
     (args.out / "kernels.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

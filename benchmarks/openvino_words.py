@@ -1,0 +1,83 @@
+"""Does the int8 CRAFT read the same words on OpenVINO as on ONNX Runtime? Every check set, both.
+
+`benchmarks/cpu_int8_kernels.py` found OpenVINO's CPU plugin running the int8 CRAFT graph ~2.8x
+faster than ONNX Runtime on the 2-core Xeon (AMX). Its int8 arithmetic differs slightly, so this
+reads every check set with the CPU plans' pipeline (int8 CRAFT at canvas 1600, ppocr), the
+detector on ONNX Runtime and then on OpenVINO (the same ONNX file, dynamic shapes, `--threads`),
+the recognizer on ONNX Runtime for both, and scores both with the project's metric.
+
+    pip install openvino   # not a dependency of stdr-deploy
+    python benchmarks/openvino_words.py scenes_A=../shared/testdata/scenes_A real_A=... --out DIR
+
+Writes words.json and words.md to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class OpenVinoRunner:
+    """`infer(feeds) -> outputs` on OpenVINO's CPU plugin, for the pipeline's detector slot."""
+
+    def __init__(self, path: Path, threads: int):
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.compile_model(core.read_model(str(path)), "CPU",
+                                   {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                    "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = model.create_infer_request()
+        self.names = [port.get_any_name() for port in model.outputs]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer({0: next(iter(feeds.values()))})
+        return {name: np.array(results[i]) for i, name in enumerate(self.names)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sets", nargs="+", metavar="NAME=DIR")
+    parser.add_argument("--canvas", type=int, default=1600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from stdr_deploy.bench.accuracy import load_scenes, predictions, score
+    from stdr_deploy.ocr import PipelineSettings, read_image
+    from stdr_deploy.onnx_files import ensure_onnx
+    from stdr_deploy.runners import make_pipeline
+
+    pipeline = make_pipeline("onnxruntime", "ppocr", settings=PipelineSettings(canvas_size=args.canvas),
+                             detector_precision="int8")
+    detectors = {"onnxruntime": pipeline.detector,
+                 "openvino": OpenVinoRunner(ensure_onnx("craft", precision="int8"), args.threads)}
+    rows = []
+    for name, folder in (item.split("=", 1) for item in args.sets):
+        gt, paths = load_scenes(Path(folder))
+        for label, detector in detectors.items():
+            pipeline.detector = detector
+            started = time.perf_counter()
+            pred = predictions(paths, lambda path: [(w.text, w.polygon) for w in pipeline.read(read_image(path))])
+            report = score(gt, pred)
+            rows.append({"set": name, "detector": label, "hits": report["hits"], "gt": report["total_gt"],
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(rows[-1], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "words.json").write_text(json.dumps({"canvas": args.canvas, "threads": args.threads, "rows": rows}, indent=2) + "\n")
+    lines = ["| set | words, CRAFT int8 on ONNX Runtime | on OpenVINO | seconds, ONNX Runtime / OpenVINO |", "|---|---:|---:|---:|"]
+    for name in dict.fromkeys(r["set"] for r in rows):
+        ort_row, ov_row = (next(r for r in rows if r["set"] == name and r["detector"] == d) for d in detectors)
+        lines.append(f"| {name} | {ort_row['hits']}/{ort_row['gt']} | {ov_row['hits']}/{ov_row['gt']} | "
+                     f"{ort_row['seconds']} / {ov_row['seconds']} |")
+    (args.out / "words.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

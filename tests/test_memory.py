@@ -105,7 +105,7 @@ SERVED_ON_GPU = sorted(
     [H200 / "warmed-at-load" / name / "deploy-fp16.json" for name in ("ppocr", "crnn-en")]
     + list((H200 / "memory-fp32-and-parseq").glob("deploy-*.json"))
     + [H200 / "ppocr-fp16" / precision / "deploy.json" for precision in ("fp16", "fp32")]
-    + [H200 / "detector-pad" / run / "deploy.json" for run in ("p320", "p640", "verify")]
+    + [H200 / "detector-pad" / run / "deploy.json" for run in ("p320", "p640", "verify", "three-detectors")]
 )
 
 

@@ -161,7 +161,8 @@ def served_excess(
     `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served.
     `like` keeps the records of deployments like the plan's, where there are any."""
     served = [s for s in served_records(device, family, precision) if f"{what}_bytes_per_instance" in s]
-    served = [s for s in served if like(s)] or served if like else served
+    if like is not None:
+        served = [s for s in served if like(s)] or served
     if not served:
         return None
     excess = max(0, max(s[f"{what}_bytes_per_instance"] - expected(s) for s in served))

@@ -245,6 +245,9 @@ if has accuracy; then
         --url "$url" --json > "$OUT/accuracy-$last.json" 2>> "$OUT/accuracy-$last.log"
     echo "accuracy $last rc $?" >> "$OUT/steps.log"
     kill -TERM "$server"; wait "$server"
+    # `serve` returns before every backend stub has exited and freed its GPU memory: the next
+    # stage's probe and smoke would count it (27 GB once)
+    for _ in $(seq 60); do pgrep -f 'tritonserver|triton_python_backend_stub' > /dev/null || break; sleep 1; done
 fi
 if has random; then
     mkdir -p "$ONNX" "$WORK/random" "$OUT/memory_data" && cp -n stdr_deploy/memory_data/*.json "$OUT/memory_data/"

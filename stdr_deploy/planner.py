@@ -19,6 +19,7 @@ variant was forced); a CPU plan that does not fit raises HostUnsupported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -568,8 +569,7 @@ def _planned_for(
     shape, bare session and per-shape sessions: what it held beyond that is the served excess."""
     first = memory.first_session_excess("cuda", facts.family, precision) if what == "device" else 0
     return lambda record: env.bytes_at(record["elements"]) + first + session_bytes(
-        target, facts, tuple(record["max_shape"]), precision, what,
-        _record_pad(target, facts, record) or GPU_DETECTOR_PADS[-1])[0]
+        target, facts, tuple(record["max_shape"]), precision, what, _record_pad(target, facts, record))[0]
 
 
 def _same_pad(target: Target, facts: ModelFacts, detector_pad: int | None) -> Callable[[dict], bool] | None:
@@ -583,10 +583,18 @@ def _same_pad(target: Target, facts: ModelFacts, detector_pad: int | None) -> Ca
 
 def _record_pad(target: Target, facts: ModelFacts, record: dict) -> int | None:
     """The detector pad a served record was deployed with: the one that gives its number of shapes
-    (None: none of GPU_DETECTOR_PADS does)."""
-    shape = tuple(record["max_shape"])
-    return next((pad for pad in GPU_DETECTOR_PADS
-                 if len(fixed_shapes(target, facts.family, shape, pad)) == record.get("shape_sessions")), None)
+    (None: none of GPU_DETECTOR_PADS does, or the target fixes no shapes)."""
+    if not fixes_shapes(target):
+        return None
+    return _pad_giving(facts.family, tuple(record["max_shape"]), record.get("shape_sessions"), GPU_DETECTOR_PADS)
+
+
+@functools.lru_cache(maxsize=None)
+def _pad_giving(family: str, max_shape: tuple[int, ...], sessions: int | None, pads: tuple[int, ...]) -> int | None:
+    """The first of `pads` whose fixed shapes number `sessions` (cached: the fit asks for every
+    served record at every step)."""
+    target = Target("onnxruntime", "gpu")
+    return next((pad for pad in pads if len(fixed_shapes(target, family, max_shape, pad)) == sessions), None)
 
 
 def _served_host(
@@ -870,10 +878,9 @@ def _fit_free(
         if not profiled and knobs.detector_instances < GPU_FREE_DETECTOR_INSTANCES:
             candidates.append(dataclasses.replace(knobs, detector_instances=GPU_FREE_DETECTOR_INSTANCES))
         candidates.append(knobs)
-    for candidate in candidates:
-        fitted = fit(target, candidate, settings, recognizer, host, budget, requested)
-        if fitted is not None and not fitted.steps:
-            return fitted
+    for candidate in candidates:  # each only as it is: a shrink step would cost more than it gains
+        if not budget.over(sizing := size(target, candidate, settings, recognizer, host)):
+            return Fit(sizing, ())
     return fit(target, dataclasses.replace(knobs, detector_pad=GPU_DETECTOR_PADS[-1]), settings, recognizer, host,
                budget, requested)
 
@@ -1071,8 +1078,9 @@ def _detector_plan(
             "served there, small images ran 2.8-3x and the whole load 1.3x faster, at one word of scenes_A "
             "(81 -> 80: the wider border moves CRAFT's scores); "
             f"pad {GPU_DETECTOR_PADS[0]} where the plan fits memory without shrinking anything and a deployment "
-            f"at that pad and precision was measured served, else {GPU_DETECTOR_PADS[-1]} (on an H200, 320 served 1.09-1.10x the requests of 640 at 16-32 in flight and "
-            "read the same words on every check set; its shapes hold about twice CRAFT's GPU memory)"
+            f"at that pad and precision was measured served, else {GPU_DETECTOR_PADS[-1]} (on an H200, 320 served "
+            "1.09-1.10x the requests of 640 at 16-32 in flight and read the same words on every check set; its "
+            "shapes hold about twice CRAFT's GPU memory)"
         )
     det_precision = knobs.detector_precision
     if target.backend == "tensorrt":

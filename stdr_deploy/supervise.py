@@ -8,12 +8,15 @@ pipeline, and each sub-model's smallest valid input. A model whose probe fails i
 which turns Triton's /v2/health/ready (strict readiness) to not-ready, and loaded again through the
 repository API; a tritonserver that ended is started again on the same ports.
 
-It also gives memory back after outliers: Triton's Python backend grows a model's shared-memory
+It also gives memory back after outliers and after killed clients: Triton's Python backend grows a model's shared-memory
 pool to the largest tensor handed to it (an oversized image the pipeline then refuses included)
 and never shrinks it. When the pool has grown past `POOL_SLACK` of what it held once the
 deployment came up, the supervisor reloads the orchestrator in place (its files touched, so
 Triton does reload it): Triton keeps serving on the old instance until the new one is ready, then
 the old stub and its pool go. Requests see no error (measured with a 300 MB upload under load).
+A client of this package that was killed leaves its input region registered, and Triton keeps it
+mapped; after each passing probe round the supervisor unregisters and unlinks such regions
+(`triton_client.release_orphaned_regions`).
 
 `Supervisor` is the decision alone (what to do for which probe result, the backoff, the crash-loop
 limit), with time passed in, so it is tested without a server; `watch` is the loop with the side
@@ -282,6 +285,24 @@ def _release_pool(server, pool: SharedMemoryPool, models: list[str], state: str,
                  f"in place, without downtime: now {pool.bytes() >> 20} MiB", state, tuple(models)))
 
 
+def _release_client_regions(server, policy: Policy, state: str, report: Callable[[Event], None]) -> None:
+    """Unregister the input regions of killed clients, and say which."""
+    from stdr_deploy.triton_client import Endpoint, connect, release_orphaned_regions
+
+    try:
+        client = connect(Endpoint.parse(server.grpc_url), policy.timeout_s)
+        try:
+            released = release_orphaned_regions(client)
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - the next round tries again; the probes judge health
+        report(Event("failed", f"looking for shared-memory regions of killed clients failed: {exc}", state))
+        return
+    if released:
+        report(Event("regions_released", f"unregistered and unlinked {len(released)} shared-memory input region(s) "
+                     f"whose client had died: {', '.join(released)}", state))
+
+
 # -- the loop ----------------------------------------------------------------------------------
 
 
@@ -289,7 +310,7 @@ def _release_pool(server, pool: SharedMemoryPool, models: list[str], state: str,
 class Event:
     """One thing the supervisor saw or did, for the log and for `--json` readers."""
 
-    kind: str  # watching | probe_failed | server_exited | reloaded | restarted | recovered | memory_released | failed | gave_up
+    kind: str  # watching | probe_failed | server_exited | reloaded | restarted | recovered | memory_released | regions_released | failed | gave_up
     message: str
     state: str  # the supervisor's state after the event: ready | recovering | failed
     models: tuple[str, ...] = ()
@@ -336,6 +357,7 @@ def watch(server, repo: Path, policy: Policy, report: Callable[[Event], None], s
             next_probe = now + policy.interval_s
             if (size := pool.grown(now)) is not None:
                 _release_pool(server, pool, prober.orchestrators, supervisor.state, report, now, size)
+            _release_client_regions(server, policy, supervisor.state, report)
             continue
         down_since = down_since if down_since is not None else now
         if action.kind == GIVE_UP:

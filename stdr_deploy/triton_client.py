@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import itertools
 import os
@@ -20,10 +21,11 @@ import numpy as np
 
 from stdr_deploy.errors import ServerError, ServerUnreachable, UserInputError
 from stdr_deploy.ocr import Word
-from stdr_deploy.server import HTTP_INFERENCE_HEADER
+from stdr_deploy.server import HTTP_INFERENCE_HEADER, SHM_DIR
 
 GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"  # tritonclient's status of a gRPC call no server answered
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")  # servers whose /dev/shm is this host's
+CLIENT_REGION_PREFIX = "stdr_client_"  # the shared-memory regions this package's clients register
 
 _NP_TO_TRITON = {
     np.dtype(np.float32): "FP32",
@@ -99,14 +101,17 @@ class SharedInputs:
     in the request body: the client copies an image once into a region the server maps, where
     gRPC would serialise, send and parse every byte (a 3280x2625 photo is 26 MB). One region per
     client (one request in flight at a time), replaced by a larger one when an input outgrows it;
-    `close` unregisters and unlinks it."""
+    `close` unregisters and unlinks it. While registered, the client holds a shared `flock` on the
+    region's file: the kernel drops it however the process ends, which is how
+    `release_orphaned_regions` tells the region of a killed client."""
 
     def __init__(self, client: Any, endpoint: Endpoint):
         self.client, self.endpoint = client, endpoint
-        self.prefix = f"stdr_client_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.prefix = f"{CLIENT_REGION_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._serial = itertools.count()
         self.name: str | None = None
         self.region: Any = None
+        self._held: int | None = None  # the region file's descriptor that holds the flock
         self.size = 0
 
     def inputs(self, feeds: dict[str, np.ndarray]) -> list[Any]:
@@ -136,10 +141,14 @@ class SharedInputs:
         self.close()
         name = f"{self.prefix}_{next(self._serial)}"
         region = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
+        held = None
         try:
+            held = _hold(SHM_DIR / name)  # before registering: a registered region is always held
             self.client.register_system_shared_memory(name, f"/{name}", size)
         except BaseException as exc:  # the region is ours to unlink whatever went wrong
             shm.destroy_shared_memory_region(region)
+            if held is not None:
+                os.close(held)
             if isinstance(exc, (OSError, http.client.HTTPException)):  # HTTP: nobody answered
                 raise _no_answer(self.endpoint, str(exc) or type(exc).__name__) from exc
             if isinstance(exc, InferenceServerException):
@@ -150,7 +159,7 @@ class SharedInputs:
                     hint="the server must run on this host with the same /dev/shm; send inputs in the request instead",
                 ) from exc
             raise
-        self.name, self.region, self.size = name, region, size
+        self.name, self.region, self._held, self.size = name, region, held, size
 
     def close(self) -> None:
         import tritonclient.utils.shared_memory as shm
@@ -162,7 +171,61 @@ class SharedInputs:
         except Exception:  # noqa: BLE001 - a server already gone has nothing registered to undo
             pass
         shm.destroy_shared_memory_region(self.region)
-        self.name, self.region, self.size = None, None, 0
+        if self._held is not None:
+            os.close(self._held)
+        self.name, self.region, self._held, self.size = None, None, None, 0
+
+
+def _hold(path: Path) -> int:
+    """An open descriptor of `path` holding a shared flock on it, for as long as it stays open."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owner_gone(path: Path) -> bool:
+    """Whether nobody holds `path`'s flock any more. A registered region whose file is gone has lost
+    its owner too: tritonclient's regions are `multiprocessing.shared_memory` blocks, whose
+    resource tracker unlinks them once their process was killed, and `SharedInputs.close`
+    unregisters before it unlinks (a region closed meanwhile just fails to unregister again)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock taken, if any
+    return True
+
+
+def release_orphaned_regions(client: Any, folder: Path = SHM_DIR) -> list[str]:
+    """Unregister, and unlink, the system shared-memory regions this package's clients registered
+    with the server of `client` (gRPC) and then died holding: Triton keeps a region mapped until it
+    is unregistered, so every killed client would leave its largest image's bytes behind.
+
+    Only regions named `CLIENT_REGION_PREFIX*` are looked at, and only those whose file nobody
+    holds a lock on (a live client holds one, see `SharedInputs`) are released. Returns their names.
+    """
+    regions = client.get_system_shared_memory_status(as_json=True).get("regions", {}).values()
+    released = []
+    for region in regions:
+        name, key = region.get("name", ""), region.get("key", "").lstrip("/")
+        if not name.startswith(CLIENT_REGION_PREFIX) or not key or "/" in key or not _owner_gone(folder / key):
+            continue
+        try:
+            client.unregister_system_shared_memory(name)
+        except Exception:  # noqa: BLE001 - unregistered meanwhile (its owner closed it after all)
+            continue
+        (folder / key).unlink(missing_ok=True)
+        released.append(name)
+    return released
 
 
 def open_shared_inputs(client: Any, endpoint: Endpoint, wanted: bool | None, size: int) -> tuple[SharedInputs | None, str | None]:

@@ -199,6 +199,52 @@ def test_an_outlier_image_grows_the_shared_memory_and_the_supervisor_gives_it_ba
     assert reads(client, good_image, expected_words)
 
 
+CLIENT_SCRIPT = """
+import sys, time
+from stdr_deploy.triton_client import Endpoint, SharedInputs, connect
+endpoint = Endpoint.parse(sys.argv[1])
+inputs = SharedInputs(connect(endpoint), endpoint)
+inputs.reserve(4 << 20)
+print(inputs.name, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+def test_the_input_region_of_a_killed_client_is_unregistered_and_a_live_clients_kept(serve, good_image, expected_words):
+    """A client SIGKILLed while its shared-memory region is registered leaves Triton mapping it;
+    the supervisor's next probe round unregisters and unlinks it, and leaves a live client's be."""
+    import sys
+
+    import tritonclient.grpc as grpcclient
+
+    from stdr_deploy.triton_client import Endpoint, SharedInputs, infer
+
+    url = serve.ready["grpc_url"]
+    endpoint = Endpoint.parse(url)
+    client = grpcclient.InferenceServerClient(endpoint.address)
+    live = SharedInputs(client, endpoint)
+    try:
+        live.reserve(good_image.nbytes)
+        doomed = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, url], stdout=subprocess.PIPE, text=True)
+        name = doomed.stdout.readline().strip()
+        registered = lambda: set(client.get_system_shared_memory_status(as_json=True).get("regions", {}))  # noqa: E731
+        assert {name, live.name} <= registered() and (SHM_DIR / name).exists()
+        seen = len(serve.events)
+        doomed.kill()
+        doomed.wait()
+        released = serve.wait_event("regions_released", after=seen)
+        assert name in released["message"] and live.name not in released["message"]
+        assert name not in registered() and not (SHM_DIR / name).exists()
+        assert live.name in registered()
+        got = infer(client, endpoint, "pipeline", {"input": good_image[None]}, ["output"], live)  # still usable
+        assert [w.decode() for w in got["output"].reshape(-1).tolist()] == [w.text for w in expected_words]
+    finally:
+        live.close()
+    assert live.name not in client.get_system_shared_memory_status(as_json=True).get("regions", {})
+
+
 @pytest.mark.slow
 @pytest.mark.triton
 def test_a_killed_stub_makes_readiness_false_and_its_model_is_reloaded_within_a_minute(

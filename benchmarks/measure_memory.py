@@ -11,6 +11,11 @@ Results merge into `stdr_deploy/memory_data/<device>-onnxruntime.json` under
 family -> precision -> arena setting, with the host, versions, date and the command, so the
 planner reads them as package data.
 
+With `--runtime openvino` a point compiles the model with OpenVINO's CPU plugin instead, with
+the properties the openvino backend's rendered config gives (`render.OPENVINO_PROPERTIES`), and
+the entry is stored under its ONNX graph's name (e.g. `--precision int8-openvino`) in the same
+CPU file, where the planner looks for a detector served by OpenVINO.
+
 Needs only onnxruntime (or onnxruntime-gpu), numpy and, on a GPU, nvidia-ml-py, plus the ONNX
 files given by path, so it runs on a bare device machine:
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -66,9 +72,6 @@ def smaller(family: str, shape: tuple[int, ...], fraction: int) -> tuple[int, ..
 def one_point(args: argparse.Namespace) -> dict:
     """Runs inside the child: one session, one shape, the peaks."""
     import numpy as np
-    import onnxruntime as ort
-
-    from stdr_deploy.ort_runner import random_session_input
 
     shape = tuple(int(v) for v in args.one.split("x"))
     cuda = args.providers == "CUDAExecutionProvider"
@@ -86,6 +89,12 @@ def one_point(args: argparse.Namespace) -> dict:
 
         threading.Thread(target=sample, daemon=True).start()
     baseline_kib = vm_kib("VmRSS")
+    if args.runtime == "openvino":
+        return _openvino_point(args, shape, baseline_kib)
+    import onnxruntime as ort
+
+    from stdr_deploy.ort_runner import random_session_input
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.enable_cpu_mem_arena = args.arena == "on"
@@ -105,21 +114,51 @@ def one_point(args: argparse.Namespace) -> dict:
         time.sleep(0.05)
         stop.set()
         gpu_peak[0] = max(gpu_peak[0], gpu_used_bytes(os.getpid()))
+    return peaks(shape, baseline_kib, loaded_kib, gpu_peak[0] if cuda else None)
+
+
+def peaks(shape: tuple[int, ...], baseline_kib: int, loaded_kib: int, device_peak: int | None) -> dict:
+    """One point's record: this process's peak resident set, and the GPU's where measured."""
     return {
         "shape": list(shape),
-        "elements": int(np.prod(shape)),
+        "elements": math.prod(shape),
         "host_peak_bytes": vm_kib("VmHWM") * 1024,
         "host_baseline_bytes": baseline_kib * 1024,
         "host_loaded_bytes": loaded_kib * 1024,
-        "device_peak_bytes": gpu_peak[0] if cuda else None,
+        "device_peak_bytes": device_peak,
     }
+
+
+def _openvino_point(args: argparse.Namespace, shape: tuple[int, ...], baseline_kib: int) -> dict:
+    """The same point on OpenVINO's CPU plugin (uint8 or float32 input as the graph declares)."""
+    import numpy as np
+    import openvino as ov
+
+    from stdr_deploy.render import OPENVINO_PROPERTIES
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(args.onnx), "CPU",
+                                  {**OPENVINO_PROPERTIES, "INFERENCE_NUM_THREADS": args.threads})
+    request = compiled.create_infer_request()
+    loaded_kib = vm_kib("VmRSS")
+    dtype = compiled.inputs[0].get_element_type().to_dtype()
+    rng = np.random.default_rng(0)
+
+    def feed(of: tuple[int, ...]) -> np.ndarray:
+        return (rng.integers(0, 256, of) if dtype == np.uint8 else rng.random(of)).astype(dtype)
+
+    for fraction in (4, 2) if args.history else ():
+        request.infer({0: feed(smaller(args.family, shape, fraction))})
+    for _ in range(args.runs):
+        request.infer({0: feed(shape)})
+    return peaks(shape, baseline_kib, loaded_kib, None)
 
 
 def versions() -> dict:
     from importlib import metadata
 
     found = {}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "numpy", "nvidia-ml-py"):
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "nvidia-ml-py"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -154,6 +193,8 @@ def main() -> None:
     parser.add_argument("--onnx", required=True, help="path of the exported model")
     parser.add_argument("--shapes", help="comma-separated input shapes, e.g. 1x3x640x640,1x3x1280x1280")
     parser.add_argument("--providers", default="CPUExecutionProvider", choices=("CPUExecutionProvider", "CUDAExecutionProvider"))
+    parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "openvino"),
+                        help="openvino: OpenVINO's CPU plugin (CPU only)")
     parser.add_argument("--arena", default="off", choices=("on", "off"), help="CPU memory arena and memory pattern")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (memory barely depends on it)")
     parser.add_argument("--runs", type=int, default=2, help="runs per point (the arena can grow on the second)")
@@ -183,6 +224,7 @@ def main() -> None:
         "command": "python benchmarks/measure_memory.py " + " ".join(
             Path(a).name if "/" in a else a for a in sys.argv[1:] if a not in ("--out", str(args.out), "--note", args.note)
         ),
+        "runtime": args.runtime,
         "threads": args.threads,
         "runs": args.runs,
         "history": bool(args.history),

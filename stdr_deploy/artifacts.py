@@ -22,11 +22,11 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from stdr_deploy import __version__
 from stdr_deploy.errors import UserInputError, ValidationError, require_torch
-from stdr_deploy.plan_schema import PRECISIONS
+from stdr_deploy.plan_schema import ONNX_GRAPHS, OPENVINO_INT8
 from stdr_deploy.workspace import atomic_path, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
-# `package` tries every ONNX precision (plan_schema.PRECISIONS) and keeps those the export
+# `package` tries every ONNX graph (plan_schema.ONNX_GRAPHS) and keeps those the export
 # accepts for a family at run time (`onnx_files.check_precision`), so a precision the export
 # learns is packaged without a change here.
 # 2: CRAFT takes uint8 pixels (normalised in its graph); a format-1 CRAFT takes float32 and would
@@ -88,7 +88,8 @@ class ArtifactDir:
             raise UserInputError(
                 f"{self.root} has no ONNX model for {family} {precision} (it holds {have})",
                 hint=f"on a machine with the export extra: stdr-deploy package {self.root} "
-                f"--family {family} --precision {precision} (adds it), then copy the directory here",
+                f"--family {family} --precision {precision} (adds it), then copy the directory here"
+                + (" (or deploy with --detector-backend onnxruntime)" if precision == OPENVINO_INT8 else ""),
             )
         path = self.root / entry.onnx
         if entry.key not in self._verified:
@@ -170,7 +171,7 @@ def default_families() -> list[str]:
     return ["craft", *dict.fromkeys(DEFAULT_RECOGNIZER.values())]
 
 
-def supported_precisions(family: str, precisions: Iterable[str] = PRECISIONS) -> list[str]:
+def supported_precisions(family: str, precisions: Iterable[str] = ONNX_GRAPHS) -> list[str]:
     """The precisions the export accepts for `family` now (asked, not assumed)."""
     from stdr_deploy.onnx_files import check_precision
 
@@ -210,7 +211,7 @@ def package(
         get_spec(family)  # unknown names fail before any export
     wanted = []
     for family in families:
-        chosen = supported_precisions(family, precisions or PRECISIONS)
+        chosen = supported_precisions(family, precisions or ONNX_GRAPHS)
         if precisions:
             refused = sorted(set(precisions) - set(chosen))
             if refused:

@@ -31,6 +31,7 @@ class AutoOptions:
     profile: str | None = None
     variant: str | None = None
     detector_precision: str | None = None  # None: the planner decides from the host
+    detector_backend: str | None = None  # the CPU int8 detector's runtime; None: the planner decides
     recognizer_precision: str | None = None
     canvas: int | None = None  # None: the planner decides
     host: str = "127.0.0.1"
@@ -80,6 +81,7 @@ def run_auto(
             detector_precision=options.detector_precision,
             recognizer_precision=options.recognizer_precision,
             canvas=options.canvas,
+            detector_backend=options.detector_backend,
         )
         write_json_atomic(ws / "plan.json", result.plan.to_dict())
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}
@@ -90,7 +92,7 @@ def run_auto(
         state["onnx"] = {}
         outputs = {}
         for model in result.plan.models():
-            path = source.onnx_file(model.family, onnx_precision(model.precision))
+            path = source.onnx_file(model.family, onnx_precision(model.precision, model.backend))
             state["onnx"][model.triton_name] = path
             outputs[model.triton_name] = {"onnx": str(path), "sha256": sha256_file(path)}
         return outputs
@@ -141,7 +143,7 @@ def run_auto(
             recognizer=recognizer.family,
             weights=options.weights,
             settings=_settings(result.plan),
-            detector_precision=onnx_precision(result.plan.detector.precision),
+            detector_precision=onnx_precision(result.plan.detector.precision, result.plan.detector.backend),
             onnx=source,
         )
         report = run_smoke(

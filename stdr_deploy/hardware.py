@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -71,6 +72,7 @@ class RuntimeFacts:
     tensorrt_version: str | None
     tritonserver: str | None  # path of the binary, on PATH or embedded (PyTriton)
     triton_backends: tuple[str, ...]  # backend folders next to that binary
+    openvino_version: str | None = None  # the `openvino` distribution (the `openvino` extra)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class HostFacts:
                 tensorrt_version=runtimes.get("tensorrt_version"),
                 tritonserver=runtimes.get("tritonserver"),
                 triton_backends=tuple(runtimes.get("triton_backends", ())),
+                openvino_version=runtimes.get("openvino_version"),
             ),
             notes=tuple(data.get("notes", ())),
             taken_at=data.get("taken_at"),
@@ -387,7 +390,13 @@ def read_runtimes() -> tuple[RuntimeFacts, list[str]]:
         backend_dir = Path(server).resolve().parent.parent / "backends"
         if backend_dir.is_dir():
             backends = tuple(sorted(p.name for p in backend_dir.iterdir() if p.is_dir()))
-    return RuntimeFacts(ort_version, providers, trt_version, server, backends), notes
+    openvino_version = None
+    if importlib.util.find_spec("openvino"):  # its version from the metadata: importing it takes ~1 s
+        try:
+            openvino_version = importlib.metadata.version("openvino")
+        except importlib.metadata.PackageNotFoundError:
+            notes.append("an `openvino` module is importable but no openvino distribution is installed")
+    return RuntimeFacts(ort_version, providers, trt_version, server, backends, openvino_version), notes
 
 
 def find_tritonserver() -> str | None:

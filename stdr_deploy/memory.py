@@ -11,7 +11,9 @@ The planner reads a line `peak = intercept + slope x elements` that lies on or a
 measured point: the slope is the steepest between neighbouring points (so extrapolating past
 the largest shape never undershoots the measured growth) and the intercept the smallest that
 keeps every point under the line. No number is fitted to a single run; adding a family,
-precision or device is a data-file change.
+precision or device is a data-file change. A precision key may name an ONNX graph of another
+runtime: `int8-openvino` in the CPU file is CRAFT's OpenVINO graph measured on OpenVINO
+(`measure_memory.py --runtime openvino`), which the planner reads for a detector served there.
 
 A served instance holds more than the bare session measured above: Triton's Python-backend stub,
 our backend module and, on the GPU, the extra per-shape sessions. `benchmarks/served_memory.py`

@@ -14,12 +14,22 @@ from typing import Any
 
 FORMAT_VERSION = 1
 VARIANTS = ("onnxruntime", "tensorrt_plan")
+BACKENDS = ("onnxruntime", "tensorrt", "openvino")  # ModelPlan.backend values
 # ModelPlan.precision values; each is its own ONNX graph (`onnx_files.onnx_precision`).
 PRECISIONS = ("fp32", "fp16", "int8")
+# The ONNX graphs: one per precision, and CRAFT's int8 once more for OpenVINO, whose int8
+# concatenations are wrong (`stdr_deploy.quantize.FLAVOURS`).
+OPENVINO_INT8 = "int8-openvino"
+ONNX_GRAPHS = (*PRECISIONS, OPENVINO_INT8)
+
+
+def onnx_graph(precision: str, backend: str) -> str:
+    """The ONNX graph a model of this precision is served from on `backend`."""
+    return OPENVINO_INT8 if (precision, backend) == ("int8", "openvino") else precision
 # The ONNX graphs each model family is made in: fp16 mixed precision (stdr_deploy.precision)
 # for GPU instances (ONNX Runtime CUDA, TensorRT); int8 static QDQ CRAFT (stdr_deploy.quantize).
 ONNX_PRECISIONS = {
-    "craft": ("fp32", "fp16", "int8"),
+    "craft": ("fp32", "fp16", "int8", OPENVINO_INT8),
     "crnn-en": ("fp32", "fp16"),
     "parseq": ("fp32", "fp16"),
     "parseq-tiny": ("fp32", "fp16"),
@@ -61,7 +71,7 @@ class ModelPlan:
     triton_name: str  # "craft" | "crnn_en" | "parseq"
     family: str  # models registry name: "craft" | "crnn-en" | "parseq" | "parseq-tiny"
     role: str  # "detector" | "recognizer"
-    backend: str  # "onnxruntime" | "tensorrt"
+    backend: str  # one of BACKENDS
     precision: str  # one of PRECISIONS: "fp16" on GPU instances, "int8" the ONNX Runtime CPU detector only
     max_batch_size: int  # Triton max_batch_size
     profile: dict[str, ShapeProfile]  # input name -> min/opt/max
@@ -183,6 +193,7 @@ def _check_plan(data: dict[str, Any]) -> None:
         model = data[role]
         _one_of(f"{role}.role", model["role"], ROLES)
         _one_of(f"{role}.precision", model["precision"], PRECISIONS)
+        _one_of(f"{role}.backend", model["backend"], BACKENDS)
         _one_of(f"{role}.instance_kind", model["instance_kind"], INSTANCE_KINDS)
         _in_range(f"{role}.max_batch_size", model["max_batch_size"], 0, MAX_BATCH)
         _in_range(f"{role}.instance_count", model["instance_count"], 1, MAX_INSTANCES)

@@ -37,6 +37,7 @@ from stdr_deploy.plan_schema import (
     PipelinePlan,
     Plan,
     ShapeProfile,
+    onnx_graph,
 )
 from stdr_deploy.ocr.ppocr import REC_HEIGHT as PPOCR_HEIGHT, REC_WIDTHS as PPOCR_WIDTHS
 from stdr_deploy.ocr.recognizers import CRNN_WIDTHS, RECOGNIZER_NAMES
@@ -144,6 +145,14 @@ DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 204
 # fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
 # AVX2 CPUs default to int8 too, counted at this median. Re-measure on a quiet host.
 AVX2_INT8_SPEEDUP = 1.65
+# The int8 CRAFT (its int8-openvino graph) on OpenVINO 2026.4's CPU plugin against ONNX Runtime
+# 1.32, 2 threads, the 2-core AMX Xeon, canvas 1600, best of 3 per image in separate processes:
+# img00..img03 0.048/0.658/0.058/0.632 s against 0.108/1.433/0.132/1.247 s, and 247 of 276 words
+# read over every check set against 246 (benchmarks/results/cpu-xeon-2c-int8/openvino/). The
+# canvas stays as ONNX Runtime's speed sizes it: the time saved is latency, not a larger canvas.
+OPENVINO_INT8_SPEEDUP = 1.433 / 0.658
+OPENVINO_WORDS_READ = {"openvino": 247, "onnxruntime": 246}
+CPU_DETECTOR_BACKENDS = ("onnxruntime", "openvino")
 LATENCY_BUDGET_S = 1.5  # detector time for the largest image a CPU plan serves
 CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
 ACCURACY_FLOOR_CANVAS = 1600  # latency never pushes the canvas below this: scenes_A reads the same
@@ -238,10 +247,14 @@ class Target:
     variant: str
     device: str
     gpus: tuple[GpuFacts, ...] = ()
+    openvino: bool = False  # the CPU int8 detector runs on OpenVINO (`choose_cpu_detector_runtime`)
 
     @property
     def backend(self) -> str:
         return "tensorrt" if self.variant == "tensorrt_plan" else "onnxruntime"
+
+    def detector_backend(self, precision: str) -> str:
+        return "openvino" if self.openvino and self.device == "cpu" and precision == "int8" else self.backend
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,7 @@ class Requested:
     detector_precision: str | None = None
     recognizer_precision: str | None = None
     canvas: int | None = None
+    detector_backend: str | None = None  # CPU int8 detector: "onnxruntime" | "openvino"
 
 
 def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -329,6 +343,18 @@ def usable_gpus(host: HostFacts, reasons: list[str]) -> tuple[GpuFacts, ...]:
             f"using the {len(alike)} GPU(s) like GPU {first.index} ({first.name}); other models are left out"
         )
     return alike
+
+
+def choose_cpu_detector_backend(host: HostFacts, requested: str | None) -> bool:
+    """Whether the CPU int8 detector runs on OpenVINO: where it is installed, unless asked not to."""
+    if requested not in (None, *CPU_DETECTOR_BACKENDS):
+        raise UserInputError(f"unknown detector backend {requested!r}", hint=f"use one of {', '.join(CPU_DETECTOR_BACKENDS)}")
+    if requested == "openvino" and host.runtimes.openvino_version is None:
+        raise UserInputError(
+            "--detector-backend openvino, but OpenVINO was not found where the host was probed",
+            hint="pip install 'stdr-deploy[openvino]' (then probe again), or drop --detector-backend",
+        )
+    return requested == "openvino" or (requested is None and host.runtimes.openvino_version is not None)
 
 
 def choose_target(host: HostFacts, variant: str | None, reasons: list[str]) -> Target:
@@ -613,15 +639,16 @@ def _served_host(
 
 def instance_memory(
     target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int,
-    detector_pad: int | None = None,
+    detector_pad: int | None = None, graph: str | None = None,
 ) -> InstanceMemory:
-    """Memory one instance of a model takes at its max shape: measured where memory_data has it."""
+    """Memory one instance of a model takes at its max shape: measured where memory_data has it
+    (on the CPU under its ONNX graph's name `graph`, e.g. int8-openvino: measured on OpenVINO)."""
     elements = memory.elements(max_shape)
     weights = facts.params * bytes_per_value(precision)
     activations = activation_bytes(facts, max_shape, precision)
     if target.device == "cpu":
-        if env := _measured("cpu", facts, precision, "host"):
-            used, source = _served_host(env, target, facts, precision, elements)
+        if env := _measured("cpu", facts, graph or precision, "host"):
+            used, source = _served_host(env, target, facts, graph or precision, elements)
             return InstanceMemory(used, used, f"{env.source}{source}")
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
@@ -725,7 +752,7 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     rec_max = recognizer_max_shape(recognizer, knobs.recognizer_batch)
     det = instance_memory(
         target, MODELS["craft"], det_max, knobs.detector_precision, settings.detector_workspace_mib * MIB,
-        knobs.detector_pad,
+        knobs.detector_pad, onnx_graph(knobs.detector_precision, target.detector_backend(knobs.detector_precision)),
     )
     rec = instance_memory(
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
@@ -897,11 +924,12 @@ def make_plan(
     detector_precision: str | None = None,
     recognizer_precision: str | None = None,
     canvas: int | None = None,
+    detector_backend: str | None = None,
 ) -> Plan:
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
     (`profiles.resolve_profile` picks the matching one); `variant` forces one. The recognizer,
-    precisions (None: the host decides, see `choose_recognizer` and `choose_precisions`) and
-    `canvas` fix those settings."""
+    precisions (None: the host decides, see `choose_recognizer` and `choose_precisions`),
+    `canvas` and the CPU int8 detector's backend (`choose_cpu_detector_backend`) fix those settings."""
     if recognizer is not None and recognizer not in RECOGNIZER_NAMES:
         raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZER_NAMES)}")
     for role, precision in (("detector", detector_precision), ("recognizer", recognizer_precision)):
@@ -911,9 +939,10 @@ def make_plan(
             )
     if canvas is not None and not MIN_CANVAS <= canvas <= MAX_CANVAS:
         raise UserInputError(f"canvas {canvas} is out of range", hint=f"use {MIN_CANVAS}..{MAX_CANVAS} pixels")
-    requested = Requested(detector_precision, recognizer_precision, canvas)
+    requested = Requested(detector_precision, recognizer_precision, canvas, detector_backend)
+    openvino = choose_cpu_detector_backend(host, detector_backend)
     reasons: list[str] = []
-    target = choose_target(host, variant, reasons)
+    target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino)
     chosen = list(reasons)  # the recognizer's reason belongs to this target only
     try:
         family = choose_recognizer(target, recognizer, chosen)
@@ -923,7 +952,7 @@ def make_plan(
             raise
     reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
     on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
-    cpu = Target("onnxruntime", "cpu")
+    cpu = Target("onnxruntime", "cpu", openvino=openvino)
     family = choose_recognizer(cpu, recognizer, reasons)
     return _plan_on(cpu, host, profile, MODELS[family], reasons, on_cpu)
 
@@ -1020,6 +1049,20 @@ def _plan_on(
     )
 
 
+def _cpu_detector_words(target: Target, host: HostFacts) -> str:
+    measured = (f"{OPENVINO_INT8_SPEEDUP:.1f}x faster than ONNX Runtime on the 2-core AMX Xeon (img01 at canvas 1600), "
+                f"{OPENVINO_WORDS_READ['openvino']} of 276 words read over the check sets against "
+                f"{OPENVINO_WORDS_READ['onnxruntime']}")
+    if target.openvino:
+        return (f"detector int8 on OpenVINO {host.runtimes.openvino_version} (its CPU plugin runs the int8 convolutions "
+                f"on AMX/VNNI; graph int8-openvino, concatenations in float): {measured}; "
+                "--detector-backend onnxruntime overrides")
+    if host.runtimes.openvino_version is not None:
+        return "detector int8 on ONNX Runtime (requested with --detector-backend onnxruntime)"
+    return (f"detector int8 on ONNX Runtime; with OpenVINO installed (pip install 'stdr-deploy[openvino]') it would "
+            f"run on OpenVINO: {measured}")
+
+
 def _instances_words(target: Target, knobs: Knobs, host: HostFacts) -> str:
     det, rec = knobs.detector_instances, knobs.recognizer_instances
     if target.device == "gpu":
@@ -1085,13 +1128,15 @@ def _detector_plan(
     det_precision = knobs.detector_precision
     if target.backend == "tensorrt":
         reasons.append(f"detector TensorRT {det_precision}, workspace {settings.detector_workspace_mib} MiB")
+    if target.device == "cpu" and det_precision == "int8":
+        reasons.append(_cpu_detector_words(target, host))
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.detector_instances)
     return ModelPlan(
         triton_name=facts.triton_name,
         family=facts.family,
         role="detector",
-        backend=target.backend,
+        backend=target.detector_backend(det_precision),
         precision=det_precision,
         max_batch_size=1,
         profile={

@@ -14,9 +14,16 @@ Recipe (measured on the 2-core Xeon; every value is in the cache key):
    shape and ran out of memory). The first convolution (raw image statistics) and the score
    head (`conv_cls`, whose outputs are the thresholded maps) stay fp32: quantizing them cost
    the most accuracy.
-Two flavours of the same recipe, because the two runtimes want different QDQ:
+Three flavours of the same recipe, because the runtimes want different QDQ:
 - `onnxruntime` (CPU plans, the default): uint8 activations and int32 biases, which ONNX
   Runtime fuses into its fast u8s8 QLinearConv kernels;
+- `openvino` (CPU plans whose detector runs on OpenVINO): the same, except that the U-net's
+  four Concat nodes take their inputs before the Q/DQ pairs, in float. OpenVINO (2026.4, CPU
+  plugin) computes a Concat of quantized inputs wrongly: the score maps differed from fp32 by up
+  to 0.96 and the pipeline read 108 of 276 words; with float concatenations it reads 247 (ONNX
+  Runtime's int8: 246) and still runs 2.2x faster than ONNX Runtime on the 2-core AMX Xeon
+  (benchmarks/results/cpu-xeon-2c-int8/openvino/). ONNX Runtime runs this flavour 2x slower:
+  a convolution with a float consumer no longer fuses into QLinearConv;
 - `tensorrt` (strongly typed TensorRT builds): symmetric int8 activations and float biases.
   TensorRT's ONNX parser rejects an int32 input to DequantizeLinear and a non-zero zero point
   (checked with TensorRT-RTX 1.7's parser). On ONNX Runtime CPU this flavour is slower: on the
@@ -61,6 +68,7 @@ RECIPE = {
 # Per runtime: activation type and the quantize_static extra options that differ (docstring).
 FLAVOURS = {
     "onnxruntime": {"activation_type": "QUInt8", "QuantizeBias": True, "ActivationSymmetric": False},
+    "openvino": {"activation_type": "QUInt8", "QuantizeBias": True, "ActivationSymmetric": False, "float_concat": True},
     "tensorrt": {"activation_type": "QInt8", "QuantizeBias": False, "ActivationSymmetric": True},
 }
 _SOURCES = ("quantize.py", "calibration.py")  # code hashed into the key
@@ -81,7 +89,7 @@ def _digest(content: dict[str, Any]) -> str:
 
 
 def int8_cache_key(fp32_sha256: str, flavour: str = "onnxruntime") -> str:
-    """`craft-int8[-tensorrt]-<hash>` of the fp32 model's bytes, the recipe, the code and the tool versions."""
+    """`craft-int8[-<flavour>]-<hash>` of the fp32 model's bytes, the recipe, the code and the tool versions."""
     prefix = "craft-int8-" if flavour == "onnxruntime" else f"craft-int8-{flavour}-"
     return prefix + _digest({**_key_content(fp32_sha256), "flavour": FLAVOURS[flavour]})
 
@@ -176,7 +184,32 @@ def _quantize(
     )
     converted.unlink()
     prepared.unlink()
+    if flavour.get("float_concat"):
+        model = onnx.load(str(out))
+        _float_concat_inputs(model.graph)
+        onnx.save(model, str(out))
     return excluded
+
+
+def _float_concat_inputs(graph: Any) -> int:
+    """Feed every Concat the float tensor its quantized inputs were made from (the Q/DQ pairs stay
+    for their other consumers). Returns how many inputs were rewired."""
+    producer = {output: node for node in graph.node for output in node.output}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type != "Concat":
+            continue
+        for index, name in enumerate(node.input):
+            dequantize = producer.get(name)
+            quantize = producer.get(dequantize.input[0]) if dequantize is not None else None
+            if dequantize is not None and dequantize.op_type == "DequantizeLinear" and quantize is not None \
+                    and quantize.op_type == "QuantizeLinear":
+                node.input[index] = quantize.input[0]
+                rewired += 1
+    if not rewired:
+        raise ValidationError("the int8 craft has no quantized Concat input to leave in float",
+                              hint="the export's graph changed: check stdr_deploy.quantize._float_concat_inputs")
+    return rewired
 
 
 class _CalibrationFeeds:

@@ -60,12 +60,13 @@ INITIALIZERS_OUTSIDE_ARENA = "session.use_device_allocator_for_initializers"  # 
 
 @dataclass(frozen=True)
 class Platform:
-    """How Triton serves one ModelPlan.backend: its platform string and model file names."""
+    """How Triton serves one ModelPlan.backend: its platform (or backend) name and model file names."""
 
     name: str
     default_filename: str
     suffixes: tuple[str, ...]
     hint: str
+    key: str = "platform"  # the config field naming it: Triton's OpenVINO backend has no platform string
 
 
 PLATFORMS = {
@@ -81,7 +82,20 @@ PLATFORMS = {
         (".plan", ".engine"),
         "build the TensorRT engines first (`stdr-deploy build`) and pass them with --artifact NAME=FILE.plan",
     ),
+    "openvino": Platform(
+        "openvino",
+        "model.xml",
+        (".onnx",),
+        "pass the int8-openvino export with --artifact NAME=FILE.onnx (or let render export it)",
+        key="backend",
+    ),
 }
+# OpenVINO's compile properties for a CPU instance (Triton's OpenVINO backend passes parameters of
+# these names to the plugin): f32 keeps OpenVINO from running the fp32 layers in bf16 on AMX CPUs
+# (the words read dropped with bf16); one stream with the latency hint runs one request at a time
+# on the instance's threads, as ONNX Runtime's instances do.
+OPENVINO_PROPERTIES = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
 
 # Statuses of a file in a RenderResult. KEPT: in a model folder stdr-deploy did not render
 # (e.g. one the user added), left in place unless `prune` is asked for.
@@ -166,11 +180,16 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         )
     platform = platform_of(model)
     if model.precision == "int8" and not (
-        spec.role == "detector" and model.backend == "onnxruntime" and model.instance_kind == "KIND_CPU"
+        spec.role == "detector" and model.backend in ("onnxruntime", "openvino") and model.instance_kind == "KIND_CPU"
     ):
         raise UserInputError(
             f"plan: {model.triton_name} is int8 on {model.backend} {model.instance_kind}",
-            hint="int8 is for the detector on ONNX Runtime's CPU provider only: re-run `stdr-deploy plan`",
+            hint="int8 is for the detector on the CPU (ONNX Runtime or OpenVINO) only: re-run `stdr-deploy plan`",
+        )
+    if model.backend == "openvino" and (model.precision, spec.role, model.instance_kind) != ("int8", "detector", "KIND_CPU"):
+        raise UserInputError(
+            f"plan: {model.triton_name} is {model.precision} on openvino {model.instance_kind}",
+            hint="OpenVINO serves the int8 detector on the CPU only: re-run `stdr-deploy plan`",
         )
     if model.precision == "fp16" and model.instance_kind != "KIND_GPU":
         raise UserInputError(
@@ -187,6 +206,7 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         "family": model.family,
         "precision": model.precision,
         "platform": platform.name,
+        "platform_key": platform.key,
         "filename": filename,
         "default_model_filename": None if filename == platform.default_filename else filename,
         "max_batch_size": model.max_batch_size,
@@ -201,6 +221,8 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         # the plan's max profile past the batch axis, which our backends enforce (stdr_batching.py)
         "max_input_dims": {name: list(shape.max[1:]) for name, shape in model.profile.items()},
         "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
+        "openvino": {"INFERENCE_NUM_THREADS": model.intra_op_threads, **OPENVINO_PROPERTIES}
+        if model.backend == "openvino" else None,
         "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
         if fixed_shape
         else [],

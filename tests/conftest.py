@@ -51,6 +51,14 @@ def craft_int8_onnx(craft_onnx, crnn_onnx):
 
 
 @pytest.fixture(scope="session")
+def craft_int8_openvino_onnx(craft_int8_onnx):
+    """The int8 CRAFT in OpenVINO's flavour (its calibration ranges are `craft_int8_onnx`'s)."""
+    from stdr_deploy.onnx_files import export_model
+
+    return export_model("craft", precision="int8-openvino", progress=False)
+
+
+@pytest.fixture(scope="session")
 def crnn_onnx(session_cache: Path):
     from stdr_deploy.onnx_files import export_model
 

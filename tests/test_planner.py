@@ -536,6 +536,35 @@ def test_int8_detector_on_the_cpu_host_changes_only_the_detector_precision():
     assert Plan.from_dict(json.loads(json.dumps(int8.to_dict()))) == int8
 
 
+def with_openvino(host: HostFacts) -> HostFacts:
+    """`host` as probed with the `openvino` extra installed (the probe records its version)."""
+    return dataclasses.replace(host, runtimes=dataclasses.replace(host.runtimes, openvino_version="2026.4.1"))
+
+
+def test_the_cpu_int8_detector_runs_on_openvino_where_it_is_installed_at_the_same_canvas():
+    host = host_of("cpu-xeon-2core")
+    plain, ov = default_plan(host), default_plan(with_openvino(host))
+    assert (ov.detector.backend, ov.detector.precision, plain.detector.backend) == ("openvino", "int8", "onnxruntime")
+    assert ov.pipeline == plain.pipeline and ov.detector.intra_op_threads == plain.detector.intra_op_threads
+    assert ov.recognizer == plain.recognizer  # only the detector moves
+    assert any("on OpenVINO 2026.4.1" in r and "247 of 276" in r for r in ov.reasons)
+    assert any("pip install 'stdr-deploy[openvino]'" in r for r in plain.reasons)
+    # its memory is OpenVINO's own measurement (memory_data: craft int8-openvino), not ONNX Runtime's
+    assert ov.detector.memory_estimate_bytes != plain.detector.memory_estimate_bytes
+    assert any("craft int8-openvino" in r for r in ov.reasons)
+    assert Plan.from_dict(json.loads(json.dumps(ov.to_dict()))) == ov
+    back = default_plan(with_openvino(host), detector_backend="onnxruntime")
+    assert dataclasses.replace(back, reasons=()) == dataclasses.replace(plain, reasons=())
+    assert default_plan(with_openvino(host), detector_precision="fp32").detector.backend == "onnxruntime"  # int8 only
+    gpu = default_plan(with_openvino(host_of("h200-141g")))
+    assert gpu.detector.backend == "onnxruntime" and gpu.detector.precision == "fp16"
+    with pytest.raises(UserInputError, match="OpenVINO was not found") as refused:
+        default_plan(host, detector_backend="openvino")
+    assert "stdr-deploy[openvino]" in refused.value.hint
+    with pytest.raises(UserInputError, match="unknown detector backend"):
+        default_plan(host, detector_backend="tvm")
+
+
 @pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])
 def test_int8_detector_is_refused_on_gpu_plans(stem, variant):
     with pytest.raises(UserInputError, match="int8") as refused:

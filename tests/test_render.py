@@ -43,8 +43,8 @@ EXPECTED_IO = {
     ),
 }
 FIXED_SHAPE = {"parseq"}  # the models that get model_warmup
-PLATFORM = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-DEFAULT_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan"}
+PLATFORM = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}  # Triton's OpenVINO backend has none
+DEFAULT_FILE = {"onnxruntime": "model.onnx", "tensorrt": "model.plan", "openvino": "model.xml"}
 
 
 def _model(name, family, role, backend, max_batch, kind, gpus=(), count=1, precision="fp32", batching=None):
@@ -151,8 +151,10 @@ def parameters_of(config) -> dict[str, str]:
 
 def check_model_config(config, model: ModelPlan, filename: str) -> None:
     assert config.name == model.triton_name
-    assert config.platform == PLATFORM[model.backend]
-    assert config.backend == ""
+    if model.backend == "openvino":  # named by `backend:`, as Triton's OpenVINO backend wants
+        assert (config.platform, config.backend) == ("", "openvino")
+    else:
+        assert (config.platform, config.backend) == (PLATFORM[model.backend], "")
     assert config.max_batch_size == model.max_batch_size
     assert config.default_model_filename == ("" if filename == DEFAULT_FILE[model.backend] else filename)
     inputs, outputs = EXPECTED_IO[model.triton_name]
@@ -202,6 +204,12 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         else:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected
+    elif model.backend == "openvino":  # OpenVINO property names: one stream, latency, no bf16
+        assert parameters_of(config) == {
+            **limits, "INFERENCE_NUM_THREADS": str(model.intra_op_threads), "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+        }
+        assert not config.HasField("optimization")
     else:
         assert parameters_of(config) == limits
         assert not config.HasField("optimization")
@@ -529,23 +537,48 @@ def test_cli_needs_engines_for_a_tensorrt_plan(tmp_path):
     assert "--artifact" in result.exception.hint
 
 
-def test_int8_plan_renders_the_quantized_detector(craft_int8_onnx, crnn_onnx, tmp_path):
-    from stdr_deploy.cli import cli
-    from stdr_deploy.hardware import load_host
-    from stdr_deploy.planner import make_plan
-    from stdr_deploy.workspace import sha256_file
-
-    plan = make_plan(load_host(HOSTS / "cpu-xeon-2core.json"), recognizer="crnn-en", detector_precision="int8")
+def render_cli(plan: Plan, tmp_path: Path) -> Path:
+    """`stdr-deploy render --plan` of `plan` (its ONNX files exported, or from the cache): the repository."""
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan.to_dict()))
     out = tmp_path / "repo"
     done = CliRunner().invoke(cli, ["render", "--plan", str(plan_file), "--out", str(out), "--json"])
     assert done.exit_code == 0, done.output
+    return out
+
+
+def test_int8_plan_renders_the_quantized_detector(craft_int8_onnx, crnn_onnx, tmp_path):
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.workspace import sha256_file
+
+    plan = make_plan(load_host(HOSTS / "cpu-xeon-2core.json"), recognizer="crnn-en", detector_precision="int8")
+    out = render_cli(plan, tmp_path)
     assert sha256_file(out / "craft" / "1" / "model.onnx") == craft_int8_onnx.report["onnx"]["sha256"]
     assert sha256_file(out / "crnn_en" / "1" / "model.onnx") == crnn_onnx.report["onnx"]["sha256"]
     text = (out / "craft" / "config.pbtxt").read_text()
     assert text.splitlines()[0].endswith("onnxruntime_onnx, int8.")
     check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
+
+
+def test_an_openvino_plan_renders_its_int8_graph_for_the_openvino_backend(craft_int8_openvino_onnx, crnn_onnx, tmp_path):
+    from stdr_deploy.hardware import load_host
+    from stdr_deploy.planner import make_plan
+    from stdr_deploy.workspace import sha256_file
+
+    host = load_host(HOSTS / "cpu-xeon-2core.json")
+    host = dataclasses.replace(host, runtimes=dataclasses.replace(host.runtimes, openvino_version="2026.4.1"))
+    plan = make_plan(host, recognizer="crnn-en")
+    assert plan.detector.backend == "openvino"
+    out = render_cli(plan, tmp_path)
+    assert sha256_file(out / "craft" / "1" / "model.onnx") == craft_int8_openvino_onnx.report["onnx"]["sha256"]
+    assert (out / "craft" / "config.pbtxt").read_text().splitlines()[0].endswith("openvino, int8.")
+    check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
+    check_model_config(parse_config(out / "crnn_en" / "config.pbtxt"), plan.recognizer, "model.onnx")
+    for wrong in ("fp32", "fp16"):  # OpenVINO serves the int8 detector only
+        bad = dataclasses.replace(plan, detector=dataclasses.replace(plan.detector, precision=wrong))
+        with pytest.raises(UserInputError, match="openvino"):
+            render(bad, tmp_path / "bad", stand_in_artifacts(bad, tmp_path / "artifacts"))
 
 
 def test_int8_outside_the_cpu_detector_is_refused(tmp_path):

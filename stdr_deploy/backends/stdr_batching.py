@@ -1,4 +1,4 @@
-"""Request batching and retry, shared by our `onnxruntime` and `tensorrt` Triton backends.
+"""Request batching and retry, shared by our `onnxruntime`, `tensorrt` and `openvino` Triton backends.
 
 `server.backend_directory()` copies this file beside each backend's `model.py`, which puts its
 own folder first on `sys.path` and imports it, as the pipeline model imports its `stdr_ocr` copy.
@@ -60,6 +60,32 @@ def checked(feed, limits: dict, batched: bool, name: str):
                 f"{list(top)} (past the batch axis); send smaller inputs, or plan a larger profile"
             )
     return feed
+
+
+def reshaped_tensor(config: dict) -> str | None:
+    """The name of a config tensor with `reshape`, which our backends do not support, else None."""
+    return next((t["name"] for t in config.get("input", []) + config.get("output", []) if t.get("reshape")), None)
+
+
+def array_feed(request, inputs: list, optional: set, name: str, pb_utils):
+    """{input name: NumPy array} of a request, or the InvalidInput naming a missing required input."""
+    feed = {}
+    for input_name in inputs:
+        tensor = pb_utils.get_input_tensor_by_name(request, input_name)
+        if tensor is None:
+            if input_name not in optional:
+                return InvalidInput(f"{name}: missing input {input_name!r}")
+            continue
+        feed[input_name] = tensor.as_numpy()
+    return feed
+
+
+def array_response(outcome, pb_utils, contiguous: Callable):
+    """The response to one request: its error, or its outputs ({name: array}, made contiguous)."""
+    if isinstance(outcome, Exception):
+        return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, contiguous(array)) for name, array in outcome.items()])
 
 
 def model_file(args: dict, config: dict, default_filename: str) -> str:

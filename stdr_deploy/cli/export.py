@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stdr_deploy.cli.output import console, print_json
-from stdr_deploy.plan_schema import PRECISIONS
+from stdr_deploy.plan_schema import ONNX_GRAPHS
 
 
 @click.command("export")
@@ -27,13 +27,15 @@ from stdr_deploy.plan_schema import PRECISIONS
 )
 @click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(ONNX_GRAPHS),
     default="fp32",
     show_default=True,
     help="fp16: also convert the fp32 export to mixed precision (fp16 compute, fp32 inputs/outputs, "
     "LayerNorm/Softmax/reductions/LSTM in fp32) for GPU plans and TensorRT. int8 (craft only): also "
     "quantize it (static QDQ, calibrated on generated images) for CPU plans with --detector-precision "
-    "int8. Both are checked against fp32 (parity figures and the smoke image's words) and cached beside it.",
+    "int8; int8-openvino: the same with CRAFT's concatenations left in float, which OpenVINO needs (plans whose "
+    "detector runs on OpenVINO). Each is checked against fp32 (parity figures and the smoke image's words) and "
+    "cached beside it.",
 )
 @click.option("--force", is_flag=True, help="Export again even if the cache holds this export.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result and report as JSON on stdout.")

@@ -53,6 +53,16 @@ def detector_precision_option(fn: Callable) -> Callable:
     )(fn)
 
 
+def detector_backend_option(fn: Callable) -> Callable:
+    return click.option(
+        "--detector-backend",
+        type=click.Choice(("onnxruntime", "openvino")),
+        default=None,
+        help="Runtime of the CPU int8 detector (default: OpenVINO where it is installed, the `openvino` "
+        "extra, else ONNX Runtime). OpenVINO ran it 2.2x faster on a 2-core AMX Xeon, same words.",
+    )(fn)
+
+
 def recognizer_precision_option(fn: Callable) -> Callable:
     return click.option(
         "--recognizer-precision",

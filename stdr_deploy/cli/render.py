@@ -129,7 +129,7 @@ def _exported_models(plan, given: dict[str, Path], source) -> dict[str, Path]:
     from stdr_deploy.render import PLATFORMS
 
     missing_engines = [
-        m.triton_name for m in plan.models() if m.backend != "onnxruntime" and m.triton_name not in given
+        m.triton_name for m in plan.models() if m.backend == "tensorrt" and m.triton_name not in given
     ]
     if missing_engines:
         raise UserInputError(
@@ -137,7 +137,7 @@ def _exported_models(plan, given: dict[str, Path], source) -> dict[str, Path]:
             hint=PLATFORMS["tensorrt"].hint,
         )
     return {
-        m.triton_name: source.onnx_file(m.family, onnx_precision(m.precision))
+        m.triton_name: source.onnx_file(m.family, onnx_precision(m.precision, m.backend))
         for m in plan.models()
         if m.triton_name not in given
     }

@@ -46,7 +46,9 @@ import triton_python_backend_utils as pb_utils
 # The stub puts this folder on sys.path too, but last; first makes sure our copy is imported.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stdr_batching import input_limits, InvalidInput, model_file, run_requests, triton_error  # noqa: E402
+from stdr_batching import (  # noqa: E402
+    array_feed, array_response, input_limits, model_file, reshaped_tensor, run_requests,
+)
 from stub_malloc import model_malloc  # noqa: E402
 
 DEFAULT_MODEL_FILENAME = "model.onnx"
@@ -230,11 +232,8 @@ class TritonPythonModel:
         model_malloc()  # before the runtime allocates: see stub_malloc.model_malloc
         config = json.loads(args["model_config"])
         self.name = args["model_name"]
-        for tensor in config.get("input", []) + config.get("output", []):
-            if tensor.get("reshape"):
-                raise pb_utils.TritonModelException(
-                    f"{self.name}: 'reshape' on {tensor['name']!r} is not supported by this backend"
-                )
+        if (reshaped := reshaped_tensor(config)) is not None:
+            raise pb_utils.TritonModelException(f"{self.name}: 'reshape' on {reshaped!r} is not supported by this backend")
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.inputs = [tensor["name"] for tensor in config.get("input", [])]
         self.optional = {tensor["name"] for tensor in config.get("input", []) if tensor.get("optional")}
@@ -284,20 +283,9 @@ class TritonPythonModel:
         log_info(f"{self.name}: {len(shapes)} input shapes warmed at load")
 
     def execute(self, requests: list) -> list:
-        feeds = [self.request_feed(request) for request in requests]
+        feeds = [array_feed(request, self.inputs, self.optional, self.name, pb_utils) for request in requests]
         outcomes = run_requests(feeds, self.max_batch_size, self.run, np.concatenate, self.name, self.limits)
-        return [self.response(outcome) for outcome in outcomes]
-
-    def request_feed(self, request) -> dict[str, np.ndarray] | Exception:
-        feed = {}
-        for name in self.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, name)
-            if tensor is None:
-                if name not in self.optional:
-                    return InvalidInput(f"{self.name}: missing input {name!r}")
-                continue
-            feed[name] = tensor.as_numpy()
-        return feed
+        return [array_response(outcome, pb_utils, np.ascontiguousarray) for outcome in outcomes]
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(self.outputs)
@@ -330,9 +318,3 @@ class TritonPythonModel:
         log_info(f"{self.name}: session {len(self.sessions) + 1} of at most {self.shape_limit}, for shapes {dict(key)}")
         self.sessions[key] = session
         return session
-
-    def response(self, outcome):
-        if isinstance(outcome, Exception):
-            return pb_utils.InferenceResponse(error=triton_error(outcome, pb_utils))
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in outcome.items()]
-        return pb_utils.InferenceResponse(output_tensors=tensors)

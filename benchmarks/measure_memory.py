@@ -12,9 +12,8 @@ family -> precision -> arena setting, with the host, versions, date and the comm
 planner reads them as package data.
 
 With `--runtime openvino` a point compiles the model with OpenVINO's CPU plugin instead, with
-the properties the openvino backend's rendered config gives (`render.OPENVINO_PROPERTIES`), and
-the entry is stored under its ONNX graph's name (e.g. `--precision int8-openvino`) in the same
-CPU file, where the planner looks for a detector served by OpenVINO.
+the properties the openvino backend's rendered config gives (`render.OPENVINO_PROPERTIES`), into
+`memory_data/cpu-openvino.json` (for CRAFT int8, give its int8-openvino graph).
 
 Needs only onnxruntime (or onnxruntime-gpu), numpy and, on a GPU, nvidia-ml-py, plus the ONNX
 files given by path, so it runs on a bare device machine:
@@ -199,7 +198,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (memory barely depends on it)")
     parser.add_argument("--runs", type=int, default=2, help="runs per point (the arena can grow on the second)")
     parser.add_argument("--history", type=int, default=1, help="1: run smaller inputs first, as a served instance does")
-    parser.add_argument("--out", type=Path, help="data file to merge into (default: memory_data/<device>-onnxruntime.json)")
+    parser.add_argument("--out", type=Path, help="data file to merge into (default: memory_data/<device>-<runtime>.json)")
     parser.add_argument("--note", help="stored with the data (e.g. where the weights came from)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,7 +206,7 @@ def main() -> None:
         print(json.dumps(one_point(args)))
         return
     device = "cuda" if args.providers == "CUDAExecutionProvider" else "cpu"
-    out = args.out or DATA / f"{device}-onnxruntime.json"
+    out = args.out or DATA / f"{device}-{args.runtime}.json"
     points = []
     for shape in args.shapes.split(","):
         child = [sys.executable, __file__, *sys.argv[1:], "--one", shape]
@@ -215,7 +214,7 @@ def main() -> None:
         point = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(point), flush=True)
         points.append(point)
-    data = json.loads(out.read_text()) if out.exists() else {"format_version": FORMAT_VERSION, "device": device, "runtime": "onnxruntime", "families": {}}
+    data = json.loads(out.read_text()) if out.exists() else {"format_version": FORMAT_VERSION, "device": device, "runtime": args.runtime, "families": {}}
     entry = data["families"].setdefault(args.family, {}).setdefault(args.precision, {})
     entry[f"arena_{args.arena}"] = {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

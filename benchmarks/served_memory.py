@@ -6,7 +6,8 @@ the plan's instance count, that is the host RAM of one served instance: the bare
 session that `benchmarks/measure_memory.py` measures, plus Triton's Python-backend stub, our
 backend module and, on the GPU, the per-shape sessions. Where smoke attributed GPU memory to each
 model (NVML per process), the GPU memory of one instance is recorded too. This script appends those figures to
-`stdr_deploy/memory_data/<device>-onnxruntime.json` under `served`; the planner adds the largest
+`stdr_deploy/memory_data/<device>-<runtime>.json` under `served` (the runtime that served the
+model: onnxruntime, or openvino on the CPU); the planner adds the largest
 excess over the bare measurement to every instance (`stdr_deploy.memory.served_excess`). On the
 GPU, tritonserver's own host RAM goes under `servers`, by recognizer family
 (`stdr_deploy.memory.served_server`): the recognizer's outputs pass through it.
@@ -40,10 +41,11 @@ def served_entries(deploy_file: Path) -> tuple[str, list[dict]]:
     entries = []
     for role in ("detector", "recognizer"):
         model = plan[role]
-        if model["backend"] != "onnxruntime" or model["triton_name"] not in marks:
+        if model["backend"] not in ("onnxruntime", "openvino") or model["triton_name"] not in marks:
             continue
         (max_shape,) = [shape["max"] for shape in model["profile"].values()]
         entries.append({
+            "runtime": model["backend"],
             "family": model["family"],
             "precision": model["precision"],
             "elements": math.prod(max_shape),
@@ -70,21 +72,22 @@ def main() -> None:
     out_dir = args.out or DATA
     for deploy_file in args.deploy:
         device, entries, server = served_entries(deploy_file)
-        path = out_dir / f"{device}-onnxruntime.json"
-        data = json.loads(path.read_text())
-        served = data.setdefault("served", [])
-        for entry in entries:
-            key = (entry["family"], entry["precision"], entry["measured_at"])
-            served[:] = [s for s in served if (s["family"], s["precision"], s["measured_at"]) != key]
-            served.append(entry)
-            print(f"{path.name}: {entry['family']} {entry['precision']} "
-                  f"{entry['host_bytes_per_instance'] >> 20} MiB per served instance ({deploy_file})")
-        if server and device == "cuda":  # on the CPU, SERVER_BYTES covers it (one small output each)
-            servers = data.setdefault("servers", [])
-            servers[:] = [s for s in servers if s["deployment"] != server["deployment"]]
-            servers.append(server)
-            print(f"{path.name}: tritonserver {server['host_bytes'] >> 20} MiB with {server['recognizer']} ({deploy_file})")
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        for runtime in dict.fromkeys(["onnxruntime", *(e["runtime"] for e in entries)]):
+            path = out_dir / f"{device}-{runtime}.json"
+            data = json.loads(path.read_text())
+            served = data.setdefault("served", [])
+            for entry in (e for e in entries if e["runtime"] == runtime):
+                key = (entry["family"], entry["precision"], entry["measured_at"])
+                served[:] = [s for s in served if (s["family"], s["precision"], s["measured_at"]) != key]
+                served.append({k: v for k, v in entry.items() if k != "runtime"})
+                print(f"{path.name}: {entry['family']} {entry['precision']} "
+                      f"{entry['host_bytes_per_instance'] >> 20} MiB per served instance ({deploy_file})")
+            if server and device == "cuda" and runtime == "onnxruntime":  # on the CPU, SERVER_BYTES covers it
+                servers = data.setdefault("servers", [])
+                servers[:] = [s for s in servers if s["deployment"] != server["deployment"]]
+                servers.append(server)
+                print(f"{path.name}: tritonserver {server['host_bytes'] >> 20} MiB with {server['recognizer']} ({deploy_file})")
+            path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":

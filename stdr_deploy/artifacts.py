@@ -89,7 +89,7 @@ class ArtifactDir:
                 f"{self.root} has no ONNX model for {family} {precision} (it holds {have})",
                 hint=f"on a machine with the export extra: stdr-deploy package {self.root} "
                 f"--family {family} --precision {precision} (adds it), then copy the directory here"
-                + (" (or deploy with --detector-backend onnxruntime)" if precision == OPENVINO_INT8 else ""),
+                + (" (or deploy with --cpu-backend onnxruntime)" if precision == OPENVINO_INT8 else ""),
             )
         path = self.root / entry.onnx
         if entry.key not in self._verified:

@@ -31,7 +31,7 @@ class AutoOptions:
     profile: str | None = None
     variant: str | None = None
     detector_precision: str | None = None  # None: the planner decides from the host
-    detector_backend: str | None = None  # the CPU int8 detector's runtime; None: the planner decides
+    cpu_backend: str | None = None  # CPU plans: onnxruntime or openvino; None: the planner decides
     recognizer_precision: str | None = None
     canvas: int | None = None  # None: the planner decides
     host: str = "127.0.0.1"
@@ -81,7 +81,7 @@ def run_auto(
             detector_precision=options.detector_precision,
             recognizer_precision=options.recognizer_precision,
             canvas=options.canvas,
-            detector_backend=options.detector_backend,
+            cpu_backend=options.cpu_backend,
         )
         write_json_atomic(ws / "plan.json", result.plan.to_dict())
         return {"variant": result.plan.variant, "device": result.plan.device, "profile": result.plan.profile_name}

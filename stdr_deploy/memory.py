@@ -11,9 +11,9 @@ The planner reads a line `peak = intercept + slope x elements` that lies on or a
 measured point: the slope is the steepest between neighbouring points (so extrapolating past
 the largest shape never undershoots the measured growth) and the intercept the smallest that
 keeps every point under the line. No number is fitted to a single run; adding a family,
-precision or device is a data-file change. A precision key may name an ONNX graph of another
-runtime: `int8-openvino` in the CPU file is CRAFT's OpenVINO graph measured on OpenVINO
-(`measure_memory.py --runtime openvino`), which the planner reads for a detector served there.
+precision or device is a data-file change. Models a CPU plan serves on OpenVINO are measured on
+OpenVINO into `cpu-openvino.json` (`measure_memory.py --runtime openvino`; CRAFT's int8 there
+is its int8-openvino graph), and their lookups name that runtime.
 
 A served instance holds more than the bare session measured above: Triton's Python-backend stub,
 our backend module and, on the GPU, the extra per-shape sessions. `benchmarks/served_memory.py`
@@ -95,9 +95,10 @@ def load(device: str, runtime: str = "onnxruntime") -> dict:
     return data
 
 
-def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, what: str = "host") -> Envelope | None:
+def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, what: str = "host",
+             runtime: str = "onnxruntime") -> Envelope | None:
     """The envelope of `what` ("host" or "device") peak bytes, or None when it was not measured."""
-    data = load(device)
+    data = load(device, runtime)
     entry = data.get("families", {}).get(family, {}).get(precision, {}).get(arena)
     if not entry:
         return None
@@ -108,7 +109,7 @@ def envelope(device: str, family: str, precision: str, arena: str = ARENA_OFF, w
     intercept, slope = upper_envelope(list(points))
     where = entry["host"].get("gpu") if device == "cuda" else entry["host"].get("cpu")
     source = (
-        f"{device}-onnxruntime.json: {family} {precision} {arena.replace('_', ' ')}, "
+        f"{device}-{runtime}.json: {family} {precision} {arena.replace('_', ' ')}, "
         f"{len(points)} shapes measured {entry['measured_at'][:10]} on {where}"
     )
     return Envelope(intercept, slope, points, source)
@@ -156,13 +157,13 @@ def regrowth_per_element(device: str, family: str, precision: str) -> tuple[floa
 
 def served_excess(
     device: str, family: str, precision: str, expected: Callable[[dict], int], what: str = "host",
-    like: Callable[[dict], bool] | None = None,
+    like: Callable[[dict], bool] | None = None, runtime: str = "onnxruntime",
 ) -> tuple[int, str] | None:
     """(bytes, source): the most a served instance of this family x precision held above
     `expected(record)` (what the envelopes give for that deployment's max shape and sessions) in
     `what` ("host" RAM, or "device" memory where smoke attributed it), or None where none was served.
     `like` keeps the records of deployments like the plan's, where there are any."""
-    served = [s for s in served_records(device, family, precision) if f"{what}_bytes_per_instance" in s]
+    served = [s for s in served_records(device, family, precision, runtime) if f"{what}_bytes_per_instance" in s]
     if like is not None:
         served = [s for s in served if like(s)] or served
     if not served:
@@ -218,9 +219,9 @@ def _bare_above_first(device: str, family: str, precision: str) -> int:
     return bare.bytes_at(entry["first"]["elements"]) - entry["first"]["device_bytes"]
 
 
-def served_records(device: str, family: str, precision: str) -> list[dict]:
+def served_records(device: str, family: str, precision: str, runtime: str = "onnxruntime") -> list[dict]:
     """The served deployments on record for this family x precision (benchmarks/served_memory.py)."""
-    return [s for s in load(device).get("served", []) if s["family"] == family and s["precision"] == precision]
+    return [s for s in load(device, runtime).get("served", []) if s["family"] == family and s["precision"] == precision]
 
 
 def _spread_words(served: list[dict], spread: int) -> str:

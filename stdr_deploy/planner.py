@@ -37,7 +37,6 @@ from stdr_deploy.plan_schema import (
     PipelinePlan,
     Plan,
     ShapeProfile,
-    onnx_graph,
 )
 from stdr_deploy.ocr.ppocr import REC_HEIGHT as PPOCR_HEIGHT, REC_WIDTHS as PPOCR_WIDTHS
 from stdr_deploy.ocr.recognizers import CRNN_WIDTHS, RECOGNIZER_NAMES
@@ -145,14 +144,17 @@ DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 204
 # fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
 # AVX2 CPUs default to int8 too, counted at this median. Re-measure on a quiet host.
 AVX2_INT8_SPEEDUP = 1.65
-# The int8 CRAFT (its int8-openvino graph) on OpenVINO 2026.4's CPU plugin against ONNX Runtime
-# 1.32, 2 threads, the 2-core AMX Xeon, canvas 1600, best of 3 per image in separate processes:
-# img00..img03 0.048/0.658/0.058/0.632 s against 0.108/1.433/0.132/1.247 s, and 247 of 276 words
-# read over every check set against 246 (benchmarks/results/cpu-xeon-2c-int8/openvino/). The
-# canvas stays as ONNX Runtime's speed sizes it: the time saved is latency, not a larger canvas.
-OPENVINO_INT8_SPEEDUP = 1.433 / 0.658
+# CPU models on OpenVINO 2026.4's CPU plugin against ONNX Runtime 1.32, 2 threads each, the 2-core
+# AMX Xeon, in separate processes (benchmarks/results/cpu-xeon-2c-openvino/): the int8 CRAFT (its
+# int8-openvino graph) at canvas 1600, img01 0.658 s against 1.433 s (img00..img03 2.0-2.3x), with
+# 247 of 276 words read over every check set against 246; the ppocr recognizer (fp32, the same
+# graph) on 8x3x48x320 crops 38.9 ms against 99.5 ms, its outputs within 4e-6. crnn-en's LSTM
+# ran slower there (40.7 against 37.9 ms on 8x1x64x256) and stays on ONNX Runtime. Served, the
+# deployment answered 2.5-3.0x faster. The canvas stays as ONNX Runtime's speed sizes it: the
+# time saved is latency, not a larger canvas.
+OPENVINO_SPEEDUP = {("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9}
 OPENVINO_WORDS_READ = {"openvino": 247, "onnxruntime": 246}
-CPU_DETECTOR_BACKENDS = ("onnxruntime", "openvino")
+CPU_BACKENDS = ("onnxruntime", "openvino")
 LATENCY_BUDGET_S = 1.5  # detector time for the largest image a CPU plan serves
 CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
 ACCURACY_FLOOR_CANVAS = 1600  # latency never pushes the canvas below this: scenes_A reads the same
@@ -247,14 +249,17 @@ class Target:
     variant: str
     device: str
     gpus: tuple[GpuFacts, ...] = ()
-    openvino: bool = False  # the CPU int8 detector runs on OpenVINO (`choose_cpu_detector_runtime`)
+    openvino: bool = False  # CPU models OpenVINO runs faster go there (`choose_cpu_backend`)
 
     @property
     def backend(self) -> str:
         return "tensorrt" if self.variant == "tensorrt_plan" else "onnxruntime"
 
-    def detector_backend(self, precision: str) -> str:
-        return "openvino" if self.openvino and self.device == "cpu" and precision == "int8" else self.backend
+    def backend_for(self, family: str, precision: str) -> str:
+        """The model's backend: OpenVINO for the CPU models it was measured to run faster."""
+        if self.openvino and self.device == "cpu" and (family, precision) in OPENVINO_SPEEDUP:
+            return "openvino"
+        return self.backend
 
 
 @dataclass(frozen=True)
@@ -278,7 +283,6 @@ class Requested:
     detector_precision: str | None = None
     recognizer_precision: str | None = None
     canvas: int | None = None
-    detector_backend: str | None = None  # CPU int8 detector: "onnxruntime" | "openvino"
 
 
 def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
@@ -345,14 +349,14 @@ def usable_gpus(host: HostFacts, reasons: list[str]) -> tuple[GpuFacts, ...]:
     return alike
 
 
-def choose_cpu_detector_backend(host: HostFacts, requested: str | None) -> bool:
-    """Whether the CPU int8 detector runs on OpenVINO: where it is installed, unless asked not to."""
-    if requested not in (None, *CPU_DETECTOR_BACKENDS):
-        raise UserInputError(f"unknown detector backend {requested!r}", hint=f"use one of {', '.join(CPU_DETECTOR_BACKENDS)}")
+def choose_cpu_backend(host: HostFacts, requested: str | None) -> bool:
+    """Whether CPU models go to OpenVINO where it runs them faster: where it is installed, unless asked not to."""
+    if requested not in (None, *CPU_BACKENDS):
+        raise UserInputError(f"unknown CPU backend {requested!r}", hint=f"use one of {', '.join(CPU_BACKENDS)}")
     if requested == "openvino" and host.runtimes.openvino_version is None:
         raise UserInputError(
-            "--detector-backend openvino, but OpenVINO was not found where the host was probed",
-            hint="pip install 'stdr-deploy[openvino]' (then probe again), or drop --detector-backend",
+            "--cpu-backend openvino, but OpenVINO was not found where the host was probed",
+            hint="pip install 'stdr-deploy[openvino]' (then probe again), or drop --cpu-backend",
         )
     return requested == "openvino" or (requested is None and host.runtimes.openvino_version is not None)
 
@@ -580,10 +584,11 @@ class InstanceMemory:
     source: str
 
 
-def _measured(device: str, facts: ModelFacts, precision: str, what: str) -> memory.Envelope | None:
+def _measured(device: str, facts: ModelFacts, precision: str, what: str,
+              runtime: str = "onnxruntime") -> memory.Envelope | None:
     """The measurement for this precision, else the fp32 one (fp16 and int8 hold less)."""
     for p in dict.fromkeys((precision, "fp32")):
-        if found := memory.envelope(device, facts.family, p, memory.ARENA_OFF, what):
+        if found := memory.envelope(device, facts.family, p, memory.ARENA_OFF, what, runtime):
             return found
     return None
 
@@ -625,13 +630,13 @@ def _pad_giving(family: str, max_shape: tuple[int, ...], sessions: int | None, p
 
 def _served_host(
     env: memory.Envelope, target: Target, facts: ModelFacts, precision: str, elements: int,
-    detector_pad: int | None = None,
+    detector_pad: int | None = None, runtime: str = "onnxruntime",
 ) -> tuple[int, str]:
     """Host bytes of one served instance: the bare session's envelope plus what served instances
     of the same family were measured to hold beyond the envelopes (the stub, buffers)."""
     device = "cpu" if target.device == "cpu" else "cuda"
     excess = memory.served_excess(device, facts.family, precision, _planned_for(env, target, facts, precision, "host"),
-                                  like=_same_pad(target, facts, detector_pad))
+                                  like=_same_pad(target, facts, detector_pad), runtime=runtime)
     if excess is None:
         return env.bytes_at(elements), ""
     return env.bytes_at(elements) + excess[0], f" {excess[1]}"
@@ -639,16 +644,17 @@ def _served_host(
 
 def instance_memory(
     target: Target, facts: ModelFacts, max_shape: tuple[int, ...], precision: str, workspace: int,
-    detector_pad: int | None = None, graph: str | None = None,
+    detector_pad: int | None = None,
 ) -> InstanceMemory:
     """Memory one instance of a model takes at its max shape: measured where memory_data has it
-    (on the CPU under its ONNX graph's name `graph`, e.g. int8-openvino: measured on OpenVINO)."""
+    (on the CPU, on the runtime the model is served by)."""
     elements = memory.elements(max_shape)
     weights = facts.params * bytes_per_value(precision)
     activations = activation_bytes(facts, max_shape, precision)
     if target.device == "cpu":
-        if env := _measured("cpu", facts, graph or precision, "host"):
-            used, source = _served_host(env, target, facts, graph or precision, elements)
+        runtime = target.backend_for(facts.family, precision)
+        if env := _measured("cpu", facts, precision, "host", runtime):
+            used, source = _served_host(env, target, facts, precision, elements, runtime=runtime)
             return InstanceMemory(used, used, f"{env.source}{source}")
         used = ORT_CPU_PROCESS_BYTES + int(weights * ORT_CPU_WEIGHT_COPIES) + activations
         return InstanceMemory(used, used, f"{facts.family} {precision} not measured on the CPU: allowances")
@@ -752,7 +758,7 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     rec_max = recognizer_max_shape(recognizer, knobs.recognizer_batch)
     det = instance_memory(
         target, MODELS["craft"], det_max, knobs.detector_precision, settings.detector_workspace_mib * MIB,
-        knobs.detector_pad, onnx_graph(knobs.detector_precision, target.detector_backend(knobs.detector_precision)),
+        knobs.detector_pad,
     )
     rec = instance_memory(
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
@@ -924,12 +930,12 @@ def make_plan(
     detector_precision: str | None = None,
     recognizer_precision: str | None = None,
     canvas: int | None = None,
-    detector_backend: str | None = None,
+    cpu_backend: str | None = None,
 ) -> Plan:
     """Plan a deployment for `host`. `profile` None plans from the host's figures alone
     (`profiles.resolve_profile` picks the matching one); `variant` forces one. The recognizer,
     precisions (None: the host decides, see `choose_recognizer` and `choose_precisions`),
-    `canvas` and the CPU int8 detector's backend (`choose_cpu_detector_backend`) fix those settings."""
+    `canvas` and the CPU models' backend (`choose_cpu_backend`) fix those settings."""
     if recognizer is not None and recognizer not in RECOGNIZER_NAMES:
         raise UserInputError(f"unknown recognizer {recognizer!r}", hint=f"recognizers: {', '.join(RECOGNIZER_NAMES)}")
     for role, precision in (("detector", detector_precision), ("recognizer", recognizer_precision)):
@@ -939,8 +945,8 @@ def make_plan(
             )
     if canvas is not None and not MIN_CANVAS <= canvas <= MAX_CANVAS:
         raise UserInputError(f"canvas {canvas} is out of range", hint=f"use {MIN_CANVAS}..{MAX_CANVAS} pixels")
-    requested = Requested(detector_precision, recognizer_precision, canvas, detector_backend)
-    openvino = choose_cpu_detector_backend(host, detector_backend)
+    requested = Requested(detector_precision, recognizer_precision, canvas)
+    openvino = choose_cpu_backend(host, cpu_backend)
     reasons: list[str] = []
     target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino)
     chosen = list(reasons)  # the recognizer's reason belongs to this target only
@@ -1023,6 +1029,8 @@ def _plan_on(
         + f" (at the max shapes; from {'; '.join(dict.fromkeys(sizing.sources))})"
     )
     reasons.append(_instances_words(target, knobs, host))
+    if target.device == "cpu" and (words := _cpu_backend_words(target, host, knobs, recognizer.family)):
+        reasons.append(words)
     if knobs.detector_instances > preferred.detector_instances:
         reasons.append(
             f"{knobs.detector_instances} detector instances rather than {preferred.detector_instances}: the plan fits "
@@ -1049,18 +1057,22 @@ def _plan_on(
     )
 
 
-def _cpu_detector_words(target: Target, host: HostFacts) -> str:
-    measured = (f"{OPENVINO_INT8_SPEEDUP:.1f}x faster than ONNX Runtime on the 2-core AMX Xeon (img01 at canvas 1600), "
-                f"{OPENVINO_WORDS_READ['openvino']} of 276 words read over the check sets against "
-                f"{OPENVINO_WORDS_READ['onnxruntime']}")
+def _cpu_backend_words(target: Target, host: HostFacts, knobs: Knobs, recognizer: str) -> str | None:
+    """Which CPU models run on OpenVINO and why, or how installing it would speed them up."""
+    models = [(family, precision) for family, precision in
+              (("craft", knobs.detector_precision), (recognizer, knobs.recognizer_precision))
+              if (family, precision) in OPENVINO_SPEEDUP]
+    if not models:
+        return None
+    names = " and ".join(f"{family} {precision} ({OPENVINO_SPEEDUP[(family, precision)]:.1f}x)" for family, precision in models)
+    measured = (f"OpenVINO's CPU plugin ran {names} faster than ONNX Runtime on the 2-core AMX Xeon, the int8 "
+                f"CRAFT from its int8-openvino graph (concatenations in float) reading {OPENVINO_WORDS_READ['openvino']} "
+                f"of 276 words over the check sets against {OPENVINO_WORDS_READ['onnxruntime']}")
     if target.openvino:
-        return (f"detector int8 on OpenVINO {host.runtimes.openvino_version} (its CPU plugin runs the int8 convolutions "
-                f"on AMX/VNNI; graph int8-openvino, concatenations in float): {measured}; "
-                "--detector-backend onnxruntime overrides")
+        return f"{', '.join(f for f, _ in models)} on OpenVINO {host.runtimes.openvino_version}: {measured}; --cpu-backend onnxruntime overrides"
     if host.runtimes.openvino_version is not None:
-        return "detector int8 on ONNX Runtime (requested with --detector-backend onnxruntime)"
-    return (f"detector int8 on ONNX Runtime; with OpenVINO installed (pip install 'stdr-deploy[openvino]') it would "
-            f"run on OpenVINO: {measured}")
+        return "every model on ONNX Runtime (--cpu-backend onnxruntime)"
+    return f"every model on ONNX Runtime; with OpenVINO installed (pip install 'stdr-deploy[openvino]'): {measured}"
 
 
 def _instances_words(target: Target, knobs: Knobs, host: HostFacts) -> str:
@@ -1128,15 +1140,13 @@ def _detector_plan(
     det_precision = knobs.detector_precision
     if target.backend == "tensorrt":
         reasons.append(f"detector TensorRT {det_precision}, workspace {settings.detector_workspace_mib} MiB")
-    if target.device == "cpu" and det_precision == "int8":
-        reasons.append(_cpu_detector_words(target, host))
     kind, gpus = _instance_kind(target)
     intra, inter = _threads(target, host, knobs.detector_instances)
     return ModelPlan(
         triton_name=facts.triton_name,
         family=facts.family,
         role="detector",
-        backend=target.detector_backend(det_precision),
+        backend=target.backend_for(facts.family, det_precision),
         precision=det_precision,
         max_batch_size=1,
         profile={
@@ -1210,7 +1220,7 @@ def _recognizer_plan(
         triton_name=facts.triton_name,
         family=facts.family,
         role="recognizer",
-        backend=target.backend,
+        backend=target.backend_for(facts.family, rec_precision),
         precision=rec_precision,
         max_batch_size=batch,
         profile={facts.input_name: shapes},

@@ -186,10 +186,10 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             f"plan: {model.triton_name} is int8 on {model.backend} {model.instance_kind}",
             hint="int8 is for the detector on the CPU (ONNX Runtime or OpenVINO) only: re-run `stdr-deploy plan`",
         )
-    if model.backend == "openvino" and (model.precision, spec.role, model.instance_kind) != ("int8", "detector", "KIND_CPU"):
+    if model.backend == "openvino" and (model.instance_kind != "KIND_CPU" or model.precision == "fp16"):
         raise UserInputError(
             f"plan: {model.triton_name} is {model.precision} on openvino {model.instance_kind}",
-            hint="OpenVINO serves the int8 detector on the CPU only: re-run `stdr-deploy plan`",
+            hint="OpenVINO serves CPU instances (int8 detector, fp32 models) only: re-run `stdr-deploy plan`",
         )
     if model.precision == "fp16" and model.instance_kind != "KIND_GPU":
         raise UserInputError(

@@ -48,12 +48,16 @@ def test_summed_sessions_cover_their_measured_total_by_at_most_one_outlier(point
     assert held <= total + max(y for _, y in points) + 1
 
 
+MEASURED = ("*-onnxruntime.json", "*-openvino.json")  # cuda-ep-settings.json is not a memory measurement
+
+
 def test_data_files_say_where_each_measurement_comes_from():
-    files = sorted(DATA.glob("*-onnxruntime.json"))  # cuda-ep-settings.json is not a memory measurement
-    assert files, "memory_data holds no measurement"
+    files = sorted(path for pattern in MEASURED for path in DATA.glob(pattern))
+    assert {p.name for p in files} >= {"cpu-onnxruntime.json", "cuda-onnxruntime.json", "cpu-openvino.json"}
     for path in files:
+        device, runtime = path.stem.split("-")
         data = json.loads(path.read_text())
-        assert data["format_version"] == memory.FORMAT_VERSION and data["runtime"] == "onnxruntime"
+        assert data["format_version"] == memory.FORMAT_VERSION and data["runtime"] == runtime
         for family, precisions in data["families"].items():
             for precision, arenas in precisions.items():
                 if sessions := arenas.get("sessions"):  # benchmarks/measure_sessions.py, on a GPU
@@ -72,9 +76,10 @@ def test_data_files_say_where_each_measurement_comes_from():
                     where = f"{path.name} {family} {precision} {arena}"
                     assert entry["measured_at"] and entry["command"].startswith("python benchmarks/measure_memory.py"), where
                     assert entry["host"]["cpu"], where
-                    assert {"onnxruntime", "onnxruntime-gpu"} & set(entry["versions"]), where
+                    assert ({"openvino"} if runtime == "openvino" else {"onnxruntime", "onnxruntime-gpu"}) & set(entry["versions"]), where
+                    assert entry.get("runtime", "onnxruntime") == runtime, where
                     assert len(entry["points"]) >= 2, f"{where}: one point cannot give a slope"
-                    env = memory.envelope(path.stem.split("-")[0], family, precision, arena)
+                    env = memory.envelope(device, family, precision, arena, runtime=runtime)
                     assert all(env.bytes_at(e) >= b for e, b in env.points), where
 
 
@@ -84,12 +89,12 @@ def test_plans_hold_every_served_instance_that_was_measured():
     from stdr_deploy.planner import MODELS, Target, instance_memory
 
     checked = 0
-    for path in sorted(DATA.glob("*-onnxruntime.json")):
-        device = path.stem.split("-")[0]
+    for path in sorted(path for pattern in MEASURED for path in DATA.glob(pattern)):
+        device, runtime = path.stem.split("-")
         for served in json.loads(path.read_text()).get("served", []):
             assert served["measured_at"] and served["host"] and served["deployment"], served
             assert Path(served["deployment"]).is_file(), f"{served['deployment']}: the record it came from"
-            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu")
+            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu", openvino=runtime == "openvino")
             facts = MODELS[served["family"]]
             pad = planner._record_pad(target, facts, served)  # the detector pad it was deployed with
             used = instance_memory(target, facts, tuple(served["max_shape"]), served["precision"], 0, pad)
@@ -97,7 +102,7 @@ def test_plans_hold_every_served_instance_that_was_measured():
             assert used.device_bytes >= served.get("device_bytes_per_instance", 0), (path.name, served, used)
             assert "served stub" in used.source or "served instance" in used.source  # (with or without a bare envelope)
             checked += 1
-    assert checked >= 4
+    assert checked >= 6  # OpenVINO's two among them
 
 
 H200 = RESULTS / "h200-fp16-served"

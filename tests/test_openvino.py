@@ -1,8 +1,8 @@
-"""The CPU int8 detector served by our `openvino` backend on a real tritonserver with real OpenVINO.
+"""CPU models served by our `openvino` backend on a real tritonserver with real OpenVINO.
 
 The repository is rendered from the planner's own plan for the recorded 2-core Xeon with OpenVINO
-installed (the detector's int8-openvino graph, ppocr's recognizer on ONNX Runtime). The reference
-is the in-process pipeline running the same ONNX files on ONNX Runtime.
+installed: the int8 CRAFT (its int8-openvino graph) and the ppocr recognizer (fp32), both on
+OpenVINO. The reference is the in-process pipeline running the same ONNX files on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -28,15 +28,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.triton]
 def plan():
     host = load_host(HOSTS / "cpu-xeon-2core.json")
     host = dataclasses.replace(host, runtimes=dataclasses.replace(host.runtimes, openvino_version="2026.4.1"))
-    plan = make_plan(host, recognizer="crnn-en")
-    assert plan.detector.backend == "openvino" and plan.detector.precision == "int8"
+    plan = make_plan(host, recognizer="ppocr")
+    assert [(m.backend, m.precision) for m in plan.models()] == [("openvino", "int8"), ("openvino", "fp32")]
     return plan
 
 
 @pytest.fixture(scope="module")
-def served(plan, craft_int8_openvino_onnx, crnn_onnx, tmp_path_factory):
+def artifacts(craft_int8_openvino_onnx) -> dict[str, Path]:
+    from stdr_deploy.onnx_files import ensure_onnx
+
+    return {"craft": craft_int8_openvino_onnx.onnx_path, "ppocr_rec": ensure_onnx("ppocr")}
+
+
+@pytest.fixture(scope="module")
+def served(plan, artifacts, tmp_path_factory):
     out = tmp_path_factory.mktemp("openvino") / "model_repository"
-    render(plan, out, {"craft": craft_int8_openvino_onnx.onnx_path, "crnn_en": crnn_onnx.onnx_path})
+    render(plan, out, artifacts)
     log = out.parent / "tritonserver.log"
     with TritonServer(out, log_path=log) as running:
         yield running, log
@@ -49,7 +56,7 @@ def test_the_served_openvino_detector_reads_what_the_same_graph_reads_in_process
 
     server, log = served
     reference = make_pipeline(
-        recognizer="crnn-en", detector_precision="int8-openvino", onnx=ExportCache(),
+        recognizer="ppocr", detector_precision="int8-openvino", onnx=ExportCache(),
         settings=PipelineSettings.from_plan(dataclasses.asdict(plan.pipeline)),
     )
     client = TritonPipelineClient(server.grpc_url)
@@ -57,7 +64,8 @@ def test_the_served_openvino_detector_reads_what_the_same_graph_reads_in_process
         image = read_image(shared / "testdata" / "scenes_A" / name)
         got = [w.text for w in client.read(image)]
         assert got == [w.text for w in reference.read(image)] and len(got) >= 5, name
-    assert "on OpenVINO" in log.read_text()  # the craft instance said where it runs
+    said = log.read_text()
+    assert said.count(" on OpenVINO ") >= 2 and "craft:" in said and "ppocr_rec:" in said  # where each runs
 
 
 def test_the_openvino_backend_refuses_inputs_beyond_the_plan_with_invalid_argument(served, plan):
@@ -78,12 +86,11 @@ def test_the_openvino_backend_refuses_inputs_beyond_the_plan_with_invalid_argume
     assert client.infer("craft", [tensor]).as_numpy("output").shape == (1, 32, 48, 2)  # still serving
 
 
-def test_a_config_the_model_does_not_match_fails_the_load_naming_both(plan, craft_int8_openvino_onnx, crnn_onnx,
-                                                                       tmp_path):
+def test_a_config_the_model_does_not_match_fails_the_load_naming_both(plan, artifacts, tmp_path):
     from stdr_deploy.errors import ServerError
 
     out = tmp_path / "model_repository"
-    render(plan, out, {"craft": craft_int8_openvino_onnx.onnx_path, "crnn_en": crnn_onnx.onnx_path})
+    render(plan, out, artifacts)
     config = out / "craft" / "config.pbtxt"
     config.write_text(config.read_text().replace('name: "output"', 'name: "score_maps"', 1))
     with pytest.raises(ServerError) as failed, TritonServer(out, log_path=tmp_path / "tritonserver.log"):

@@ -541,28 +541,33 @@ def with_openvino(host: HostFacts) -> HostFacts:
     return dataclasses.replace(host, runtimes=dataclasses.replace(host.runtimes, openvino_version="2026.4.1"))
 
 
-def test_the_cpu_int8_detector_runs_on_openvino_where_it_is_installed_at_the_same_canvas():
+def test_cpu_models_openvino_runs_faster_go_there_where_it_is_installed_at_the_same_canvas():
     host = host_of("cpu-xeon-2core")
     plain, ov = default_plan(host), default_plan(with_openvino(host))
     assert (ov.detector.backend, ov.detector.precision, plain.detector.backend) == ("openvino", "int8", "onnxruntime")
+    assert (ov.recognizer.family, ov.recognizer.backend, plain.recognizer.backend) == ("ppocr", "openvino", "onnxruntime")
     assert ov.pipeline == plain.pipeline and ov.detector.intra_op_threads == plain.detector.intra_op_threads
-    assert ov.recognizer == plain.recognizer  # only the detector moves
+    same = ("precision", "max_batch_size", "profile", "instance_count", "intra_op_threads", "dynamic_batching")
+    for model, before in zip(ov.models(), plain.models()):  # only the runtime (and its memory) moves
+        assert all(getattr(model, name) == getattr(before, name) for name in same)
     assert any("on OpenVINO 2026.4.1" in r and "247 of 276" in r for r in ov.reasons)
     assert any("pip install 'stdr-deploy[openvino]'" in r for r in plain.reasons)
-    # its memory is OpenVINO's own measurement (memory_data: craft int8-openvino), not ONNX Runtime's
+    # their memory is OpenVINO's own measurement (memory_data/cpu-openvino.json), not ONNX Runtime's
     assert ov.detector.memory_estimate_bytes != plain.detector.memory_estimate_bytes
-    assert any("craft int8-openvino" in r for r in ov.reasons)
+    assert any("cpu-openvino.json: craft int8" in r and "cpu-openvino.json: ppocr fp32" in r for r in ov.reasons)
+    crnn = default_plan(with_openvino(host), recognizer="crnn-en")  # its LSTM was not faster on OpenVINO
+    assert (crnn.detector.backend, crnn.recognizer.backend) == ("openvino", "onnxruntime")
     assert Plan.from_dict(json.loads(json.dumps(ov.to_dict()))) == ov
-    back = default_plan(with_openvino(host), detector_backend="onnxruntime")
+    back = default_plan(with_openvino(host), cpu_backend="onnxruntime")
     assert dataclasses.replace(back, reasons=()) == dataclasses.replace(plain, reasons=())
-    assert default_plan(with_openvino(host), detector_precision="fp32").detector.backend == "onnxruntime"  # int8 only
+    assert default_plan(with_openvino(host), detector_precision="fp32").detector.backend == "onnxruntime"  # not measured
     gpu = default_plan(with_openvino(host_of("h200-141g")))
     assert gpu.detector.backend == "onnxruntime" and gpu.detector.precision == "fp16"
     with pytest.raises(UserInputError, match="OpenVINO was not found") as refused:
-        default_plan(host, detector_backend="openvino")
+        default_plan(host, cpu_backend="openvino")
     assert "stdr-deploy[openvino]" in refused.value.hint
-    with pytest.raises(UserInputError, match="unknown detector backend"):
-        default_plan(host, detector_backend="tvm")
+    with pytest.raises(UserInputError, match="unknown CPU backend"):
+        default_plan(host, cpu_backend="tvm")
 
 
 @pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])

@@ -575,8 +575,8 @@ def test_an_openvino_plan_renders_its_int8_graph_for_the_openvino_backend(craft_
     assert (out / "craft" / "config.pbtxt").read_text().splitlines()[0].endswith("openvino, int8.")
     check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
     check_model_config(parse_config(out / "crnn_en" / "config.pbtxt"), plan.recognizer, "model.onnx")
-    for wrong in ("fp32", "fp16"):  # OpenVINO serves the int8 detector only
-        bad = dataclasses.replace(plan, detector=dataclasses.replace(plan.detector, precision=wrong))
+    for wrong in ({"precision": "fp16"}, {"instance_kind": "KIND_GPU", "gpus": (0,)}):  # CPU instances only
+        bad = dataclasses.replace(plan, detector=dataclasses.replace(plan.detector, **wrong))
         with pytest.raises(UserInputError, match="openvino"):
             render(bad, tmp_path / "bad", stand_in_artifacts(bad, tmp_path / "artifacts"))
 

@@ -59,7 +59,7 @@ class BenchOptions:
     repo: Path | None = None
     recognizer: str | None = None  # None: the deployment's is the plan's; the chain's is crnn-en
     detector_precision: str | None = None  # of the deployment `auto` makes when no url or repo is given
-    detector_backend: str | None = None  # its CPU int8 detector's runtime (None: the planner's choice)
+    cpu_backend: str | None = None  # its CPU models' runtime (None: the planner's choice)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     duration_s: float = 30.0
     max_requests: int | None = None
@@ -235,7 +235,7 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
                 recognizer=options.recognizer,
                 weights=served_weights,
                 detector_precision=options.detector_precision,
-                detector_backend=options.detector_backend,
+                cpu_backend=options.cpu_backend,
             ),
             on_start=lambda step: reporter.step(step.name),
         )
@@ -247,7 +247,7 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
             "variant": plan.variant,
             "device": plan.device,
             "detector_precision": plan.detector.precision,
-            "detector_backend": plan.detector.backend,
+            "backends": {m.triton_name: m.backend for m in plan.models()},
             "recognizer": plan.recognizer.family,
             "pipeline": plan.to_dict()["pipeline"],
             "instances": {m.triton_name: m.instance_count for m in plan.models()},

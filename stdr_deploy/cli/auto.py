@@ -10,7 +10,7 @@ from rich.table import Table
 from stdr_deploy.cli.options import (
     artifacts_option,
     canvas_option,
-    detector_backend_option,
+    cpu_backend_option,
     detector_precision_option,
     onnx_source,
     parse_weights,
@@ -33,7 +33,7 @@ from stdr_deploy.progress import Activity, interactive, log_line
 @click.option("--profile", help="Hardware profile name (default: matched to the host, see `stdr-deploy plan`).")
 @click.option("--variant", type=click.Choice(VARIANTS), help="Force a variant.")
 @detector_precision_option
-@detector_backend_option
+@cpu_backend_option
 @recognizer_precision_option
 @canvas_option
 @workspace_option
@@ -47,7 +47,7 @@ from stdr_deploy.progress import Activity, interactive, log_line
 @supervision_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the deploy manifest as JSON on stdout, then one JSON line per supervision event.")
-def command(recognizer, weights, artifacts, profile, variant, detector_precision, detector_backend, recognizer_precision, canvas,
+def command(recognizer, weights, artifacts, profile, variant, detector_precision, cpu_backend, recognizer_precision, canvas,
             workspace, repo, host, http_port, grpc_port, metrics_port, exit_after_smoke, policy, as_json):
     """Probe, plan, export, build, render, serve and smoke-test, in one go.
 
@@ -75,7 +75,7 @@ def command(recognizer, weights, artifacts, profile, variant, detector_precision
         profile=profile,
         variant=variant,
         detector_precision=detector_precision,
-        detector_backend=detector_backend,
+        cpu_backend=cpu_backend,
         recognizer_precision=recognizer_precision,
         canvas=canvas,
         host=host,

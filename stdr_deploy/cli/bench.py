@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stdr_deploy.cli.options import (
-    detector_backend_option, detector_precision_option, parse_weights, recognizer_option, weights_option,
+    cpu_backend_option, detector_precision_option, parse_weights, recognizer_option, weights_option,
 )
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.errors import StdrError, UserInputError
@@ -76,7 +76,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--server-pid", type=int, help="Server pid for the soak's RSS readings when --url is given (default: the only tritonserver).")
 @recognizer_option
 @detector_precision_option
-@detector_backend_option
+@cpu_backend_option
 @weights_option
 @click.option("--engine", "engines", multiple=True, metavar="MODEL=PATH", help="TensorRT engine for the tensorrt runtime (repeatable).")
 @click.option("--threads", type=int, help="Intra-op threads for torch, ONNX Runtime and EasyOCR (default: runtime default).")
@@ -87,7 +87,7 @@ def _engines(values: tuple[str, ...]) -> dict[str, Path]:
               help="Results folder (default: benchmarks/results/<host-slug>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level, pipeline, concurrency, duration, max_requests, peers, easyocr, scenes,
-            soak_s, server_pid, recognizer, detector_precision, detector_backend, weights, engines, threads, chain, square_canvas, quick, out, as_json):
+            soak_s, server_pid, recognizer, detector_precision, cpu_backend, weights, engines, threads, chain, square_canvas, quick, out, as_json):
     """Benchmark the models, the served pipeline and EasyOCR; write JSON, markdown and plots.
 
     \b
@@ -135,7 +135,7 @@ def command(url, metrics_url, shared_memory, repo, models, runtimes, model_level
         repo=repo,
         recognizer=recognizer,
         detector_precision=detector_precision,
-        detector_backend=detector_backend,
+        cpu_backend=cpu_backend,
         concurrency=levels,
         duration_s=duration,
         max_requests=max_requests,

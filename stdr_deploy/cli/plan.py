@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from stdr_deploy.cli.options import (
-    canvas_option, detector_backend_option, detector_precision_option, recognizer_option, recognizer_precision_option,
+    canvas_option, cpu_backend_option, detector_precision_option, recognizer_option, recognizer_precision_option,
 )
 from stdr_deploy.cli.output import console, print_json
 from stdr_deploy.memory import MIB
@@ -35,7 +35,7 @@ from stdr_deploy.plan_schema import VARIANTS
     help="Force a variant; fails (exit 4) when the host cannot run it. Default: the best the host can run.",
 )
 @detector_precision_option
-@detector_backend_option
+@cpu_backend_option
 @recognizer_precision_option
 @canvas_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (JSON) on stdout.")
@@ -50,7 +50,7 @@ def command(
     recognizer: str,
     variant: str | None,
     detector_precision: str | None,
-    detector_backend: str | None,
+    cpu_backend: str | None,
     recognizer_precision: str | None,
     canvas: int | None,
     as_json: bool,
@@ -79,7 +79,7 @@ def command(
         detector_precision=detector_precision,
         recognizer_precision=recognizer_precision,
         canvas=canvas,
-        detector_backend=detector_backend,
+        cpu_backend=cpu_backend,
     )
     if out is not None:
         write_json_atomic(out, plan.to_dict())

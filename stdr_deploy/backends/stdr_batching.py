@@ -17,6 +17,7 @@ INVALID_ARGUMENT) and never reaches the runtime, whose memory would grow to fit 
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable
 
@@ -62,9 +63,14 @@ def checked(feed, limits: dict, batched: bool, name: str):
     return feed
 
 
-def reshaped_tensor(config: dict) -> str | None:
-    """The name of a config tensor with `reshape`, which our backends do not support, else None."""
-    return next((t["name"] for t in config.get("input", []) + config.get("output", []) if t.get("reshape")), None)
+def model_config(args: dict, pb_utils) -> tuple[str, dict]:
+    """(model name, its config) from `initialize`'s arguments; a config with `reshape` on any
+    tensor, which our backends do not support, fails the load."""
+    name, config = args["model_name"], json.loads(args["model_config"])
+    for tensor in config.get("input", []) + config.get("output", []):
+        if tensor.get("reshape"):
+            raise pb_utils.TritonModelException(f"{name}: 'reshape' on {tensor['name']!r} is not supported by this backend")
+    return name, config
 
 
 def array_feed(request, inputs: list, optional: set, name: str, pb_utils):

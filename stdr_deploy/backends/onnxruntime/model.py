@@ -33,7 +33,6 @@ fails its load when the server's NumPy does not match the stub.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections import OrderedDict
@@ -47,7 +46,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stdr_batching import (  # noqa: E402
-    array_feed, array_response, input_limits, model_file, reshaped_tensor, run_requests,
+    array_feed, array_response, input_limits, model_config, model_file, run_requests,
 )
 from stub_malloc import model_malloc  # noqa: E402
 
@@ -230,10 +229,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         model_malloc()  # before the runtime allocates: see stub_malloc.model_malloc
-        config = json.loads(args["model_config"])
-        self.name = args["model_name"]
-        if (reshaped := reshaped_tensor(config)) is not None:
-            raise pb_utils.TritonModelException(f"{self.name}: 'reshape' on {reshaped!r} is not supported by this backend")
+        self.name, config = model_config(args, pb_utils)
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.inputs = [tensor["name"] for tensor in config.get("input", [])]
         self.optional = {tensor["name"] for tensor in config.get("input", []) if tensor.get("optional")}

@@ -20,7 +20,6 @@ fails to load the model with a message saying what to install.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stdr_batching import (  # noqa: E402
-    array_feed, array_response, input_limits, model_file, reshaped_tensor, run_requests,
+    array_feed, array_response, input_limits, model_config, model_file, run_requests,
 )
 from stub_malloc import model_malloc  # noqa: E402
 
@@ -51,10 +50,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         model_malloc()  # before the runtime allocates: see stub_malloc.model_malloc
-        config = json.loads(args["model_config"])
-        self.name = args["model_name"]
-        if (reshaped := reshaped_tensor(config)) is not None:
-            raise pb_utils.TritonModelException(f"{self.name}: 'reshape' on {reshaped!r} is not supported by this backend")
+        self.name, config = model_config(args, pb_utils)
         if args.get("model_instance_kind", "CPU") != "CPU":
             raise pb_utils.TritonModelException(f"{self.name}: this backend runs OpenVINO's CPU plugin (KIND_CPU)")
         parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}

@@ -137,7 +137,8 @@ def _openvino_point(args: argparse.Namespace, shape: tuple[int, ...], baseline_k
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(args.onnx), "CPU",
-                                  {**OPENVINO_PROPERTIES, "INFERENCE_NUM_THREADS": args.threads})
+                                  {**OPENVINO_PROPERTIES, "INFERENCE_NUM_THREADS": args.threads,
+                                   "INFERENCE_PRECISION_HINT": args.float_precision})
     request = compiled.create_infer_request()
     loaded_kib = vm_kib("VmRSS")
     dtype = compiled.inputs[0].get_element_type().to_dtype()
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--providers", default="CPUExecutionProvider", choices=("CPUExecutionProvider", "CUDAExecutionProvider"))
     parser.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "openvino"),
                         help="openvino: OpenVINO's CPU plugin (CPU only)")
+    parser.add_argument("--float-precision", default="f32", choices=("f32", "bf16"),
+                        help="OpenVINO's INFERENCE_PRECISION_HINT (the plan's float_precision; the data is keyed by graph only)")
     parser.add_argument("--arena", default="off", choices=("on", "off"), help="CPU memory arena and memory pattern")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (memory barely depends on it)")
     parser.add_argument("--runs", type=int, default=2, help="runs per point (the arena can grow on the second)")

@@ -26,13 +26,13 @@ import numpy as np
 class OpenVinoRunner:
     """`infer(feeds) -> outputs` on OpenVINO's CPU plugin, for the pipeline's detector slot."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, precision_hint: str = "f32"):
         import openvino as ov
 
         core = ov.Core()
         model = core.compile_model(core.read_model(str(path)), "CPU",
                                    {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                    "INFERENCE_PRECISION_HINT": "f32"})
+                                    "INFERENCE_PRECISION_HINT": precision_hint})
         self.request = model.create_infer_request()
         self.names = [port.get_any_name() for port in model.outputs]
 
@@ -48,6 +48,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--openvino-graph", default="int8-openvino", choices=("int8-openvino", "int8"),
                         help="the int8 graph OpenVINO runs: its own flavour (float concatenations), or ONNX Runtime's")
+    parser.add_argument("--precision-hints", default="f32",
+                        help="comma-separated INFERENCE_PRECISION_HINTs, one OpenVINO column each (f32, bf16)")
+    parser.add_argument("--no-onnxruntime", action="store_true", help="skip the ONNX Runtime column")
+    parser.add_argument("--recognizer-on-openvino", action="store_true",
+                        help="the OpenVINO columns run the ppocr recognizer on OpenVINO too, at the same hint")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -58,13 +63,18 @@ def main() -> None:
 
     pipeline = make_pipeline("onnxruntime", "ppocr", settings=PipelineSettings(canvas_size=args.canvas),
                              detector_precision="int8")
-    detectors = {"onnxruntime": pipeline.detector,
-                 "openvino": OpenVinoRunner(ensure_onnx("craft", precision=args.openvino_graph), args.threads)}
+    graph = ensure_onnx("craft", precision=args.openvino_graph)
+    ort_recognizer = pipeline.recognizer
+    detectors = {} if args.no_onnxruntime else {"onnxruntime": (pipeline.detector, ort_recognizer)}
+    for hint in args.precision_hints.split(","):
+        recognizer = (OpenVinoRunner(ensure_onnx("ppocr", precision="fp32"), args.threads, hint)
+                      if args.recognizer_on_openvino else ort_recognizer)
+        detectors[f"openvino {hint}"] = (OpenVinoRunner(graph, args.threads, hint), recognizer)
     rows = []
     for name, folder in (item.split("=", 1) for item in args.sets):
         gt, paths = load_scenes(Path(folder))
-        for label, detector in detectors.items():
-            pipeline.detector = detector
+        for label, (detector, recognizer) in detectors.items():
+            pipeline.detector, pipeline.recognizer = detector, recognizer
             started = time.perf_counter()
             pred = predictions(paths, lambda path: [(w.text, w.polygon) for w in pipeline.read(read_image(path))])
             report = score(gt, pred)
@@ -73,12 +83,14 @@ def main() -> None:
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "words.json").write_text(json.dumps(
-        {"canvas": args.canvas, "threads": args.threads, "openvino_graph": args.openvino_graph, "rows": rows}, indent=2) + "\n")
-    lines = ["| set | words, CRAFT int8 on ONNX Runtime | on OpenVINO | seconds, ONNX Runtime / OpenVINO |", "|---|---:|---:|---:|"]
+        {"canvas": args.canvas, "threads": args.threads, "openvino_graph": args.openvino_graph,
+         "recognizer_on_openvino": args.recognizer_on_openvino, "rows": rows}, indent=2) + "\n")
+    lines = ["| set | " + " | ".join(f"words, CRAFT int8 on {d}" for d in detectors) + " | seconds, "
+             + " / ".join(detectors) + " |", "|---|" + "---:|" * (len(detectors) + 1)]
     for name in dict.fromkeys(r["set"] for r in rows):
-        ort_row, ov_row = (next(r for r in rows if r["set"] == name and r["detector"] == d) for d in detectors)
-        lines.append(f"| {name} | {ort_row['hits']}/{ort_row['gt']} | {ov_row['hits']}/{ov_row['gt']} | "
-                     f"{ort_row['seconds']} / {ov_row['seconds']} |")
+        cells = [next(r for r in rows if r["set"] == name and r["detector"] == d) for d in detectors]
+        lines.append(f"| {name} | " + " | ".join(f"{r['hits']}/{r['gt']}" for r in cells) + " | "
+                     + " / ".join(str(r["seconds"]) for r in cells) + " |")
     (args.out / "words.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -37,6 +37,11 @@ ONNX_PRECISIONS = {
 }
 
 
+# ModelPlan.float_precision values: what OpenVINO computes a graph's float layers in
+# (its INFERENCE_PRECISION_HINT); "bf16" only on CPUs with bf16 units, for models measured to keep
+# their words in it.
+FLOAT_PRECISIONS = ("f32", "bf16")
+
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
 ROLES = ("detector", "recognizer")
 MAX_CANVAS = 4096  # detector canvas: larger inputs exceed what the memory data covers by too much
@@ -90,6 +95,7 @@ class ModelPlan:
     fixed_shapes: tuple[tuple[int, ...], ...] = ()  # those shapes (batch axis first): our backend
     # makes and runs a session for each at load, so the memory they hold is there from the start
     # (smoke measures it) and no request pays a session's first run (~1 s)
+    float_precision: str = "f32"  # OpenVINO: the graph's float layers (FLOAT_PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,7 @@ def _check_plan(data: dict[str, Any]) -> None:
         _one_of(f"{role}.role", model["role"], ROLES)
         _one_of(f"{role}.precision", model["precision"], PRECISIONS)
         _one_of(f"{role}.backend", model["backend"], BACKENDS)
+        _one_of(f"{role}.float_precision", model.get("float_precision", "f32"), FLOAT_PRECISIONS)
         _one_of(f"{role}.instance_kind", model["instance_kind"], INSTANCE_KINDS)
         _in_range(f"{role}.max_batch_size", model["max_batch_size"], 0, MAX_BATCH)
         _in_range(f"{role}.instance_count", model["instance_count"], 1, MAX_INSTANCES)

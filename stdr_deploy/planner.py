@@ -150,15 +150,35 @@ AVX2_INT8_SPEEDUP = 1.65
 # 247 of 276 words read over every check set against 246; the ppocr recognizer (fp32, the same
 # graph) on 8x3x48x320 crops 38.9 ms against 99.5 ms, its outputs within 4e-6. crnn-en's LSTM
 # ran slower there (40.7 against 37.9 ms on 8x1x64x256) and stays on ONNX Runtime. Served, the
-# deployment answered 2.5-3.0x faster. The canvas stays as ONNX Runtime's speed sizes it: the
-# time saved is latency, not a larger canvas.
+# deployment answered 2.5-3.0x faster. The canvas is sized at this speed (LATENCY_BUDGET_S).
 OPENVINO_SPEEDUP = {("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9}
 OPENVINO_WORDS_READ = {"openvino": 247, "onnxruntime": 246}
 CPU_BACKENDS = ("onnxruntime", "openvino")
-LATENCY_BUDGET_S = 1.5  # detector time for the largest image a CPU plan serves
+# OpenVINO computes float layers in bf16 on CPUs with bf16 units when asked (its own default
+# there). Measured on the 2-core AMX Xeon (benchmarks/results/cpu-xeon-2c-openvino/bf16/): the
+# int8 CRAFT's float layers (its U-net's concatenations, upsampling and head) in bf16 ran img03
+# at canvas 1600 in 0.459 s against 0.607 s, and at canvas 1408 the check sets read 252 words
+# against 251 with no set lower (served: 252 against 247 for the plan at canvas 1600 in f32, and
+# img03 in 459-464 ms against 712). The ppocr recognizer ran 2.4x faster in bf16 but read 2 words
+# fewer on phrases-202 and 1 on scenes-101: it stays f32, as does everything not listed here.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+OPENVINO_BF16_SPEEDUP = {("craft", "int8"): 0.607 / 0.459}
+# The CPU canvas: the largest whose detector time for a 4:5 image stays within the budget at the
+# speed of the runtime and precision that serve it, never below the accuracy floor nor above
+# EasyOCR's 2560. The budget is what keeps a served request at or under RapidOCR's time on the
+# same host (issue 16's peer): RapidOCR read img03 (1600x1200) in 0.59 s on the 2-core Xeon, and
+# our recognizer and pipeline add ~0.1 s to the detector there.
+LATENCY_BUDGET_S = 0.4
 CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
-ACCURACY_FLOOR_CANVAS = 1600  # latency never pushes the canvas below this: scenes_A reads the same
-# words at 1600 as at 2560 (only memory may, at the cost stated in CANVAS_COST)
+# Latency never pushes the canvas below this: every check set reads at least as many words at
+# 1408 as at 1600 (ONNX Runtime, OpenVINO f32 and bf16), and 1600 as many as 2560 on scenes_A;
+# scenes_A first loses words at 1280 (85 -> 82; benchmarks/results/cpu-xeon-2c-openvino/, canvas
+# sweep). Only memory may push it lower, at the cost stated in CANVAS_COST.
+ACCURACY_FLOOR_CANVAS = 1408
+CANVAS_ACCURACY_WORDS = (
+    "every check set reads at least as many words at 1408 as at 1600, and scenes_A as many at 1600 as at "
+    f"EasyOCR's {DEFAULT_CANVAS}; at 1280 scenes_A reads 82 of its 85 (OpenVINO)"
+)
 
 # What each shrink step costs, as the fraction of throughput or of words read it may lose
 # (both count alike). The planner takes the step with the least cost per byte saved first.
@@ -166,10 +186,10 @@ INSTANCE_COST = 0.5  # one instance of n: the others keep the device busy, so at
 # 1/n share of concurrent throughput is lost (a guess, stated: not measured per host)
 RECOGNIZER_TIME_SHARE = 0.3  # recognizer share of a request's model time (CPU bench, scenes_A)
 BATCH_HALVING_COST = 0.05  # more recognizer calls on crowded images (a guess, stated)
-# Words read lost per 256 px canvas step, by the canvas the step ends at: scenes_A reads the
-# same words at 1600 as at 2560; 80 -> 76 words from 1600 to 1280 (5 % over 320 px); below 1280
-# small text falls under CRAFT's reliable size fast (not measured: counted three times as dear).
-CANVAS_COST = ((1600, 0.01), (1280, 0.04), (0, 0.12))
+# Words read lost per 256 px canvas step, by the canvas the step ends at: none from 2560 down to
+# the accuracy floor (counted 1 %); 85 -> 82 on scenes_A from 1408 to 1280; below 1280 small text
+# falls under CRAFT's reliable size fast (not measured: counted three times as dear).
+CANVAS_COST = ((ACCURACY_FLOOR_CANVAS, 0.01), (1280, 0.04), (0, 0.12))
 INT8_ACCURACY_COST = 0.006  # int8 CRAFT: 1 - 542/545 words read (INT8_WORDS_READ), rounded up
 
 # Defaults when no profile says otherwise.
@@ -250,6 +270,7 @@ class Target:
     device: str
     gpus: tuple[GpuFacts, ...] = ()
     openvino: bool = False  # CPU models OpenVINO runs faster go there (`choose_cpu_backend`)
+    bf16: bool = False  # the CPU has bf16 units (BF16_CPU_FLAGS)
 
     @property
     def backend(self) -> str:
@@ -260,6 +281,20 @@ class Target:
         if self.openvino and self.device == "cpu" and (family, precision) in OPENVINO_SPEEDUP:
             return "openvino"
         return self.backend
+
+    def float_precision_for(self, family: str, precision: str) -> str:
+        """OpenVINO's precision for the model's float layers: bf16 where measured to keep the words."""
+        bf16 = self.bf16 and (family, precision) in OPENVINO_BF16_SPEEDUP
+        return "bf16" if bf16 and self.backend_for(family, precision) == "openvino" else "f32"
+
+    def speedup(self, family: str, precision: str) -> float:
+        """How much faster than ONNX Runtime the model runs where this target serves it (CPU tables)."""
+        if self.backend_for(family, precision) != "openvino":
+            return 1.0
+        faster = OPENVINO_SPEEDUP[(family, precision)]
+        if self.float_precision_for(family, precision) == "bf16":
+            faster *= OPENVINO_BF16_SPEEDUP[(family, precision)]
+        return faster
 
 
 @dataclass(frozen=True)
@@ -445,6 +480,10 @@ def has_int8_units(host: HostFacts) -> bool:
     return any(flag in host.cpu.features for flag in INT8_CPU_FLAGS)
 
 
+def has_bf16_units(host: HostFacts) -> bool:
+    return any(flag in host.cpu.features for flag in BF16_CPU_FLAGS)
+
+
 def choose_precisions(
     target: Target, settings: ProfileSettings, host: HostFacts, requested: Requested, reasons: list[str],
     recognizer: str,
@@ -509,17 +548,18 @@ def choose_precisions(
     return det, rec
 
 
-def detector_pixels_per_second(host: HostFacts, precision: str) -> float:
-    """Detector speed on this host: the measured rate per core, int8 without int8 units at the AVX2 ratio."""
+def detector_pixels_per_second(host: HostFacts, precision: str, target: Target) -> float:
+    """Detector speed on this host: the measured ONNX Runtime rate per core (int8 without int8 units
+    at the AVX2 ratio), times the runtime the target serves CRAFT with."""
     rate = DETECTOR_PIXELS_PER_CORE_S[precision]
     if precision == "int8" and not has_int8_units(host):
         rate = DETECTOR_PIXELS_PER_CORE_S["fp32"] * AVX2_INT8_SPEEDUP
-    return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE)
+    return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE) * target.speedup("craft", precision)
 
 
-def latency_canvas(host: HostFacts, precision: str) -> int:
+def latency_canvas(host: HostFacts, precision: str, target: Target) -> int:
     """The largest canvas whose detector time stays within LATENCY_BUDGET_S on this host."""
-    rate = detector_pixels_per_second(host, precision)
+    rate = detector_pixels_per_second(host, precision, target)
     side = int(math.sqrt(LATENCY_BUDGET_S * rate / CANVAS_ASPECT)) // SIZE_MULTIPLE * SIZE_MULTIPLE
     return max(ACCURACY_FLOOR_CANVAS, min(DEFAULT_CANVAS, side))
 
@@ -533,14 +573,17 @@ def choose_canvas(
         return requested.canvas
     if settings.canvas_size is not None:
         return settings.canvas_size
-    canvas = latency_canvas(host, det_precision)
-    rate = detector_pixels_per_second(host, det_precision)
+    canvas = latency_canvas(host, det_precision, target)
+    rate = detector_pixels_per_second(host, det_precision, target)
+    runtime = target.backend_for("craft", det_precision)
+    if runtime == "openvino":
+        runtime = f"OpenVINO, float layers in {target.float_precision_for('craft', det_precision)}"
     reasons.append(
-        f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget at ~{rate / 1e6:.2f} M pixels/s "
-        f"({det_precision}, {min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s)) for a 4:5 image, within "
-        f"{ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}; accuracy cost: scenes_A reads the same words at 1600 as at "
-        f"EasyOCR's {DEFAULT_CANVAS} and 5 % fewer at 1280 (80 -> 76); larger images are scaled down to it; "
-        "--canvas overrides"
+        f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget (RapidOCR's time on the 2-core Xeon, "
+        f"less our recognizer and pipeline) at ~{rate / 1e6:.2f} M pixels/s ({det_precision} on {runtime}, "
+        f"{min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s)) for a 4:5 image, within "
+        f"{ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}; accuracy cost: {CANVAS_ACCURACY_WORDS}; larger images are "
+        "scaled down to it; --canvas overrides"
     )
     return canvas
 
@@ -948,7 +991,8 @@ def make_plan(
     requested = Requested(detector_precision, recognizer_precision, canvas)
     openvino = choose_cpu_backend(host, cpu_backend)
     reasons: list[str] = []
-    target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino)
+    target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino,
+                                 bf16=has_bf16_units(host))
     chosen = list(reasons)  # the recognizer's reason belongs to this target only
     try:
         family = choose_recognizer(target, recognizer, chosen)
@@ -958,7 +1002,7 @@ def make_plan(
             raise
     reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
     on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
-    cpu = Target("onnxruntime", "cpu", openvino=openvino)
+    cpu = Target("onnxruntime", "cpu", openvino=openvino, bf16=has_bf16_units(host))
     family = choose_recognizer(cpu, recognizer, reasons)
     return _plan_on(cpu, host, profile, MODELS[family], reasons, on_cpu)
 
@@ -1069,6 +1113,11 @@ def _cpu_backend_words(target: Target, host: HostFacts, knobs: Knobs, recognizer
                 f"CRAFT from its int8-openvino graph (concatenations in float) reading {OPENVINO_WORDS_READ['openvino']} "
                 f"of 276 words over the check sets against {OPENVINO_WORDS_READ['onnxruntime']}")
     if target.openvino:
+        bf16 = [(f, p) for f, p in models if target.float_precision_for(f, p) == "bf16"]
+        measured += "".join(
+            f"; {family} {precision}'s float layers in bf16 (the CPU has bf16 units): "
+            f"{OPENVINO_BF16_SPEEDUP[(family, precision)]:.2f}x faster again, no check set reading fewer words"
+            for family, precision in bf16)
         return f"{', '.join(f for f, _ in models)} on OpenVINO {host.runtimes.openvino_version}: {measured}; --cpu-backend onnxruntime overrides"
     if host.runtimes.openvino_version is not None:
         return "every model on ONNX Runtime (--cpu-backend onnxruntime)"
@@ -1148,6 +1197,7 @@ def _detector_plan(
         role="detector",
         backend=target.backend_for(facts.family, det_precision),
         precision=det_precision,
+        float_precision=target.float_precision_for(facts.family, det_precision),
         max_batch_size=1,
         profile={
             facts.input_name: ShapeProfile(
@@ -1222,6 +1272,7 @@ def _recognizer_plan(
         role="recognizer",
         backend=target.backend_for(facts.family, rec_precision),
         precision=rec_precision,
+        float_precision=target.float_precision_for(facts.family, rec_precision),
         max_batch_size=batch,
         profile={facts.input_name: shapes},
         instance_count=knobs.recognizer_instances,

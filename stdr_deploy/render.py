@@ -91,10 +91,11 @@ PLATFORMS = {
     ),
 }
 # OpenVINO's compile properties for a CPU instance (Triton's OpenVINO backend passes parameters of
-# these names to the plugin): f32 keeps OpenVINO from running the fp32 layers in bf16 on AMX CPUs
-# (the words read dropped with bf16); one stream with the latency hint runs one request at a time
-# on the instance's threads, as ONNX Runtime's instances do.
-OPENVINO_PROPERTIES = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+# these names to the plugin): one stream with the latency hint runs one request at a time on the
+# instance's threads, as ONNX Runtime's instances do. Per model beside them: its threads, and
+# INFERENCE_PRECISION_HINT from `ModelPlan.float_precision` (always said: on AMX CPUs OpenVINO's
+# own default is bf16, which cost the ppocr recognizer words).
+OPENVINO_PROPERTIES = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 
 # Statuses of a file in a RenderResult. KEPT: in a model folder stdr-deploy did not render
@@ -191,6 +192,11 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
             f"plan: {model.triton_name} is {model.precision} on openvino {model.instance_kind}",
             hint="OpenVINO serves CPU instances (int8 detector, fp32 models) only: re-run `stdr-deploy plan`",
         )
+    if model.float_precision != "f32" and model.backend != "openvino":
+        raise UserInputError(
+            f"plan: {model.triton_name} has float_precision {model.float_precision} on {model.backend}",
+            hint="float_precision is OpenVINO's (its INFERENCE_PRECISION_HINT): set it to f32, or re-run `stdr-deploy plan`",
+        )
     if model.precision == "fp16" and model.instance_kind != "KIND_GPU":
         raise UserInputError(
             f"plan: {model.triton_name} is fp16 on {model.backend} {model.instance_kind}",
@@ -221,7 +227,8 @@ def model_context(model: ModelPlan, filename: str) -> dict[str, Any]:
         # the plan's max profile past the batch axis, which our backends enforce (stdr_batching.py)
         "max_input_dims": {name: list(shape.max[1:]) for name, shape in model.profile.items()},
         "onnxruntime": _onnxruntime_settings(model) if model.backend == "onnxruntime" else None,
-        "openvino": {"INFERENCE_NUM_THREADS": model.intra_op_threads, **OPENVINO_PROPERTIES}
+        "openvino": {"INFERENCE_NUM_THREADS": model.intra_op_threads, **OPENVINO_PROPERTIES,
+                     "INFERENCE_PRECISION_HINT": model.float_precision}
         if model.backend == "openvino" else None,
         "warmup": [{"name": f"batch_{b}", "batch_size": b, "inputs": inputs} for b in warmup_batches]
         if fixed_shape

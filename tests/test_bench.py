@@ -267,6 +267,12 @@ def test_report_writes_json_markdown_and_plots(tmp_path: Path):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "runtime_comparison.png" not in written  # no model-level data, no plot
     assert markdown({"host": {"slug": "empty"}}).startswith("# Benchmark: empty")
+    # the deployment line names a model's runtime where it is not the variant's (OpenVINO on CPUs)
+    deployment = {"variant": "onnxruntime", "device": "cpu", "recognizer": "ppocr",
+                  "instances": {"craft": 1, "ppocr_rec": 1}, "backends": {"craft": "openvino", "ppocr_rec": "onnxruntime"},
+                  "float_precisions": {"craft": "bf16"}, "url": "grpc://127.0.0.1:8001", "started_here": True}
+    assert "onnxruntime on cpu; ppocr; craft x1 on openvino (bf16), ppocr_rec x1; grpc://" in markdown(
+        {"host": {"slug": "h"}, "deployment": deployment})
 
 
 @pytest.mark.slow

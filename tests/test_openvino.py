@@ -117,5 +117,7 @@ def test_the_backend_passes_every_rendered_parameter_and_nothing_else_to_openvin
     rendered = {key: str(value) for key, value in model_context(plan.detector, "model.onnx")["openvino"].items()}
     limits = {f"max_input_dims:{name}": "3,1600,1600" for name in plan.detector.profile}
     properties = module.compile_properties({**rendered, **limits})
-    assert properties == rendered and set(properties) == {"INFERENCE_NUM_THREADS", *OPENVINO_PROPERTIES}
+    assert properties == rendered
+    assert set(properties) == {"INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", *OPENVINO_PROPERTIES}
+    assert properties["INFERENCE_PRECISION_HINT"] == plan.detector.float_precision
     assert properties["INFERENCE_NUM_THREADS"] == str(plan.detector.intra_op_threads)

@@ -126,10 +126,10 @@ CPU_PLAN = PLANS["hand-cpu"]
 
 
 def stand_in_artifacts(plan: Plan, folder: Path) -> dict[str, Path]:
-    """A small file per model: `model.onnx` for ONNX Runtime, `<name>.plan` for TensorRT engines."""
+    """A small file per model: `model.onnx` for ONNX Runtime and OpenVINO, `<name>.plan` for TensorRT engines."""
     artifacts = {}
     for model in plan.models():
-        name = "model.onnx" if model.backend == "onnxruntime" else f"{model.triton_name}.plan"
+        name = f"{model.triton_name}.plan" if model.backend == "tensorrt" else "model.onnx"
         path = folder / model.triton_name / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(f"stand-in {model.backend} model file for {model.triton_name}\n".encode())
@@ -204,10 +204,10 @@ def check_model_config(config, model: ModelPlan, filename: str) -> None:
         else:
             assert not config.HasField("optimization")
         assert parameters_of(config) == expected
-    elif model.backend == "openvino":  # OpenVINO property names: one stream, latency, no bf16
+    elif model.backend == "openvino":  # OpenVINO property names: one stream, latency, the plan's float precision
         assert parameters_of(config) == {
             **limits, "INFERENCE_NUM_THREADS": str(model.intra_op_threads), "NUM_STREAMS": "1",
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": model.float_precision,
         }
         assert not config.HasField("optimization")
     else:
@@ -575,10 +575,17 @@ def test_an_openvino_plan_renders_its_int8_graph_for_the_openvino_backend(craft_
     assert (out / "craft" / "config.pbtxt").read_text().splitlines()[0].endswith("openvino, int8.")
     check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
     check_model_config(parse_config(out / "crnn_en" / "config.pbtxt"), plan.recognizer, "model.onnx")
-    for wrong in ({"precision": "fp16"}, {"instance_kind": "KIND_GPU", "gpus": (0,)}):  # CPU instances only
+    # the AMX Xeon has bf16 units: CRAFT's float layers in bf16, said in OpenVINO's own property
+    assert plan.detector.float_precision == "bf16"
+    assert 'key: "INFERENCE_PRECISION_HINT" value: { string_value: "bf16" }' in (out / "craft" / "config.pbtxt").read_text()
+    for wrong, said in (({"precision": "fp16"}, "is fp16 on openvino KIND_CPU"),  # CPU instances only
+                        ({"instance_kind": "KIND_GPU", "gpus": (0,)}, "is int8 on openvino KIND_GPU")):
         bad = dataclasses.replace(plan, detector=dataclasses.replace(plan.detector, **wrong))
-        with pytest.raises(UserInputError, match="openvino"):
+        with pytest.raises(UserInputError, match=said):
             render(bad, tmp_path / "bad", stand_in_artifacts(bad, tmp_path / "artifacts"))
+    on_ort = dataclasses.replace(plan, recognizer=dataclasses.replace(plan.recognizer, float_precision="bf16"))
+    with pytest.raises(UserInputError, match="float_precision bf16 on onnxruntime"):  # ONNX Runtime has no such knob
+        render(on_ort, tmp_path / "bad-ort", stand_in_artifacts(on_ort, tmp_path / "artifacts"))
 
 
 def test_int8_outside_the_cpu_detector_is_refused(tmp_path):
@@ -612,7 +619,8 @@ def test_render_refuses_a_plan_with_an_impossible_pipeline_value(field, value, t
     [(("detector", "profile", "input", "max", 2), -32, "detector.profile.input.max[2]"),
      (("detector", "profile", "input", "max", 3), 10**9, "detector.profile.input.max[3]"),
      (("recognizer", "max_batch_size"), -1, "recognizer.max_batch_size"),
-     (("detector", "precision"), "fp8", "detector.precision")],
+     (("detector", "precision"), "fp8", "detector.precision"),
+     (("detector", "float_precision"), "fp16", "detector.float_precision")],
 )
 def test_render_refuses_a_plan_with_an_impossible_model_value(path, value, named, tmp_path):
     data = CPU_PLAN.to_dict()

@@ -562,11 +562,21 @@ def _deployment(deployment: Mapping[str, Any] | None) -> str | None:
         return None
     parts = [f"{deployment.get('variant', 'served')} on {deployment.get('device', '?')}" if deployment.get("variant") else None,
              deployment.get("recognizer"),
-             ", ".join(f"{k} x{v}" for k, v in (deployment.get("instances") or {}).items()) or None,
+             ", ".join(f"{k} x{v}{_runtime(deployment, k)}" for k, v in (deployment.get("instances") or {}).items()) or None,
              f"canvas {deployment['pipeline']['canvas_size']}" if deployment.get("pipeline") else None,
              deployment.get("repo"),
              f"{deployment.get('url')}" + ("" if deployment.get("started_here") else " (running server)")]
     return "; ".join(p for p in parts if p)
+
+
+def _runtime(deployment: Mapping[str, Any], model: str) -> str:
+    """" on openvino (bf16)" where a model left the variant's runtime (older manifests: nothing)."""
+    backend = (deployment.get("backends") or {}).get(model)
+    variant = deployment.get("variant")
+    if backend is None or backend == ("tensorrt" if variant == "tensorrt_plan" else variant):
+        return ""
+    floats = (deployment.get("float_precisions") or {}).get(model)
+    return f" on {backend}" + (f" ({floats})" if floats else "")
 
 
 def _load(load: Mapping[str, Any] | None) -> str | None:

@@ -248,6 +248,7 @@ def _server(options: BenchOptions, stack: ExitStack, reporter: Reporter, result:
             "device": plan.device,
             "detector_precision": plan.detector.precision,
             "backends": {m.triton_name: m.backend for m in plan.models()},
+            "float_precisions": {m.triton_name: m.float_precision for m in plan.models() if m.backend == "openvino"},
             "recognizer": plan.recognizer.family,
             "pipeline": plan.to_dict()["pipeline"],
             "instances": {m.triton_name: m.instance_count for m in plan.models()},

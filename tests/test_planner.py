@@ -579,6 +579,16 @@ def test_cpu_models_openvino_runs_faster_go_there_where_it_is_installed():
         default_plan(host, cpu_backend="tvm")
 
 
+def test_cli_plan_says_which_runtime_serves_each_model_and_its_float_layers(tmp_path):
+    """People read the runtime off `plan`'s table: OpenVINO's models with their float layers."""
+    path = tmp_path / "host.json"
+    path.write_text(json.dumps(with_openvino(host_of("cpu-xeon-2core")).to_dict()))
+    result = CliRunner().invoke(cli, ["plan", "--host", str(path)])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith("runtime")]
+    assert "openvino int8 (float layers bf16)" in row and "openvino fp32 (float layers f32)" in row
+
+
 @pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])
 def test_int8_detector_is_refused_on_gpu_plans(stem, variant):
     with pytest.raises(UserInputError, match="int8") as refused:

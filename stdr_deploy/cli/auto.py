@@ -20,7 +20,7 @@ from stdr_deploy.cli.options import (
     weights_option,
     workspace_option,
 )
-from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.cli.output import console, print_json, runtime_words
 from stdr_deploy.cli.serve import StopRequests, sigterm_as_ctrl_c, supervise, supervision_summary
 from stdr_deploy.plan_schema import VARIANTS
 from stdr_deploy.progress import Activity, interactive, log_line
@@ -168,7 +168,7 @@ def summary_table(result, policy) -> Table:
         shapes = ", ".join(f"{name} {list(p.min)}..{list(p.max)}" for name, p in model.profile.items())
         table.add_row(
             model.triton_name,
-            f"{model.family} {model.precision} | {shapes} | {model.instance_count} x {model.instance_kind}",
+            f"{model.family} on {runtime_words(model)} | {shapes} | {model.instance_count} x {model.instance_kind}",
         )
     table.add_row("pipeline", f"canvas {plan.pipeline.canvas_size} | {plan.pipeline.instance_count} x {plan.pipeline.instance_kind}")
     table.add_row("memory", f"{plan.memory_estimate_bytes / 2**20:,.0f} MiB estimated of {plan.memory_budget_bytes / 2**20:,.0f} MiB budget")

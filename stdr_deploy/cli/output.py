@@ -43,3 +43,9 @@ def activity(name: str, detail: str = "") -> Iterator[Callable[[str], None]]:
         running.end("failed")
         raise
     running.end()
+
+
+def runtime_words(model: Any) -> str:
+    """A ModelPlan's runtime and precision as people read them: "openvino int8 (float layers bf16)"."""
+    words = f"{model.backend} {model.precision}"
+    return words + (f" (float layers {model.float_precision})" if model.backend == "openvino" else "")

@@ -10,7 +10,7 @@ from rich.table import Table
 from stdr_deploy.cli.options import (
     canvas_option, cpu_backend_option, detector_precision_option, recognizer_option, recognizer_precision_option,
 )
-from stdr_deploy.cli.output import console, print_json
+from stdr_deploy.cli.output import console, print_json, runtime_words
 from stdr_deploy.memory import MIB
 from stdr_deploy.plan_schema import VARIANTS
 
@@ -102,7 +102,7 @@ def _print_plan(plan) -> None:
     det, rec = plan.models()
     table = Table("", f"{det.triton_name} ({det.family})", f"{rec.triton_name} ({rec.family})")
     rows = {
-        "runtime": lambda m: f"{m.backend} {m.precision}",
+        "runtime": runtime_words,
         "instances": lambda m: f"{m.instance_count} {m.instance_kind}" + (f" on GPU {list(m.gpus)}" if m.gpus else ""),
         "threads": lambda m: (
             f"{m.intra_op_threads} intra-op, {m.inter_op_threads} inter-op" if m.intra_op_threads else "-"

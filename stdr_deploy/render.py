@@ -93,8 +93,8 @@ PLATFORMS = {
 # OpenVINO's compile properties for a CPU instance (Triton's OpenVINO backend passes parameters of
 # these names to the plugin): one stream with the latency hint runs one request at a time on the
 # instance's threads, as ONNX Runtime's instances do. Per model beside them: its threads, and
-# INFERENCE_PRECISION_HINT from `ModelPlan.float_precision` (always said: on AMX CPUs OpenVINO's
-# own default is bf16, which cost the ppocr recognizer words).
+# INFERENCE_PRECISION_HINT from `ModelPlan.float_precision` (always said: where the CPU has 16-bit
+# float units OpenVINO's own default is f16 or bf16; bf16 cost the ppocr recognizer words).
 OPENVINO_PROPERTIES = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
 
 

@@ -154,6 +154,7 @@ AVX2_INT8_SPEEDUP = 1.65
 OPENVINO_SPEEDUP = {("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9}
 OPENVINO_WORDS_READ = {"openvino": 247, "onnxruntime": 246}
 CPU_BACKENDS = ("onnxruntime", "openvino")
+OPENVINO_INSTALL_TIP = "with OpenVINO installed (pip install 'stdr-deploy[openvino]')"  # `auto` shows this reason
 # OpenVINO computes float layers in bf16 on CPUs with bf16 units when asked (its own default
 # there). Measured on the 2-core AMX Xeon (benchmarks/results/cpu-xeon-2c-openvino/bf16/): the
 # int8 CRAFT's float layers (its U-net's concatenations, upsampling and head) in bf16 ran img03
@@ -1121,7 +1122,7 @@ def _cpu_backend_words(target: Target, host: HostFacts, knobs: Knobs, recognizer
         return f"{', '.join(f for f, _ in models)} on OpenVINO {host.runtimes.openvino_version}: {measured}; --cpu-backend onnxruntime overrides"
     if host.runtimes.openvino_version is not None:
         return "every model on ONNX Runtime (--cpu-backend onnxruntime)"
-    return f"every model on ONNX Runtime; with OpenVINO installed (pip install 'stdr-deploy[openvino]'): {measured}"
+    return f"every model on ONNX Runtime; {OPENVINO_INSTALL_TIP}: {measured}"
 
 
 def _instances_words(target: Target, knobs: Knobs, host: HostFacts) -> str:

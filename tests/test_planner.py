@@ -587,6 +587,32 @@ def test_cli_plan_says_which_runtime_serves_each_model_and_its_float_layers(tmp_
     assert result.exit_code == 0, result.output
     [row] = [line for line in result.output.splitlines() if line.lstrip("│ ").startswith("runtime")]
     assert "openvino int8 (float layers bf16)" in row and "openvino fp32 (float layers f32)" in row
+    # reasons are printed as written: the extra's name in brackets is not taken for rich markup
+    plain = CliRunner().invoke(cli, ["plan", "--host", str(HOSTS / "cpu-xeon-2core.json")])
+    assert "with OpenVINO installed (pip install 'stdr-deploy[openvino]')" in plain.output
+
+
+def test_auto_summary_tips_the_openvino_extra_where_it_would_serve_a_cpu_plan_faster():
+    """`auto` prints no reasons, so the one that says what installing OpenVINO gives is a row of
+    its summary; a plan already on OpenVINO, or a GPU plan, has no such row."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from stdr_deploy.cli.auto import summary_table
+    from stdr_deploy.supervise import Policy
+
+    def rows(plan) -> str:
+        smoke = SimpleNamespace(memory=None, warnings=[], ok=True, checks=[])
+        console = Console(width=400, record=True)
+        console.print(summary_table(SimpleNamespace(plan=plan, smoke=smoke, manifest={}), Policy()))
+        return console.export_text()
+
+    xeon = host_of("cpu-xeon-2core")
+    [tip] = [line for line in rows(default_plan(xeon)).splitlines() if "│ tip" in line]
+    assert "pip install 'stdr-deploy[openvino]'" in tip and "faster than ONNX Runtime" in tip
+    assert "│ tip" not in rows(default_plan(with_openvino(xeon)))
+    assert "│ tip" not in rows(default_plan(host_of("a5000-24g.vendor")))
 
 
 @pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from stdr_deploy.cli.options import (
@@ -23,6 +24,7 @@ from stdr_deploy.cli.options import (
 from stdr_deploy.cli.output import console, print_json, runtime_words
 from stdr_deploy.cli.serve import StopRequests, sigterm_as_ctrl_c, supervise, supervision_summary
 from stdr_deploy.plan_schema import VARIANTS
+from stdr_deploy.planner import OPENVINO_INSTALL_TIP
 from stdr_deploy.progress import Activity, interactive, log_line
 
 
@@ -114,7 +116,7 @@ def _deploy(options, run_auto):
             return
         style = {"ok": "green", "skipped": "dim", "failed": "red"}[result.status]
         # a failure's message is printed once, by the error handler, after this line
-        console.print(f"[{style}]{result.status:>7}[/] {step.name:<7} {result.seconds:7.1f} s  {detail}", highlight=False)
+        console.print(f"[{style}]{result.status:>7}[/] {step.name:<7} {result.seconds:7.1f} s  {escape(detail)}", highlight=False)
 
     def progress(message: str) -> None:
         if interactive():
@@ -179,7 +181,10 @@ def summary_table(result, policy) -> Table:
                       f"(estimate {m['host_estimate_bytes'] / 2**20:,.0f}, budget {m['host_budget_bytes'] / 2**20:,.0f})"
                       + (f"; GPU peak {m['gpu_peak_bytes'] / 2**20:,.0f} MiB" if m["gpu_peak_bytes"] is not None else ""))
     for warning in smoke.warnings:
-        table.add_row("warning", warning)
+        table.add_row("warning", escape(warning))
+    for reason in plan.reasons:  # a CPU plan that OpenVINO would serve faster, where it is not installed
+        if OPENVINO_INSTALL_TIP in reason:
+            table.add_row("tip", escape(reason))  # its [openvino] is no markup
     table.add_row("smoke", f"{'passed' if smoke.ok else 'FAILED'} ({len(smoke.checks)} checks)")
     urls = result.manifest.get("urls") or {}
     table.add_row("urls", "  ".join(f"{k}: {v}" for k, v in urls.items()))

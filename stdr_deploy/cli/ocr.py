@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from stdr_deploy.cli.options import (
     artifacts_option,
@@ -129,10 +130,10 @@ def read_all(pipeline, paths: list[Path], annotate_dir: Path | None = None, name
                 raise  # no server: every other image would fail the same way
             except ImageReadError as exc:  # its message names the file
                 failures.append(str(path))
-                console.print(f"[red]error:[/] {exc}", highlight=False)
+                console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             except (OcrError, ServerError) as exc:  # a served request fails for that image alone
                 failures.append(str(path))
-                console.print(f"[red]error:[/] {path}: {exc}", highlight=False)
+                console.print(f"[red]error:[/] {escape(f'{path}: {exc}')}", highlight=False)
             else:
                 results.append((name, path, words))
                 if annotate_dir is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from stdr_deploy.cli.options import (
@@ -132,4 +133,4 @@ def _print_plan(plan) -> None:
     )
     console.print("[bold]why[/]")
     for reason in plan.reasons:
-        console.print(f" - {reason}")
+        console.print(f" - {escape(reason)}")  # reasons name extras: [openvino] is no markup

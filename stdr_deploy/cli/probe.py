@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from stdr_deploy.cli.output import console, print_json
@@ -75,4 +76,4 @@ def command(as_json: bool, out: Path | None) -> None:
     )
     console.print(table)
     for note in host.notes:
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {escape(note)}[/]")

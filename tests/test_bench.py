@@ -446,10 +446,14 @@ def test_load_generator_against_a_real_server(relu_server, protocol):
 
 @pytest.mark.triton
 def test_load_generator_says_why_a_server_has_no_stage_times(relu_server):
+    steps = []
     bench = run_load(relu_server.grpc_url, REQUESTS, model="relu", concurrency=(1,), duration_s=0.2,
-                     metrics_url=relu_server.metrics_url, image_repeats=2)
+                     metrics_url=relu_server.metrics_url, image_repeats=2, progress=steps.append)
     assert "has no stdr_pipeline_reads of model 'relu'" in bench.stages_note
     assert bench.images == () and bench.levels[0].stages is None
+    # as many steps as bench's progress total counts (warm-up, stages, levels), the skipped said so
+    assert steps == ["warm-up a", "warm-up b", "stages of a: skipped, no stage counters",
+                     "stages of b: skipped, no stage counters", "concurrency 1"]
     assert "--metrics-url" in run_load(relu_server.grpc_url, REQUESTS, model="relu", concurrency=(1,), duration_s=0.2).stages_note
 
 

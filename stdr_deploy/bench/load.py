@@ -181,11 +181,14 @@ def run_load(
                 infer(client, endpoint, model, dict(request.feeds), list(request.outputs), shared)
         counters, note = _stage_reader(metrics_url, model)
         images = []
-        if counters is not None and image_repeats > 0:
-            for request in requests:
+        for request in requests if image_repeats > 0 else ():
+            if counters is None:  # still a step each, so a progress total counting them holds
                 if progress:
-                    progress(f"stages of {request.label}")
-                images.append(image_stages(client, endpoint, model, request, image_repeats, counters, shared))
+                    progress(f"stages of {request.label}: skipped, no stage counters")
+                continue
+            if progress:
+                progress(f"stages of {request.label}")
+            images.append(image_stages(client, endpoint, model, request, image_repeats, counters, shared))
         levels = []
         for n in concurrency:
             if progress:

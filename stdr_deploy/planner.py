@@ -104,7 +104,17 @@ MEMORY_RESERVE_BYTES = 1024 * MIB  # kept free of the plan on every host and GPU
 # page cache (model files are read while sessions load), the client, the driver's own reservation
 # on a GPU (~0.5 GiB on the H100 at idle) and a display. Taken from total memory (or the cgroup
 # limit), never from momentary free memory, so the same host always gets the same plan.
-SERVER_BYTES = 320 * MIB  # tritonserver itself: VmHWM 278 MiB serving a CPU plan (4 GB host test)
+SERVER_BYTES = 320 * MIB  # tritonserver serving a CPU plan, smoke's max-shape calls over HTTP and
+# gRPC: VmHWM 267 MiB (benchmarks/results/cpu-xeon-2c-openvino/bf16/deploy/)
+# A request's image is held in the server and in the pipeline stub, 2.5-3 copies of its RGB pixels
+# in each (the request message, the tensor handed on, the array made of it), and the server keeps
+# that memory. Measured with the 2-core Xeon's plan (OpenVINO) serving the four benchmark images
+# and then a 50 MP image sent in the request, as a remote client sends it: tritonserver's VmHWM
+# 165-171 -> 551-613 MiB (717-732 after smoke's max-shape calls), the pipeline's 561-562 MiB (655
+# with the image sent beside the max-shape calls, as smoke now does); in the 4 GB host test (ONNX
+# Runtime) 142 -> 447 MiB and 454 MiB.
+SERVER_IMAGE_BYTES_PER_PIXEL = 10  # per request in flight (7.7-9.4 measured)
+PIPELINE_IMAGE_BYTES_PER_PIXEL = 10  # per pipeline instance (7.2-9.6 measured)
 GPU_SERVER_BYTES = 1700 * MIB  # tritonserver serving a GPU plan maps the CUDA libraries: VmHWM
 # 1623-1666 MiB on the H200 (benchmarks/results/h200-fp16-served/, smoke memory of three deployments);
 # more where its served deployments with the plan's recognizer held more (memory.served_server)
@@ -116,8 +126,11 @@ GPU_DRIVER_BYTES = 656 * MIB  # what NVML counts as used on a GPU beyond every p
 # pipeline-instances/, one run): 4 / 8 / 12 / 16 pipeline instances gave 35.7 / 42.4 / 45.6 /
 # 42.7 req/s at concurrency 32, the GPU busy 68 % -> 76 %: 6 per detector instance.
 PIPELINES_PER_GPU_DETECTOR = 6
-PIPELINE_PROCESS_BYTES = 192 * MIB  # Python + numpy + OpenCV stub of the orchestrator
-PIPELINE_BYTES_PER_IMAGE_PIXEL = 3  # the decoded uint8 RGB request
+# One orchestrator stub (Python, numpy, OpenCV, its BLS calls) before its image and score maps,
+# by device: on the CPU ~150 MiB (562 MiB with a 50 MP image, less that image's copies); a GPU
+# plan's pipelines hold more: 209-306 MiB each, score maps included, in the H200 deployments on
+# file, whose smoke sent only its small image (tests/test_memory.py holds the plans to them).
+PIPELINE_PROCESS_BYTES = {"cpu": 192 * MIB, "gpu": 256 * MIB}
 PIPELINE_BYTES_PER_CANVAS_PIXEL = 3 + 4  # uint8 CRAFT input (3) + float32 score maps (2 at quarter size)
 # Used only where memory_data has no measurement (say TensorRT, or the CUDA EP before
 # `benchmarks/measure_memory.py --providers CUDAExecutionProvider` ran); the plan says so.
@@ -258,7 +271,10 @@ REAL_A_WORDS_READ = {"crnn-en": 5, "ppocr": 9}  # of those, real_A's 21 real pho
 # not timed (benchmarks/results/trt-rtx-check-ppocr/).
 DEFAULT_RECOGNIZER = {"cpu": "ppocr", "gpu": "ppocr"}
 TORCH_RECOGNIZER = "crnn-en"  # where a torch model is needed (`--runtime torch`): ppocr is ONNX only
-MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS = 50_000_000  # the largest request a plan accepts, unless memory is short:
+MIN_IMAGE_PIXELS = 4_000_000  # then halved down to this: still above what the detector reads of an
+# image at EasyOCR's canvas (2560 x 1536), though the recognizer's crops of larger photos are sharper
+IMAGE_HALVING_COST = 0.02  # requests above the limit are refused: clients must scale them down (a guess)
 THRESHOLDS = {"text_threshold": 0.7, "link_threshold": 0.4, "low_text": 0.4}  # EasyOCR's defaults
 MAG_RATIO = 1.0
 
@@ -309,6 +325,7 @@ class Knobs:
     detector_precision: str
     recognizer_precision: str
     detector_pad: int = SIZE_MULTIPLE  # detector input sides are padded to multiples of this
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger requests are refused (each one in flight is held)
 
 
 @dataclass(frozen=True)
@@ -602,7 +619,7 @@ def initial_knobs(
     det_precision, rec_precision = choose_precisions(target, settings, host, requested, reasons, recognizer)
     canvas = choose_canvas(target, settings, host, requested, det_precision, reasons)
     pad = GPU_DETECTOR_PADS[0] if fixes_shapes(target) else SIZE_MULTIPLE
-    return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision, pad)
+    return Knobs(det, rec, settings.recognizer_batch[2], canvas, det_precision, rec_precision, pad, MAX_IMAGE_PIXELS)
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -760,11 +777,11 @@ def session_bytes(
     return weights, f"+ weights of {len(shapes)} per-shape sessions (what each holds is not measured)"
 
 
-def pipeline_bytes(canvas: int, max_image_pixels: int) -> int:
+def pipeline_bytes(device: str, canvas: int, max_image_pixels: int) -> int:
     side = detector_max_side(canvas)
     return (
-        PIPELINE_PROCESS_BYTES
-        + PIPELINE_BYTES_PER_IMAGE_PIXEL * max_image_pixels
+        PIPELINE_PROCESS_BYTES[device]
+        + PIPELINE_IMAGE_BYTES_PER_PIXEL * max_image_pixels
         + PIPELINE_BYTES_PER_CANVAS_PIXEL * side * side
     )
 
@@ -808,8 +825,9 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
         target, recognizer, rec_max, knobs.recognizer_precision, settings.recognizer_workspace_mib * MIB
     )
     det_n, rec_n = knobs.detector_instances, knobs.recognizer_instances
-    server, server_source = server_host_bytes(target, recognizer)
-    around = server + pipeline_instances(target, knobs, host) * pipeline_bytes(knobs.canvas, MAX_IMAGE_PIXELS)
+    pipelines = pipeline_instances(target, knobs, host)
+    server, server_source = server_host_bytes(target, recognizer, pipelines, knobs.max_image_pixels)
+    around = server + pipelines * pipeline_bytes(target.device, knobs.canvas, knobs.max_image_pixels)
     if target.device == "cpu":
         fixed = around
         host_bytes = det.host_bytes * det_n + rec.host_bytes * rec_n + around
@@ -822,14 +840,17 @@ def size(target: Target, knobs: Knobs, settings: ProfileSettings, recognizer: Mo
     )
 
 
-def server_host_bytes(target: Target, recognizer: ModelFacts) -> tuple[int, tuple[str, ...]]:
-    """(bytes, sources): tritonserver's own host RAM. On a GPU plan, the CUDA libraries it maps or,
-    where deployments with this recognizer were served, the most it held there (its outputs
-    pass through it)."""
+def server_host_bytes(target: Target, recognizer: ModelFacts, pipelines: int, max_image_pixels: int,
+                      ) -> tuple[int, tuple[str, ...]]:
+    """(bytes, sources): tritonserver's own host RAM: what it held in smoke (on a GPU plan the
+    CUDA libraries it maps or, where deployments with this recognizer were served, the most it
+    held there), and the images of `pipelines` largest requests in flight."""
+    images = pipelines * SERVER_IMAGE_BYTES_PER_PIXEL * max_image_pixels
     if target.device == "cpu":
-        return SERVER_BYTES, ()
+        return SERVER_BYTES + images, ()
     served = memory.served_server("cuda", recognizer.family)
-    return (max(GPU_SERVER_BYTES, served[0]), (served[1],)) if served else (GPU_SERVER_BYTES, ())
+    base, sources = (max(GPU_SERVER_BYTES, served[0]), (served[1],)) if served else (GPU_SERVER_BYTES, ())
+    return base + images, sources
 
 
 def recognizer_max_shape(recognizer: ModelFacts, batch: int) -> tuple[int, ...]:
@@ -902,6 +923,10 @@ def shrink_options(knobs: Knobs, target: Target, requested: Requested) -> list[t
         cost = per_step * (c - new) / CANVAS_STEP
         options.append((dataclasses.replace(knobs, canvas=new), cost,
                         f"canvas {c} -> {new} (~{cost:.0%} of words read on images larger than it)"))
+    if (m := knobs.max_image_pixels) > MIN_IMAGE_PIXELS:
+        options.append((dataclasses.replace(knobs, max_image_pixels=max(MIN_IMAGE_PIXELS, m // 2)), IMAGE_HALVING_COST,
+                        f"largest image {m / 1e6:g} -> {max(MIN_IMAGE_PIXELS, m // 2) / 1e6:g} M pixels (larger requests "
+                        "are refused: clients scale them down first)"))
     if target.device == "cpu" and requested.detector_precision is None and knobs.detector_precision == "fp32":
         options.append((dataclasses.replace(knobs, detector_precision="int8"), INT8_ACCURACY_COST,
                         f"detector fp32 -> int8 (~{INT8_ACCURACY_COST:.1%} of words read)"))
@@ -1049,7 +1074,8 @@ def _plan_on(
     fitted = _fit_free(target, preferred, settings, recognizer, host, budget, requested, profile is not None)
     if fitted is None:
         smallest = Knobs(1, 1, 1, requested.canvas or MIN_CANVAS, preferred.detector_precision,
-                         preferred.recognizer_precision, GPU_DETECTOR_PADS[-1] if fixes_shapes(target) else SIZE_MULTIPLE)
+                         preferred.recognizer_precision, GPU_DETECTOR_PADS[-1] if fixes_shapes(target) else SIZE_MULTIPLE,
+                         MIN_IMAGE_PIXELS)
         need = size(target, smallest, settings, recognizer, host)
         raise HostUnsupported(
             f"not enough memory on the {target.device}: the budget is {budget.device // MIB} MiB "
@@ -1300,14 +1326,14 @@ def _pipeline_plan(target: Target, knobs: Knobs, host: HostFacts, reasons: list[
             if target.device == "gpu"
             else "; one request in flight per detector instance)"
         )
-        + f"; images above {MAX_IMAGE_PIXELS // 1_000_000} M pixels are refused"
+        + f"; images above {knobs.max_image_pixels / 1e6:g} M pixels are refused"
     )
     return PipelinePlan(
         instance_count=count,
         instance_kind="KIND_CPU",
         canvas_size=knobs.canvas,
         mag_ratio=MAG_RATIO,
-        max_image_pixels=MAX_IMAGE_PIXELS,
+        max_image_pixels=knobs.max_image_pixels,
         recognizer_batch=knobs.recognizer_batch,
         **THRESHOLDS,
         pad_to=knobs.detector_pad,

@@ -6,6 +6,7 @@ broke; `run_smoke` collects them all instead of stopping at the first.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -283,24 +284,29 @@ def max_shape_feeds(model: ModelPlan, seed: int = 1) -> dict[str, np.ndarray]:
     return random_feeds(model, "max", np.random.default_rng(seed))
 
 
-def max_canvas_image(plan: Plan) -> np.ndarray:
-    """The smoke image scaled to a square of the canvas: the pipeline feeds the detector its max."""
+def largest_image(plan: Plan) -> np.ndarray:
+    """The largest request the pipeline accepts, square so the detector gets its max input too:
+    the smoke image scaled to the canvas, tiled to `max_image_pixels`. The plan holds memory for
+    one such image in flight per pipeline instance, in the server and in the pipeline."""
     from PIL import Image
 
-    side = plan.pipeline.canvas_size
-    return np.asarray(Image.fromarray(smoke_image()).resize((side, side)))
+    side = math.isqrt(plan.pipeline.max_image_pixels)
+    canvas = min(plan.pipeline.canvas_size, side)
+    tile = np.asarray(Image.fromarray(smoke_image()).resize((canvas, canvas)))
+    repeats = -(-side // canvas)
+    return np.tile(tile, (repeats, repeats, 1))[:side, :side]
 
 
 def drive_max_shapes(url: str, plan: Plan, progress: Callable[[str], None]) -> list[tuple[str, Exception | None]]:
     """Every model instance busy at once: as many concurrent max-shape requests per model as it
-    has instances, and one canvas-sized image per pipeline instance. Returns (model, error)."""
+    has instances, and the largest accepted image per pipeline instance. Returns (model, error)."""
     endpoint = Endpoint.parse(url)
     jobs: list[tuple[str, Callable[[], Any]]] = []
     for model in plan.models():
         feeds = max_shape_feeds(model)
         for _ in range(model.instance_count):
             jobs.append((model.triton_name, lambda m=model.triton_name, f=feeds: infer(connect(endpoint), endpoint, m, f, ["output"])))
-    image = max_canvas_image(plan)
+    image = largest_image(plan)
     for _ in range(plan.pipeline.instance_count):
         jobs.append(("pipeline", lambda: TritonPipelineClient(endpoint.url).read(image)))
     progress(f"{url}: {len(jobs)} concurrent max-shape requests ({', '.join(sorted({n for n, _ in jobs}))})")

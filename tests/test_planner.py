@@ -615,6 +615,26 @@ def test_auto_summary_tips_the_openvino_extra_where_it_would_serve_a_cpu_plan_fa
     assert "│ tip" not in rows(default_plan(host_of("a5000-24g.vendor")))
 
 
+def test_a_short_host_accepts_smaller_images_before_it_gives_up_canvas_or_instances():
+    """Each request in flight holds its image in the server and the pipeline (10 bytes per pixel
+    each): where the preferred plan does not fit, the limit is halved first (down to 4 MP), the
+    step is said, and the pipeline refuses larger images; a roomy host keeps 50 MP."""
+    from stdr_deploy.smoke import largest_image
+
+    short = host_of("cpu-4g-4core.vendor")
+    plan = default_plan(short)
+    assert plan.pipeline.max_image_pixels == 25_000_000 and plan.pipeline.canvas_size == 1408
+    assert any("largest image 50 -> 25 M pixels (larger requests are refused" in r for r in plan.reasons)
+    assert any(r.endswith("images above 25 M pixels are refused") for r in plan.reasons)
+    t4 = default_plan(host_of("t4-16g.vendor"))  # 16 GB of RAM for a GPU plan: the floor, canvas kept
+    assert (t4.device, t4.pipeline.max_image_pixels, t4.pipeline.canvas_size) == ("gpu", planner.MIN_IMAGE_PIXELS, 1280)
+    roomy = default_plan(host_of("cpu-xeon-2core"))
+    assert roomy.pipeline.max_image_pixels == planner.MAX_IMAGE_PIXELS == 50_000_000
+    # smoke sends each pipeline the largest image the plan accepts, square, so CRAFT gets its max too
+    height, width, _ = largest_image(plan).shape
+    assert height == width and (width + 1) ** 2 > plan.pipeline.max_image_pixels >= width * width > 1408 ** 2
+
+
 @pytest.mark.parametrize("stem, variant", [("a5000-24g.vendor", None), ("a5000-24g.vendor", "onnxruntime")])
 def test_int8_detector_is_refused_on_gpu_plans(stem, variant):
     with pytest.raises(UserInputError, match="int8") as refused:

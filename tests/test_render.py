@@ -572,7 +572,7 @@ def test_an_openvino_plan_renders_its_int8_graph_for_the_openvino_backend(craft_
     assert plan.detector.backend == "openvino"
     out = render_cli(plan, tmp_path)
     assert sha256_file(out / "craft" / "1" / "model.onnx") == craft_int8_openvino_onnx.report["onnx"]["sha256"]
-    assert (out / "craft" / "config.pbtxt").read_text().splitlines()[0].endswith("openvino, int8.")
+    assert (out / "craft" / "config.pbtxt").read_text().splitlines()[0].endswith("openvino, int8 (float layers bf16).")
     check_model_config(parse_config(out / "craft" / "config.pbtxt"), plan.detector, "model.onnx")
     check_model_config(parse_config(out / "crnn_en" / "config.pbtxt"), plan.recognizer, "model.onnx")
     # the AMX Xeon has bf16 units: CRAFT's float layers in bf16, said in OpenVINO's own property

@@ -575,9 +575,8 @@ def detector_pixels_per_second(host: HostFacts, precision: str, target: Target) 
     return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE) * target.speedup("craft", precision)
 
 
-def latency_canvas(host: HostFacts, precision: str, target: Target) -> int:
-    """The largest canvas whose detector time stays within LATENCY_BUDGET_S on this host."""
-    rate = detector_pixels_per_second(host, precision, target)
+def latency_canvas(rate: float) -> int:
+    """The largest canvas whose detector time stays within LATENCY_BUDGET_S at `rate` pixels per second."""
     side = int(math.sqrt(LATENCY_BUDGET_S * rate / CANVAS_ASPECT)) // SIZE_MULTIPLE * SIZE_MULTIPLE
     return max(ACCURACY_FLOOR_CANVAS, min(DEFAULT_CANVAS, side))
 
@@ -591,8 +590,8 @@ def choose_canvas(
         return requested.canvas
     if settings.canvas_size is not None:
         return settings.canvas_size
-    canvas = latency_canvas(host, det_precision, target)
     rate = detector_pixels_per_second(host, det_precision, target)
+    canvas = latency_canvas(rate)
     runtime = target.backend_for("craft", det_precision)
     if runtime == "openvino":
         runtime = f"OpenVINO, float layers in {target.float_precision_for('craft', det_precision)}"
@@ -924,9 +923,10 @@ def shrink_options(knobs: Knobs, target: Target, requested: Requested) -> list[t
         options.append((dataclasses.replace(knobs, canvas=new), cost,
                         f"canvas {c} -> {new} (~{cost:.0%} of words read on images larger than it)"))
     if (m := knobs.max_image_pixels) > MIN_IMAGE_PIXELS:
-        options.append((dataclasses.replace(knobs, max_image_pixels=max(MIN_IMAGE_PIXELS, m // 2)), IMAGE_HALVING_COST,
-                        f"largest image {m / 1e6:g} -> {max(MIN_IMAGE_PIXELS, m // 2) / 1e6:g} M pixels (larger requests "
-                        "are refused: clients scale them down first)"))
+        new = max(MIN_IMAGE_PIXELS, m // 2)
+        options.append((dataclasses.replace(knobs, max_image_pixels=new), IMAGE_HALVING_COST,
+                        f"largest image {m / 1e6:g} -> {new / 1e6:g} M pixels (larger requests are refused: clients "
+                        "scale them down first)"))
     if target.device == "cpu" and requested.detector_precision is None and knobs.detector_precision == "fp32":
         options.append((dataclasses.replace(knobs, detector_precision="int8"), INT8_ACCURACY_COST,
                         f"detector fp32 -> int8 (~{INT8_ACCURACY_COST:.1%} of words read)"))
@@ -1015,10 +1015,9 @@ def make_plan(
     if canvas is not None and not MIN_CANVAS <= canvas <= MAX_CANVAS:
         raise UserInputError(f"canvas {canvas} is out of range", hint=f"use {MIN_CANVAS}..{MAX_CANVAS} pixels")
     requested = Requested(detector_precision, recognizer_precision, canvas)
-    openvino = choose_cpu_backend(host, cpu_backend)
+    openvino, bf16 = choose_cpu_backend(host, cpu_backend), has_bf16_units(host)
     reasons: list[str] = []
-    target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino,
-                                 bf16=has_bf16_units(host))
+    target = dataclasses.replace(choose_target(host, variant, reasons), openvino=openvino, bf16=bf16)
     chosen = list(reasons)  # the recognizer's reason belongs to this target only
     try:
         family = choose_recognizer(target, recognizer, chosen)
@@ -1028,7 +1027,7 @@ def make_plan(
             raise
     reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
     on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
-    cpu = Target("onnxruntime", "cpu", openvino=openvino, bf16=has_bf16_units(host))
+    cpu = Target("onnxruntime", "cpu", openvino=openvino, bf16=bf16)
     family = choose_recognizer(cpu, recognizer, reasons)
     return _plan_on(cpu, host, profile, MODELS[family], reasons, on_cpu)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -623,9 +624,18 @@ def test_a_short_host_accepts_smaller_images_before_it_gives_up_canvas_or_instan
 
     short = host_of("cpu-4g-4core.vendor")
     plan = default_plan(short)
-    assert plan.pipeline.max_image_pixels == 25_000_000 and plan.pipeline.canvas_size == 1408
-    assert any("largest image 50 -> 25 M pixels (larger requests are refused" in r for r in plan.reasons)
-    assert any(r.endswith("images above 25 M pixels are refused") for r in plan.reasons)
+    limit = plan.pipeline.max_image_pixels
+    assert planner.MIN_IMAGE_PIXELS < limit < planner.MAX_IMAGE_PIXELS and plan.pipeline.canvas_size == 1408
+    [shrunk] = [r for r in plan.reasons if r.startswith("the preferred plan exceeded the budget")]
+    steps = re.findall(r"largest image ([\d.]+) -> ([\d.]+) M pixels \(larger requests are refused[^)]*\), saves (\d+) MiB", shrunk)
+    assert steps and shrunk.count("saves") == len(steps)  # no step but the image limit's
+    # halved from 50 MP, one step at a time, down to the plan's limit ...
+    assert [float(a) for a, _, _ in steps] == [planner.MAX_IMAGE_PIXELS / 1e6 / 2 ** k for k in range(len(steps))]
+    assert float(steps[-1][1]) * 1e6 == limit
+    # ... and no further: the step before the last did not fit, the last one does
+    estimate, budget = plan.host_memory_estimate_bytes, plan.host_memory_budget_bytes
+    assert estimate <= budget < estimate + int(steps[-1][2]) * MIB
+    assert any(r.endswith(f"images above {limit / 1e6:g} M pixels are refused") for r in plan.reasons)
     t4 = default_plan(host_of("t4-16g.vendor"))  # 16 GB of RAM for a GPU plan: the floor, canvas kept
     assert (t4.device, t4.pipeline.max_image_pixels, t4.pipeline.canvas_size) == ("gpu", planner.MIN_IMAGE_PIXELS, 1280)
     roomy = default_plan(host_of("cpu-xeon-2core"))

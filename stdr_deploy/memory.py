@@ -224,6 +224,11 @@ def served_records(device: str, family: str, precision: str, runtime: str = "onn
     return [s for s in load(device, runtime).get("served", []) if s["family"] == family and s["precision"] == precision]
 
 
+def served_pairs(device: str, runtime: str = "onnxruntime") -> list[tuple[str, str]]:
+    """Each family x precision that has a served record on this device and runtime, once."""
+    return list(dict.fromkeys((s["family"], s["precision"]) for s in load(device, runtime).get("served", [])))
+
+
 def _spread_words(served: list[dict], spread: int) -> str:
     latest = max(s["measured_at"] for s in served)[:10]
     return f"{spread >> 20} MiB spread of repeated runs ({len(served)} deployment(s), latest {latest})"

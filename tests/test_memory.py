@@ -106,6 +106,30 @@ def test_plans_hold_every_served_instance_that_was_measured():
     assert checked >= 6  # OpenVINO's two among them
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_model_never_served_is_planned_for_what_its_first_deployments_held(runtime, monkeypatch):
+    """A family x precision with no served record gets the largest allowance a served one needed.
+    Checked on the records themselves: with one pair's records hidden, as if it had never been
+    served, its plan still holds every deployment of it on record (a bare envelope alone did not:
+    crnn-en, CRAFT fp32 and parseq-tiny, benchmarks/results/cpu-xeon-2c-served-memory/)."""
+    from stdr_deploy.planner import MODELS, Target, instance_memory
+
+    load = memory.load
+    everything = load("cpu", runtime)
+    target = Target("onnxruntime", "cpu", openvino=runtime == "openvino")
+    pairs = memory.served_pairs("cpu", runtime)
+    assert len(pairs) >= 2
+    for family, precision in pairs:
+        hidden = {**everything, "served": [s for s in everything["served"] if (s["family"], s["precision"]) != (family, precision)]}
+        monkeypatch.setattr(memory, "load", lambda device, rt="onnxruntime": hidden if (device, rt) == ("cpu", runtime) else load(device, rt))
+        assert not memory.served_records("cpu", family, precision, runtime=runtime)
+        for served in (s for s in everything["served"] if (s["family"], s["precision"]) == (family, precision)):
+            used = instance_memory(target, MODELS[family], tuple(served["max_shape"]), precision, 0)
+            assert "never served" in used.source, (family, precision, used.source)
+            assert used.host_bytes >= served["host_bytes_per_instance"], (runtime, served, used)
+        monkeypatch.undo()
+
+
 H200 = RESULTS / "h200-fp16-served"
 SERVED_ON_GPU = sorted(
     [H200 / "warmed-at-load" / name / "deploy-fp16.json" for name in ("ppocr", "crnn-en")]

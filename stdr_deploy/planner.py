@@ -714,8 +714,11 @@ def _unserved_excess(target: Target) -> tuple[int, str] | None:
     for runtime in CPU_BACKENDS:
         for family, precision in memory.served_pairs("cpu", runtime):
             facts = MODELS[family]
-            planned = (env := _measured("cpu", facts, precision, "host", runtime)) and _planned_for(env, target, facts, precision, "host")
-            if planned and (excess := memory.served_excess("cpu", family, precision, planned, runtime=runtime)):
+            env = _measured("cpu", facts, precision, "host", runtime)
+            if env is None:
+                continue
+            planned = _planned_for(env, target, facts, precision, "host")
+            if excess := memory.served_excess("cpu", family, precision, planned, runtime=runtime):
                 found.append((excess[0], family, precision, runtime))
     if not found:
         return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from stdr_deploy import memory
+from stdr_deploy.cpu_speed import INT8_XEON_IMG01_S, CpuSpeed, cpu_speed
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts
 from stdr_deploy.plan_schema import (
@@ -141,42 +142,31 @@ CUDA_PROCESS_HOST_BYTES = 1536 * MIB  # host RAM of one CUDA stub process (CUDA 
 ORT_CPU_PROCESS_BYTES = 128 * MIB  # Python + onnxruntime
 ORT_CPU_WEIGHT_COPIES = 2.5  # initializers + pre-packed conv weights
 
-# Host-derived CPU settings (issue 16). Detector speed of the CRAFT ONNX on ONNX Runtime 1.32,
-# 2-core Xeon with AMX/VNNI, scenes_A img01: int8 at 1600x1280 in 1.49 s, fp32 at 2560x2048 in
-# 13.8 s, so pixels per second per core (ORT's conv kernels scale with cores up to ~8).
+# Host-derived CPU settings (issue 16). The detector's speed per CPU class: stdr_deploy.cpu_speed
+# (pixels per second per core: ORT's conv kernels scale with cores up to ~8).
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot-product units
-# int8 CRAFT on the 2-core AMX Xeon (benchmarks/results/cpu-xeon-2c-int8/, the README's figures):
-# img01 at 2560x2048 took 5.7 s against 13.8 s in fp32; scenes_A and the synthetic sets read 542
-# of 600 words against 545 in fp32. Help text and plan reasons quote these.
-INT8_XEON_IMG01_S = {"fp32": 13.8, "int8": 5.7}
+# int8 CRAFT read 542 of 600 words of scenes_A and the synthetic sets against 545 in fp32 (the
+# 2-core AMX Xeon, benchmarks/results/cpu-xeon-2c-int8/). Help text and plan reasons quote these.
 INT8_WORDS_READ = {"fp32": 545, "int8": 542}
 INT8_WORDS_LOST = f"~{1 - INT8_WORDS_READ['int8'] / INT8_WORDS_READ['fp32']:.1%} fewer words read"
-DETECTOR_PIXELS_PER_CORE_S = {"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / INT8_XEON_IMG01_S["fp32"] / 2}
 # int8 over fp32 on a CPU with AVX2 but no int8 dot-product units: 2-core AMD EPYC (AVX2 only,
 # shared and busy), CRAFT at 1280x1024, three alternating pairs: int8 took 37.7/26.9/33.3 s and
 # fp32 40.3/54.9/599 s; int8 was faster in every pair (1.07x to 2.0x, median ratio 1.65x), so
 # AVX2 CPUs default to int8 too, counted at this median. Re-measure on a quiet host.
 AVX2_INT8_SPEEDUP = 1.65
-# CPU models on OpenVINO 2026.4's CPU plugin against ONNX Runtime 1.32, 2 threads each, the 2-core
-# AMX Xeon, in separate processes (benchmarks/results/cpu-xeon-2c-openvino/): the int8 CRAFT (its
-# int8-openvino graph) at canvas 1600, img01 0.658 s against 1.433 s (img00..img03 2.0-2.3x), with
-# 247 of 276 words read over every check set against 246; the ppocr recognizer (fp32, the same
-# graph) on 8x3x48x320 crops 38.9 ms against 99.5 ms, its outputs within 4e-6. crnn-en's LSTM
-# ran slower there (40.7 against 37.9 ms on 8x1x64x256) and stays on ONNX Runtime. Served, the
-# deployment answered 2.5-3.0x faster. The canvas is sized at this speed (LATENCY_BUDGET_S).
-OPENVINO_SPEEDUP = {("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9}
+# CPU models on OpenVINO 2026.4's CPU plugin: which ones and how much faster, per CPU class, in
+# stdr_deploy.cpu_speed. The int8 CRAFT (its int8-openvino graph) read 247 of 276 words over every
+# check set against 246 on ONNX Runtime (the 2-core AMX Xeon, benchmarks/results/cpu-xeon-2c-openvino/).
 OPENVINO_WORDS_READ = {"openvino": 247, "onnxruntime": 246}
 CPU_BACKENDS = ("onnxruntime", "openvino")
 OPENVINO_INSTALL_TIP = "with OpenVINO installed (pip install 'stdr-deploy[openvino]')"  # `auto` shows this reason
 # OpenVINO computes float layers in bf16 on CPUs with bf16 units when asked (its own default
-# there). Measured on the 2-core AMX Xeon (benchmarks/results/cpu-xeon-2c-openvino/bf16/): the
-# int8 CRAFT's float layers (its U-net's concatenations, upsampling and head) in bf16 ran img03
-# at canvas 1600 in 0.459 s against 0.607 s, and at canvas 1408 the check sets read 252 words
-# against 251 with no set lower (served: 252 against 247 for the plan at canvas 1600 in f32, and
-# img03 in 459-464 ms against 712). The ppocr recognizer ran 2.4x faster in bf16 but read 2 words
-# fewer on phrases-202 and 1 on scenes-101: it stays f32, as does everything not listed here.
+# there): for the models CpuSpeed.openvino_bf16 lists. On the 2-core AMX Xeon
+# (benchmarks/results/cpu-xeon-2c-openvino/bf16/) the int8 CRAFT's float layers (its U-net's
+# concatenations, upsampling and head) in bf16 read 252 words over the check sets at canvas 1408
+# against 251, no set lower (served: 252 against 247 for the plan at canvas 1600 in f32). The
+# ppocr recognizer in bf16 read 2 words fewer on phrases-202 and 1 on scenes-101: it stays f32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-OPENVINO_BF16_SPEEDUP = {("craft", "int8"): 0.607 / 0.459}
 # The CPU canvas: the largest whose detector time for a 4:5 image stays within the budget at the
 # speed of the runtime and precision that serve it, never below the accuracy floor nor above
 # EasyOCR's 2560. The budget is what keeps a served request at or under RapidOCR's time on the
@@ -288,6 +278,7 @@ class Target:
     gpus: tuple[GpuFacts, ...] = ()
     openvino: bool = False  # CPU models OpenVINO runs faster go there (`choose_cpu_backend`)
     bf16: bool = False  # the CPU has bf16 units (BF16_CPU_FLAGS)
+    speed: CpuSpeed | None = None  # the host's CPU class (`cpu_speed`), set for CPU targets by choose_target
 
     @property
     def backend(self) -> str:
@@ -295,22 +286,22 @@ class Target:
 
     def backend_for(self, family: str, precision: str) -> str:
         """The model's backend: OpenVINO for the CPU models it was measured to run faster."""
-        if self.openvino and self.device == "cpu" and (family, precision) in OPENVINO_SPEEDUP:
+        if self.openvino and self.device == "cpu" and (family, precision) in self.speed.openvino:
             return "openvino"
         return self.backend
 
     def float_precision_for(self, family: str, precision: str) -> str:
         """OpenVINO's precision for the model's float layers: bf16 where measured to keep the words."""
-        bf16 = self.bf16 and (family, precision) in OPENVINO_BF16_SPEEDUP
+        bf16 = self.bf16 and self.device == "cpu" and (family, precision) in self.speed.openvino_bf16
         return "bf16" if bf16 and self.backend_for(family, precision) == "openvino" else "f32"
 
     def speedup(self, family: str, precision: str) -> float:
         """How much faster than ONNX Runtime the model runs where this target serves it (CPU tables)."""
         if self.backend_for(family, precision) != "openvino":
             return 1.0
-        faster = OPENVINO_SPEEDUP[(family, precision)]
+        faster = self.speed.openvino[(family, precision)]
         if self.float_precision_for(family, precision) == "bf16":
-            faster *= OPENVINO_BF16_SPEEDUP[(family, precision)]
+            faster *= self.speed.openvino_bf16[(family, precision)]
         return faster
 
 
@@ -447,7 +438,7 @@ def choose_target(host: HostFacts, variant: str | None, reasons: list[str]) -> T
         )
     else:
         reasons.append("variant onnxruntime on the CPU: " + ("requested and " if variant else "") + "no usable GPU")
-    return Target("onnxruntime", "cpu")
+    return Target("onnxruntime", "cpu", speed=cpu_speed(host.cpu.features))
 
 
 def _tensorrt_problem(host: HostFacts, gpus: tuple[GpuFacts, ...]) -> str | None:
@@ -567,12 +558,18 @@ def choose_precisions(
 
 
 def detector_pixels_per_second(host: HostFacts, precision: str, target: Target) -> float:
-    """Detector speed on this host: the measured ONNX Runtime rate per core (int8 without int8 units
-    at the AVX2 ratio), times the runtime the target serves CRAFT with."""
-    rate = DETECTOR_PIXELS_PER_CORE_S[precision]
+    """Detector speed on this host: the ONNX Runtime rate per core measured on its CPU class (int8
+    without int8 units at the AVX2 ratio), times the runtime the target serves CRAFT with."""
+    rates = target.speed.craft_pixels_per_core_s
+    rate = rates[precision]
     if precision == "int8" and not has_int8_units(host):
-        rate = DETECTOR_PIXELS_PER_CORE_S["fp32"] * AVX2_INT8_SPEEDUP
+        rate = rates["fp32"] * AVX2_INT8_SPEEDUP
     return rate * min(host.usable_cores, CPU_THREADS_PER_INSTANCE) * target.speedup("craft", precision)
+
+
+def detector_seconds(canvas: int, rate: float) -> float:
+    """The detector's time for a 4:5 image whose long side is `canvas`, at `rate` pixels per second."""
+    return canvas * canvas * CANVAS_ASPECT / rate
 
 
 def latency_canvas(rate: float) -> int:
@@ -595,12 +592,15 @@ def choose_canvas(
     runtime = target.backend_for("craft", det_precision)
     if runtime == "openvino":
         runtime = f"OpenVINO, float layers in {target.float_precision_for('craft', det_precision)}"
+    seconds = detector_seconds(canvas, rate)
+    over = (f"; even at the floor the detector needs ~{seconds:.2f} s per 4:5 image here, over the budget "
+            "(a smaller --canvas trades words for time)" if seconds > LATENCY_BUDGET_S else "")
     reasons.append(
         f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget (RapidOCR's time on the 2-core Xeon, "
         f"less our recognizer and pipeline) at ~{rate / 1e6:.2f} M pixels/s ({det_precision} on {runtime}, "
-        f"{min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s)) for a 4:5 image, within "
-        f"{ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}; accuracy cost: {CANVAS_ACCURACY_WORDS}; larger images are "
-        "scaled down to it; --canvas overrides"
+        f"{min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s), at the speed of {target.speed.machine}) "
+        f"for a 4:5 image, within {ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}{over}; accuracy cost: "
+        f"{CANVAS_ACCURACY_WORDS}; larger images are scaled down to it; --canvas overrides"
     )
     return canvas
 
@@ -1052,7 +1052,7 @@ def make_plan(
             raise
     reasons.append("even the smallest GPU plan exceeds the GPU's memory: falling back to the CPU")
     on_cpu = dataclasses.replace(requested, detector_precision=None, recognizer_precision=None)
-    cpu = Target("onnxruntime", "cpu", openvino=openvino, bf16=bf16)
+    cpu = Target("onnxruntime", "cpu", openvino=openvino, bf16=bf16, speed=cpu_speed(host.cpu.features))
     family = choose_recognizer(cpu, recognizer, reasons)
     return _plan_on(cpu, host, profile, MODELS[family], reasons, on_cpu)
 
@@ -1154,20 +1154,21 @@ def _plan_on(
 
 def _cpu_backend_words(target: Target, host: HostFacts, knobs: Knobs, recognizer: str) -> str | None:
     """Which CPU models run on OpenVINO and why, or how installing it would speed them up."""
+    speed = target.speed
     models = [(family, precision) for family, precision in
               (("craft", knobs.detector_precision), (recognizer, knobs.recognizer_precision))
-              if (family, precision) in OPENVINO_SPEEDUP]
+              if (family, precision) in speed.openvino]
     if not models:
         return None
-    names = " and ".join(f"{family} {precision} ({OPENVINO_SPEEDUP[(family, precision)]:.1f}x)" for family, precision in models)
-    measured = (f"OpenVINO's CPU plugin ran {names} faster than ONNX Runtime on the 2-core AMX Xeon, the int8 "
-                f"CRAFT from its int8-openvino graph (concatenations in float) reading {OPENVINO_WORDS_READ['openvino']} "
-                f"of 276 words over the check sets against {OPENVINO_WORDS_READ['onnxruntime']}")
+    names = " and ".join(f"{family} {precision} ({speed.openvino[(family, precision)]:.2f}x)" for family, precision in models)
+    measured = (f"OpenVINO's CPU plugin ran {names} faster than ONNX Runtime on {speed.machine} (this CPU's class), "
+                f"the int8 CRAFT from its int8-openvino graph (concatenations in float) reading "
+                f"{OPENVINO_WORDS_READ['openvino']} of 276 words over the check sets against {OPENVINO_WORDS_READ['onnxruntime']}")
     if target.openvino:
         bf16 = [(f, p) for f, p in models if target.float_precision_for(f, p) == "bf16"]
         measured += "".join(
             f"; {family} {precision}'s float layers in bf16 (the CPU has bf16 units): "
-            f"{OPENVINO_BF16_SPEEDUP[(family, precision)]:.2f}x faster again, no check set reading fewer words"
+            f"{speed.openvino_bf16[(family, precision)]:.2f}x faster again, no check set reading fewer words"
             for family, precision in bf16)
         return f"{', '.join(f for f, _ in models)} on OpenVINO {host.runtimes.openvino_version}: {measured}; --cpu-backend onnxruntime overrides"
     if host.runtimes.openvino_version is not None:

@@ -1,8 +1,8 @@
 """fp32 CRAFT export -> int8 (static QDQ) ONNX for CPU serving, checked and cached like an export.
 
 Why: on CPUs with int8 units, ONNX Runtime (MLAS) runs the quantized detector several times
-faster than fp32 for a fraction of a percent of the words read (measured figures: the planner's
-`INT8_XEON_IMG01_S` and `INT8_WORDS_READ`, and the README), so CPU plans serve it.
+faster than fp32 for a fraction of a percent of the words read (measured figures:
+`cpu_speed.INT8_XEON_IMG01_S`, the planner's `INT8_WORDS_READ`, and the README), so CPU plans serve it.
 
 Recipe (measured on the 2-core Xeon; every value is in the cache key):
 1. opset 11 -> 13 with `onnx.version_converter` (per-channel DequantizeLinear needs opset 13);

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stdr_deploy import memory, planner
+from stdr_deploy import cpu_speed, memory, planner
 from stdr_deploy.hardware import load_host
 from stdr_deploy.planner import make_plan
 from stdr_deploy.profiles import resolve_profile
@@ -95,7 +95,8 @@ def test_plans_hold_every_served_instance_that_was_measured():
         for served in json.loads(path.read_text()).get("served", []):
             assert served["measured_at"] and served["host"] and served["deployment"], served
             assert Path(served["deployment"]).is_file(), f"{served['deployment']}: the record it came from"
-            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu", openvino=runtime == "openvino")
+            target = Target("onnxruntime", "cpu" if device == "cpu" else "gpu", openvino=runtime == "openvino",
+                            speed=cpu_speed.AMX)  # the Xeon that served the OpenVINO records
             facts = MODELS[served["family"]]
             pad = planner._record_pad(target, facts, served)  # the detector pad it was deployed with
             used = instance_memory(target, facts, tuple(served["max_shape"]), served["precision"], 0, pad)
@@ -116,7 +117,7 @@ def test_a_model_never_served_is_planned_for_what_its_first_deployments_held(run
 
     load = memory.load
     everything = load("cpu", runtime)
-    target = Target("onnxruntime", "cpu", openvino=runtime == "openvino")
+    target = Target("onnxruntime", "cpu", openvino=runtime == "openvino", speed=cpu_speed.AMX)
     pairs = memory.served_pairs("cpu", runtime)
     assert len(pairs) >= 2
     for family, precision in pairs:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stdr_deploy import planner
+from stdr_deploy import cpu_speed, planner
 from stdr_deploy.cli import cli
 from stdr_deploy.errors import HostUnsupported, UserInputError
 from stdr_deploy.hardware import GpuFacts, HostFacts, RuntimeFacts, load_host
@@ -36,6 +36,7 @@ TARGETS = {
     "a5000-laptop-16g.vendor": ("a5000-laptop-16g", "tensorrt_plan", "gpu"),  # the seed's laptop
     "cpu-4g-4core.vendor": ("cpu-edge", "onnxruntime", "cpu"),  # no GPU, 4 cores
     "cpu-xeon-2core": ("cpu-edge", "onnxruntime", "cpu"),  # no GPU, 2 cores
+    "cpu-epyc-zen4-2core": ("cpu-edge", "onnxruntime", "cpu"),  # no GPU, 2 cores, no AMX, OpenVINO installed
     # read on an H100 where neither TensorRT nor the CUDA EP was installed: a 16-core CPU plan
     "h100-80g-hbm3": (None, "onnxruntime", "cpu"),
     "laptop-8g.vendor": (None, "onnxruntime", "gpu"),  # CUDA EP only; no profile for an 8 GB GPU
@@ -797,7 +798,7 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
     no_avx2 = dataclasses.replace(xeon, cpu=dataclasses.replace(xeon.cpu, features=()))
     assert default_plan(no_avx2).detector.precision == "fp32" and any("neither" in r for r in default_plan(no_avx2).reasons)
     eight = dataclasses.replace(xeon, cpu=dataclasses.replace(xeon.cpu, physical_cores=8, logical_cores=8, allowed_cpus=8))
-    rate = 8 * planner.DETECTOR_PIXELS_PER_CORE_S["int8"]  # 4x the cores: a larger canvas, still under 2560
+    rate = 8 * cpu_speed.AMX.craft_pixels_per_core_s["int8"]  # 4x the cores: a larger canvas, still under 2560
     assert default_plan(eight).pipeline.canvas_size == int(math.sqrt(0.4 * rate / 0.8)) // 32 * 32 == 1632
     assert default_plan(with_openvino(eight)).pipeline.canvas_size == planner.DEFAULT_CANVAS  # and ~2.9x that
     pinned = default_plan(xeon, canvas=2048)
@@ -806,6 +807,37 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
         default_plan(xeon, canvas=100)
     result = CliRunner().invoke(cli, ["plan", "--host", str(HOSTS / "cpu-xeon-2core.json"), "--canvas", "1920", "--json"])
     assert result.exit_code == 0 and Plan.from_dict(json.loads(result.stdout)).pipeline.canvas_size == 1920
+
+
+def test_a_cpu_without_amx_is_planned_at_its_own_measured_speed():
+    """AVX-512 VNNI without AMX (the probed 2-core Zen 4 EPYC): OpenVINO gains 4 % on CRAFT there,
+    not the AMX Xeon's 2.2x. The plan quotes that class, predicts the detector's time at the floor
+    as measured served there (CRAFT's call on img03, 1408x1056, took 1382 ms), says it is over the
+    budget, and a many-core host of the class gets the canvas its own speed allows, not the Xeon's."""
+    epyc = host_of("cpu-epyc-zen4-2core")
+    assert epyc.runtimes.openvino_version and "amx_int8" not in epyc.cpu.features
+    plan = default_plan(epyc)
+    assert (plan.detector.backend, plan.detector.float_precision, plan.recognizer.backend) == ("openvino", "bf16", "openvino")
+    assert plan.pipeline.canvas_size == planner.ACCURACY_FLOOR_CANVAS
+    [canvas] = [r for r in plan.reasons if r.startswith("canvas 1408 from")]
+    assert "AMD EPYC with AVX-512 VNNI and no AMX" in canvas and "over the budget" in canvas
+    predicted = float(re.search(r"needs ~([0-9.]+) s per 4:5 image", canvas).group(1))
+    served = 1.382 * (1408 * 0.8) / 1056  # img03's measured call, scaled to a 4:5 image's pixels
+    assert 0.9 * served < predicted < 1.1 * served
+    [backend] = [r for r in plan.reasons if "OpenVINO's CPU plugin ran" in r]
+    assert "craft int8 (1.04x)" in backend and "on the 2-core AMD EPYC" in backend and "Xeon" not in backend
+
+    def cores(host, n):
+        return dataclasses.replace(host, cpu=dataclasses.replace(host.cpu, physical_cores=n, logical_cores=n, allowed_cpus=n))
+
+    xeon = with_openvino(host_of("cpu-xeon-2core"))
+    assert default_plan(cores(xeon, 8)).pipeline.canvas_size == planner.DEFAULT_CANVAS
+    rate = 8 * planner.Target("onnxruntime", "cpu", openvino=True, bf16=True, speed=cpu_speed.VNNI).speedup("craft", "int8") \
+        * cpu_speed.VNNI.craft_pixels_per_core_s["int8"]
+    eight = default_plan(cores(epyc, 8))
+    assert eight.pipeline.canvas_size == int(math.sqrt(0.4 * rate / 0.8)) // 32 * 32 < planner.DEFAULT_CANVAS
+    assert not any("over the budget" in r for r in eight.reasons)
+    assert cpu_speed.cpu_speed(("avx2",)) is cpu_speed.VNNI and cpu_speed.cpu_speed(xeon.cpu.features) is cpu_speed.AMX
 
 
 @pytest.mark.parametrize("stem", ["a5000-24g.vendor", "laptop-8g.vendor", "h200-141g", "cpu-xeon-2core"])

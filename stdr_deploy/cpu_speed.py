@@ -1,0 +1,61 @@
+"""How fast the CPU models run, by CPU class: what sizes the CPU canvas and sends models to OpenVINO.
+
+The int8 units tell the classes apart. With AMX tiles, OpenVINO runs the int8 CRAFT 2.2x faster
+than ONNX Runtime; with AVX-512 VNNI alone both runtimes run it near the units' peak and OpenVINO
+gains 4 %. Each class's figures come from one machine, 2 threads, each model alone in a process
+of its own; a CPU class measured anew is one more `CpuSpeed` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AMX_FLAGS = ("amx_int8",)
+# The int8 CRAFT against fp32 on scenes_A img01 at 2560x2048, ONNX Runtime, the 2-core AMX Xeon
+# (benchmarks/results/cpu-xeon-2c-int8/): seconds. Plan reasons and help text quote it.
+INT8_XEON_IMG01_S = {"fp32": 13.8, "int8": 5.7}
+
+
+@dataclass(frozen=True)
+class CpuSpeed:
+    machine: str  # where it was measured, as plan reasons quote it
+    source: str  # its results folder
+    craft_pixels_per_core_s: dict[str, float]  # CRAFT on ONNX Runtime, per precision
+    openvino: dict[tuple[str, str], float]  # OpenVINO (float layers f32) over ONNX Runtime: the models sent there
+    openvino_bf16: dict[tuple[str, str], float]  # bf16 float layers over f32, where no check set read fewer words
+
+
+# The 2-core Intel Xeon with AMX (benchmarks/results/cpu-xeon-2c-openvino/ and its bf16/): the int8
+# CRAFT on ONNX Runtime read img01 at 1600x1280 in 1.49 s, fp32 at 2560x2048 in 13.8 s; on
+# OpenVINO 2026.4 the int8 CRAFT (its int8-openvino graph) img01 at canvas 1600 in 0.658 s against
+# 1.433, the ppocr recognizer 8x3x48x320 in 38.9 ms against 99.5 (outputs within 4e-6); CRAFT's
+# float layers in bf16 img03 at 1600 in 0.459 s against 0.607. crnn-en's LSTM ran slower on
+# OpenVINO (40.7 against 37.9 ms) and is not listed; ppocr in bf16 read fewer words (phrases-202,
+# scenes-101) and is not listed there.
+AMX = CpuSpeed(
+    machine="the 2-core AMX Xeon",
+    source="benchmarks/results/cpu-xeon-2c-openvino/",
+    craft_pixels_per_core_s={"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / INT8_XEON_IMG01_S["fp32"] / 2},
+    openvino={("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9},
+    openvino_bf16={("craft", "int8"): 0.607 / 0.459},
+)
+
+# The 2-core AMD EPYC (Zen 4: AVX-512 VNNI and BF16, no AMX), best of two rounds of
+# benchmarks/cpu_model_speed.py: CRAFT at 1408x1152, int8 1.591 s on ONNX Runtime, 1.526 s on
+# OpenVINO, 1.476 s with bf16 float layers; fp32 5.523 s on ONNX Runtime; ppocr 8x3x48x320
+# 95.4 ms against 70.7 on OpenVINO. Served (the plan above, OpenVINO, bf16, canvas 1408), CRAFT's
+# call took 1382 ms on img03.
+VNNI = CpuSpeed(
+    machine="the 2-core AMD EPYC with AVX-512 VNNI and no AMX",
+    source="benchmarks/results/cpu-epyc-zen4-2c-speed/",
+    craft_pixels_per_core_s={"int8": 1408 * 1152 / 1.591 / 2, "fp32": 1408 * 1152 / 5.523 / 2},
+    openvino={("craft", "int8"): 1.591 / 1.526, ("ppocr", "fp32"): 95.4 / 70.7},
+    openvino_bf16={("craft", "int8"): 1.526 / 1.476},
+)
+
+
+def cpu_speed(features: tuple[str, ...]) -> CpuSpeed:
+    """The measured class this CPU belongs to: AMX hosts run at the Xeon's figures; any other CPU
+    at the EPYC's, the slower class (a CPU without VNNI is slower still: the planner derives its
+    int8 rate from fp32, see AVX2_INT8_SPEEDUP)."""
+    return AMX if any(flag in features for flag in AMX_FLAGS) else VNNI

@@ -173,6 +173,7 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # same host (issue 16's peer): RapidOCR read img03 (1600x1200) in 0.59 s on the 2-core Xeon, and
 # our recognizer and pipeline add ~0.1 s to the detector there.
 LATENCY_BUDGET_S = 0.4
+SLOW_DETECTOR = "detector latency"  # the reason that opens with it is a row of `auto`'s summary
 CANVAS_ASPECT = 0.8  # the canvas is the long side; photos are ~4:5 (img01 is 2560x2048)
 # Latency never pushes the canvas below this: every check set reads at least as many words at
 # 1408 as at 1600 (ONNX Runtime, OpenVINO f32 and bf16), and 1600 as many as 2560 on scenes_A;
@@ -592,16 +593,20 @@ def choose_canvas(
     runtime = target.backend_for("craft", det_precision)
     if runtime == "openvino":
         runtime = f"OpenVINO, float layers in {target.float_precision_for('craft', det_precision)}"
-    seconds = detector_seconds(canvas, rate)
-    over = (f"; even at the floor the detector needs ~{seconds:.2f} s per 4:5 image here, over the budget "
-            "(a smaller --canvas trades words for time)" if seconds > LATENCY_BUDGET_S else "")
     reasons.append(
         f"canvas {canvas} from a {LATENCY_BUDGET_S} s detector latency budget (RapidOCR's time on the 2-core Xeon, "
         f"less our recognizer and pipeline) at ~{rate / 1e6:.2f} M pixels/s ({det_precision} on {runtime}, "
         f"{min(host.usable_cores, CPU_THREADS_PER_INSTANCE)} core(s), at the speed of {target.speed.machine}) "
-        f"for a 4:5 image, within {ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}{over}; accuracy cost: "
-        f"{CANVAS_ACCURACY_WORDS}; larger images are scaled down to it; --canvas overrides"
+        f"for a 4:5 image, within {ACCURACY_FLOOR_CANVAS}..{DEFAULT_CANVAS}; accuracy cost: {CANVAS_ACCURACY_WORDS}; "
+        "larger images are scaled down to it; --canvas overrides"
     )
+    # over the budget at the floor by more than the 32-pixel rounding of the budget's own canvas
+    if detector_seconds(canvas - SIZE_MULTIPLE, rate) > LATENCY_BUDGET_S:
+        reasons.append(
+            f"{SLOW_DETECTOR}: even at the accuracy floor (canvas {canvas}) the detector needs "
+            f"~{detector_seconds(canvas, rate):.2f} s per 4:5 image at this host's speed, over the {LATENCY_BUDGET_S} s "
+            "budget, so large images may be read slower than by RapidOCR here; a smaller --canvas trades words for time"
+        )
     return canvas
 
 

@@ -24,7 +24,7 @@ from stdr_deploy.cli.options import (
 from stdr_deploy.cli.output import console, print_json, runtime_words
 from stdr_deploy.cli.serve import StopRequests, sigterm_as_ctrl_c, supervise, supervision_summary
 from stdr_deploy.plan_schema import VARIANTS
-from stdr_deploy.planner import OPENVINO_INSTALL_TIP
+from stdr_deploy.planner import OPENVINO_INSTALL_TIP, SLOW_DETECTOR
 from stdr_deploy.progress import Activity, interactive, log_line
 
 
@@ -185,6 +185,8 @@ def summary_table(result, policy) -> Table:
     for reason in plan.reasons:  # a CPU plan that OpenVINO would serve faster, where it is not installed
         if OPENVINO_INSTALL_TIP in reason:
             table.add_row("tip", escape(reason))  # its [openvino] is no markup
+        elif reason.startswith(SLOW_DETECTOR):  # a CPU too slow for the latency budget even at the floor
+            table.add_row("latency", escape(reason.removeprefix(f"{SLOW_DETECTOR}: ")))
     table.add_row("smoke", f"{'passed' if smoke.ok else 'FAILED'} ({len(smoke.checks)} checks)")
     urls = result.manifest.get("urls") or {}
     table.add_row("urls", "  ".join(f"{k}: {v}" for k, v in urls.items()))

@@ -3,7 +3,9 @@ figures `stdr_deploy/cpu_speed.py` keeps per CPU class.
 
     STDR_DEPLOY_CACHE=... python benchmarks/cpu_model_speed.py --rounds 2 --out DIR
 
-Each configuration runs in a process of its own (one model, one runtime, 2 threads), best of
+ONNX Runtime runs with the session settings CPU plans render (memory arena and pattern off),
+so the figures predict served times. Each configuration runs in a process of its own (one
+model, one runtime, 2 threads), best of
 --repeat calls after a warm-up, on random inputs of the planner's shapes: CRAFT at the CPU
 canvas floor (1x3x1408x1152, a 4:5 image) and at 1600x1216, int8 (its ONNX Runtime graph, and
 the int8-openvino graph on OpenVINO) and fp32 (ONNX Runtime); ppocr fp32 on 8x3x48x320 and
@@ -63,6 +65,8 @@ def time_one(config: dict) -> dict:
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+        # as CPU plans serve it (render._onnxruntime_settings): 1.25-1.5x slower than ORT's defaults
+        options.enable_cpu_mem_arena = options.enable_mem_pattern = False
         session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
 

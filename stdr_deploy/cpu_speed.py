@@ -1,9 +1,11 @@
 """How fast the CPU models run, by CPU class: what sizes the CPU canvas and sends models to OpenVINO.
 
-The int8 units tell the classes apart. With AMX tiles, OpenVINO runs the int8 CRAFT 2.2x faster
-than ONNX Runtime; with AVX-512 VNNI alone both runtimes run it near the units' peak and OpenVINO
-gains 4 %. Each class's figures come from one machine, 2 threads, each model alone in a process
-of its own; a CPU class measured anew is one more `CpuSpeed` here.
+The int8 units tell the classes apart. With AMX tiles OpenVINO runs the int8 CRAFT 2.2x faster
+than ONNX Runtime; with AVX-512 VNNI alone 1.6x against ONNX Runtime as CPU plans serve it (1.04x
+against its default memory settings), and 3.7x slower than on the AMX Xeon. Each class's figures
+come from one machine, 2 threads, each model alone in a process of its own; a CPU class measured
+anew is one more `CpuSpeed` here. The AMX figures were taken with ORT's default session settings,
+which ran CRAFT 1.5x faster than the served ones on the EPYC.
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ AMX = CpuSpeed(
 )
 
 # The 2-core AMD EPYC (Zen 4: AVX-512 VNNI and BF16, no AMX), best of two rounds of
-# benchmarks/cpu_model_speed.py: CRAFT at 1408x1152, int8 1.591 s on ONNX Runtime, 1.526 s on
-# OpenVINO, 1.476 s with bf16 float layers; fp32 5.523 s on ONNX Runtime; ppocr 8x3x48x320
-# 95.4 ms against 70.7 on OpenVINO. Served (the plan above, OpenVINO, bf16, canvas 1408), CRAFT's
-# call took 1382 ms on img03.
+# benchmarks/cpu_model_speed.py, ONNX Runtime with the session settings CPU plans render (memory
+# arena and pattern off): CRAFT at 1408x1152, int8 2.465 s on ONNX Runtime, 1.572 s on OpenVINO,
+# 1.528 s with bf16 float layers; fp32 6.938 s on ONNX Runtime; ppocr 8x3x48x320 112.8 ms against
+# 64.5 on OpenVINO. Served, CRAFT's call on img03 (1408x1056) took 1382 ms on OpenVINO (bf16) and
+# 2373 ms on ONNX Runtime.
 VNNI = CpuSpeed(
     machine="the 2-core AMD EPYC with AVX-512 VNNI and no AMX",
     source="benchmarks/results/cpu-epyc-zen4-2c-speed/",
-    craft_pixels_per_core_s={"int8": 1408 * 1152 / 1.591 / 2, "fp32": 1408 * 1152 / 5.523 / 2},
-    openvino={("craft", "int8"): 1.591 / 1.526, ("ppocr", "fp32"): 95.4 / 70.7},
-    openvino_bf16={("craft", "int8"): 1.526 / 1.476},
+    craft_pixels_per_core_s={"int8": 1408 * 1152 / 2.465 / 2, "fp32": 1408 * 1152 / 6.938 / 2},
+    openvino={("craft", "int8"): 2.465 / 1.572, ("ppocr", "fp32"): 112.8 / 64.5},
+    openvino_bf16={("craft", "int8"): 1.572 / 1.528},
 )
 
 

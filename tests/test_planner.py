@@ -835,8 +835,9 @@ def test_cpu_canvas_comes_from_the_latency_budget_and_can_be_overridden():
 
 
 def test_a_cpu_without_amx_is_planned_at_its_own_measured_speed():
-    """AVX-512 VNNI without AMX (the probed 2-core Zen 4 EPYC): OpenVINO gains 4 % on CRAFT there,
-    not the AMX Xeon's 2.2x. The plan quotes that class, predicts the detector's time at the floor
+    """AVX-512 VNNI without AMX (the probed 2-core Zen 4 EPYC): OpenVINO runs CRAFT 1.6x faster
+    than ONNX Runtime there, not the AMX Xeon's 2.2x, and 3.7x slower than on the Xeon. The plan
+    quotes that class, predicts the detector's time at the floor
     as measured served there (CRAFT's call on img03, 1408x1056, took 1382 ms), says it is over the
     budget, and a many-core host of the class gets the canvas its own speed allows, not the Xeon's."""
     epyc = host_of("cpu-epyc-zen4-2core")
@@ -848,11 +849,13 @@ def test_a_cpu_without_amx_is_planned_at_its_own_measured_speed():
     assert "AMD EPYC with AVX-512 VNNI and no AMX" in canvas
     [slow] = [r for r in plan.reasons if r.startswith(planner.SLOW_DETECTOR)]
     assert "over the 0.4 s budget" in slow and "--canvas" in slow
-    predicted = float(re.search(r"needs ~([0-9.]+) s per 4:5 image", slow).group(1))
-    served = 1.382 * (1408 * 0.8) / 1056  # img03's measured call, scaled to a 4:5 image's pixels
-    assert 0.9 * served < predicted < 1.1 * served
+    for backend, served_s in (("openvino", 1.382), ("onnxruntime", 2.373)):  # CRAFT's call on img03, served
+        [slow] = [r for r in default_plan(epyc, cpu_backend=backend).reasons if r.startswith(planner.SLOW_DETECTOR)]
+        predicted = float(re.search(r"needs ~([0-9.]+) s per 4:5 image", slow).group(1))
+        served = served_s * (1408 * 0.8) / 1056  # img03 is 1408x1056 at the canvas: scaled to a 4:5 image's pixels
+        assert 0.9 * served < predicted < 1.1 * served, backend
     [backend] = [r for r in plan.reasons if "OpenVINO's CPU plugin ran" in r]
-    assert "craft int8 (1.04x)" in backend and "on the 2-core AMD EPYC" in backend and "Xeon" not in backend
+    assert "craft int8 (1.57x)" in backend and "on the 2-core AMD EPYC" in backend and "Xeon" not in backend
 
     def cores(host, n):
         return dataclasses.replace(host, cpu=dataclasses.replace(host.cpu, physical_cores=n, logical_cores=n, allowed_cpus=n))

@@ -59,7 +59,7 @@ def cpu_backend_option(fn: Callable) -> Callable:
         type=click.Choice(("onnxruntime", "openvino")),
         default=None,
         help="CPU plans: openvino serves the models OpenVINO was measured to run faster (the int8 CRAFT, "
-        "the ppocr recognizer: 2.2x and 2.6x on a 2-core AMX Xeon, 1.04x and 1.35x without AMX, the same "
+        "the ppocr recognizer: 2.2x and 2.6x on a 2-core AMX Xeon, 1.6x and 1.75x without AMX, the same "
         "words); onnxruntime serves every model on ONNX Runtime. Default: openvino where it is installed "
         "(the `openvino` extra).",
     )(fn)

@@ -1,5 +1,6 @@
-"""CRAFT and the ppocr recognizer on this CPU, ONNX Runtime against OpenVINO (f32 and bf16): the
-figures `stdr_deploy/cpu_speed.py` keeps per CPU class.
+"""CRAFT and the ppocr recognizer on this CPU: ONNX Runtime against OpenVINO (f32 and bf16).
+
+These are the figures `stdr_deploy/cpu_speed.py` keeps per CPU class.
 
     STDR_DEPLOY_CACHE=... python benchmarks/cpu_model_speed.py --rounds 2 --out DIR
 

@@ -1,6 +1,7 @@
-"""What taking OpenCV out of the core would cost: the served path's two largest OpenCV calls,
-done with what the core install keeps (numpy, Pillow, ONNX Runtime), against OpenCV on the same
-image in one run.
+"""What taking OpenCV out of the core would cost, measured on the served path's two largest calls.
+
+They are done with what the core install keeps (numpy, Pillow, ONNX Runtime), against OpenCV on
+the same image in one run.
 
 Usage: python benchmarks/opencv_free_cost.py IMAGE... [--repeat 7] [--json OUT]
 

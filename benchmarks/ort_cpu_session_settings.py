@@ -1,5 +1,6 @@
-"""One ONNX model on ONNX Runtime's CPU provider under each memory setting a CPU plan could
-render: time per run and the process's peak RSS, each setting in a process of its own.
+"""ONNX Runtime's CPU memory settings: time per run and peak RSS of one model under each.
+
+The settings are those a CPU plan could render; each runs in a process of its own.
 
     STDR_DEPLOY_CACHE=... python benchmarks/ort_cpu_session_settings.py [--family craft --precision int8]
         [--shape 1x3x1408x1152] [--rounds 2] [--json OUT]

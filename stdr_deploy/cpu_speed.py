@@ -21,7 +21,6 @@ INT8_XEON_IMG01_S = {"fp32": 13.8, "int8": 5.7}
 @dataclass(frozen=True)
 class CpuSpeed:
     machine: str  # where it was measured, as plan reasons quote it
-    source: str  # its results folder
     craft_pixels_per_core_s: dict[str, float]  # CRAFT on ONNX Runtime, per precision
     openvino: dict[tuple[str, str], float]  # OpenVINO (float layers f32) over ONNX Runtime: the models sent there
     openvino_bf16: dict[tuple[str, str], float]  # bf16 float layers over f32, where no check set read fewer words
@@ -36,21 +35,19 @@ class CpuSpeed:
 # scenes-101) and is not listed there.
 AMX = CpuSpeed(
     machine="the 2-core AMX Xeon",
-    source="benchmarks/results/cpu-xeon-2c-openvino/",
     craft_pixels_per_core_s={"int8": 1600 * 1280 / 1.49 / 2, "fp32": 2560 * 2048 / INT8_XEON_IMG01_S["fp32"] / 2},
     openvino={("craft", "int8"): 1.433 / 0.658, ("ppocr", "fp32"): 99.5 / 38.9},
     openvino_bf16={("craft", "int8"): 0.607 / 0.459},
 )
 
-# The 2-core AMD EPYC (Zen 4: AVX-512 VNNI and BF16, no AMX), best of two rounds of
-# benchmarks/cpu_model_speed.py, ONNX Runtime with the session settings CPU plans render (memory
+# The 2-core AMD EPYC (Zen 4: AVX-512 VNNI and BF16, no AMX; benchmarks/results/cpu-epyc-zen4-2c-speed/),
+# best of two rounds of benchmarks/cpu_model_speed.py, ONNX Runtime with the session settings CPU plans render (memory
 # arena and pattern off): CRAFT at 1408x1152, int8 2.465 s on ONNX Runtime, 1.572 s on OpenVINO,
 # 1.528 s with bf16 float layers; fp32 6.938 s on ONNX Runtime; ppocr 8x3x48x320 112.8 ms against
 # 64.5 on OpenVINO. Served, CRAFT's call on img03 (1408x1056) took 1382 ms on OpenVINO (bf16) and
 # 2373 ms on ONNX Runtime.
 VNNI = CpuSpeed(
     machine="the 2-core AMD EPYC with AVX-512 VNNI and no AMX",
-    source="benchmarks/results/cpu-epyc-zen4-2c-speed/",
     craft_pixels_per_core_s={"int8": 1408 * 1152 / 2.465 / 2, "fp32": 1408 * 1152 / 6.938 / 2},
     openvino={("craft", "int8"): 2.465 / 1.572, ("ppocr", "fp32"): 112.8 / 64.5},
     openvino_bf16={("craft", "int8"): 1.572 / 1.528},

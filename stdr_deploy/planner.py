@@ -293,8 +293,8 @@ class Target:
 
     def float_precision_for(self, family: str, precision: str) -> str:
         """OpenVINO's precision for the model's float layers: bf16 where measured to keep the words."""
-        bf16 = self.bf16 and self.device == "cpu" and (family, precision) in self.speed.openvino_bf16
-        return "bf16" if bf16 and self.backend_for(family, precision) == "openvino" else "f32"
+        on_openvino = self.backend_for(family, precision) == "openvino"  # a CPU target: its speed is set
+        return "bf16" if on_openvino and self.bf16 and (family, precision) in self.speed.openvino_bf16 else "f32"
 
     def speedup(self, family: str, precision: str) -> float:
         """How much faster than ONNX Runtime the model runs where this target serves it (CPU tables)."""

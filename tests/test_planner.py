@@ -594,9 +594,8 @@ def test_cli_plan_says_which_runtime_serves_each_model_and_its_float_layers(tmp_
     assert "with OpenVINO installed (pip install 'stdr-deploy[openvino]')" in plain.output
 
 
-def test_auto_summary_tips_the_openvino_extra_where_it_would_serve_a_cpu_plan_faster():
-    """`auto` prints no reasons, so the one that says what installing OpenVINO gives is a row of
-    its summary; a plan already on OpenVINO, or a GPU plan, has no such row."""
+def summary_lines(plan, label: str) -> list[str]:
+    """The lines of `auto`'s summary for `plan` (after a passing smoke) whose row is `label`."""
     from types import SimpleNamespace
 
     from rich.console import Console
@@ -604,42 +603,32 @@ def test_auto_summary_tips_the_openvino_extra_where_it_would_serve_a_cpu_plan_fa
     from stdr_deploy.cli.auto import summary_table
     from stdr_deploy.supervise import Policy
 
-    def rows(plan) -> str:
-        smoke = SimpleNamespace(memory=None, warnings=[], ok=True, checks=[])
-        console = Console(width=400, record=True)
-        console.print(summary_table(SimpleNamespace(plan=plan, smoke=smoke, manifest={}), Policy()))
-        return console.export_text()
+    smoke = SimpleNamespace(memory=None, warnings=[], ok=True, checks=[])
+    console = Console(width=400, record=True)
+    console.print(summary_table(SimpleNamespace(plan=plan, smoke=smoke, manifest={}), Policy()))
+    return [line for line in console.export_text().splitlines() if f"│ {label} " in line]
 
+
+def test_auto_summary_tips_the_openvino_extra_where_it_would_serve_a_cpu_plan_faster():
+    """`auto` prints no reasons, so the one that says what installing OpenVINO gives is a row of
+    its summary; a plan already on OpenVINO, or a GPU plan, has no such row."""
     xeon = host_of("cpu-xeon-2core")
-    [tip] = [line for line in rows(default_plan(xeon)).splitlines() if "│ tip" in line]
+    [tip] = summary_lines(default_plan(xeon), "tip")
     assert "pip install 'stdr-deploy[openvino]'" in tip and "faster than ONNX Runtime" in tip
-    assert "│ tip" not in rows(default_plan(with_openvino(xeon)))
-    assert "│ tip" not in rows(default_plan(host_of("a5000-24g.vendor")))
+    assert summary_lines(default_plan(with_openvino(xeon)), "tip") == []
+    assert summary_lines(default_plan(host_of("a5000-24g.vendor")), "tip") == []
 
 
 def test_auto_summary_says_when_the_cpu_is_too_slow_for_the_latency_budget_even_at_the_floor():
     """The canvas stops at the accuracy floor: a CPU that needs more than the budget there is told
     the detector's time and the way out (--canvas), in `auto`'s summary; the AMX Xeon on OpenVINO,
     whose floor is within the 32-pixel rounding of the budget's canvas, and a GPU plan are not."""
-    from types import SimpleNamespace
-
-    from rich.console import Console
-
-    from stdr_deploy.cli.auto import summary_table
-    from stdr_deploy.supervise import Policy
-
-    def latency_rows(plan) -> list[str]:
-        smoke = SimpleNamespace(memory=None, warnings=[], ok=True, checks=[])
-        console = Console(width=400, record=True)
-        console.print(summary_table(SimpleNamespace(plan=plan, smoke=smoke, manifest={}), Policy()))
-        return [line for line in console.export_text().splitlines() if "│ latency" in line]
-
-    [epyc] = latency_rows(default_plan(host_of("cpu-epyc-zen4-2core")))  # OpenVINO, bf16: ~1.4 s
+    [epyc] = summary_lines(default_plan(host_of("cpu-epyc-zen4-2core")), "latency")  # OpenVINO, bf16: ~1.5 s
     assert "canvas 1408" in epyc and "over the 0.4 s budget" in epyc and "--canvas" in epyc
-    [xeon_ort] = latency_rows(default_plan(host_of("cpu-xeon-2core")))  # no OpenVINO: ~1.15 s
+    [xeon_ort] = summary_lines(default_plan(host_of("cpu-xeon-2core")), "latency")  # no OpenVINO: ~1.15 s
     assert float(re.search(r"~([0-9.]+) s", xeon_ort).group(1)) > 1.0
-    assert latency_rows(default_plan(with_openvino(host_of("cpu-xeon-2core")))) == []
-    assert latency_rows(default_plan(host_of("a5000-24g.vendor"))) == []
+    assert summary_lines(default_plan(with_openvino(host_of("cpu-xeon-2core"))), "latency") == []
+    assert summary_lines(default_plan(host_of("a5000-24g.vendor")), "latency") == []
 
 
 def test_a_short_host_accepts_smaller_images_before_it_gives_up_canvas_or_instances():

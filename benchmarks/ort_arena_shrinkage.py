@@ -5,6 +5,7 @@ of the exported model, run `--shape` `--runs` times (latency), read VmRSS, run `
 (VmHWM: the peak), run `--shape` once more, wait `--settle` seconds and read VmRSS again. The
 settings take turns, `--rounds` times, so a busy machine slows them alike. Settings:
   arena-off        enable_cpu_mem_arena = enable_mem_pattern = False (what CPU plans render)
+  arena-off-pattern the arena off, ONNX Runtime's per-shape memory pattern on
   arena            the arena and memory pattern on (ONNX Runtime's default; GPU plans' CPU side)
   arena-shrink     the arena on, and run option memory.enable_memory_arena_shrinkage = "cpu:0",
                    which returns the arena's unused chunks after every run
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-SETTINGS = ("arena-off", "arena", "arena-shrink")
+SETTINGS = ("arena-off", "arena-off-pattern", "arena", "arena-shrink")
 MIB = 1 << 20
 
 
@@ -43,7 +44,8 @@ def measure(setting: str, onnx: str, shape: list[int], outlier: list[int], runs:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.enable_cpu_mem_arena = options.enable_mem_pattern = setting != "arena-off"
+    options.enable_cpu_mem_arena = setting in ("arena", "arena-shrink")
+    options.enable_mem_pattern = setting != "arena-off"
     run_options = ort.RunOptions()
     if setting == "arena-shrink":
         run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
